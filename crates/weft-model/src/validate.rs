@@ -1,0 +1,650 @@
+//! Per-resource validation that types alone cannot express: one-of fields,
+//! ranges that depend on other fields, names, CIDRs, filter/type agreement.
+//! Each finding names the field path. Cross-resource checks live in
+//! [`crate::analyze`].
+
+use crate::diag::{Code, Message};
+use crate::resource::Resource;
+use crate::types::{common::LabelSelector, gateway_api as gw, istio, linkerd};
+use crate::values;
+
+#[derive(Default)]
+struct Findings(Vec<Message>);
+
+impl Findings {
+    fn add(&mut self, code: Code, path: impl Into<String>, text: impl Into<String>) {
+        self.0.push(Message::new(code, text).field(path));
+    }
+    fn invalid(&mut self, path: impl Into<String>, text: impl Into<String>) {
+        self.add(Code::InvalidValue, path, text);
+    }
+}
+
+/// Validates one resource; an empty result means it is valid on its own.
+pub fn validate(r: &Resource) -> Vec<Message> {
+    let mut f = Findings::default();
+    let meta = r.metadata();
+    if meta.name.is_empty() && meta.generate_name.is_none() {
+        f.add(Code::MissingField, "metadata.name", "every resource needs a name");
+    } else if !meta.name.is_empty() {
+        if let Err(e) = values::check_object_name(&meta.name) {
+            f.invalid("metadata.name", e);
+        }
+    }
+    if let Some(ns) = &meta.namespace {
+        if let Err(e) = values::check_object_name(ns) {
+            f.invalid("metadata.namespace", e);
+        }
+    }
+    match r {
+        Resource::VirtualService(o) => virtual_service(&o.spec, &mut f),
+        Resource::DestinationRule(o) => destination_rule(&o.spec, &mut f),
+        Resource::IstioGateway(o) => istio_gateway(&o.spec, &mut f),
+        Resource::ServiceEntry(o) => service_entry(&o.spec, &mut f),
+        Resource::PeerAuthentication(o) => {
+            if !o.spec.port_level_mtls.is_empty() && o.spec.selector.is_none() {
+                f.invalid(
+                    "spec.portLevelMtls",
+                    "portLevelMtls needs a workload selector (ports are a property of workloads)",
+                );
+            }
+            for k in o.spec.port_level_mtls.keys() {
+                if k.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+                    f.invalid(format!("spec.portLevelMtls.{k}"), format!("{k:?} is not a port number"));
+                }
+            }
+        }
+        Resource::AuthorizationPolicy(o) => authorization_policy(&o.spec, &mut f),
+        Resource::RequestAuthentication(o) => {
+            for (i, rule) in o.spec.jwt_rules.iter().enumerate() {
+                if rule.issuer.is_empty() {
+                    f.add(Code::MissingField, format!("spec.jwtRules[{i}].issuer"), "issuer must not be empty");
+                }
+                if rule.jwks_uri.is_some() && rule.jwks.is_some() {
+                    f.invalid(format!("spec.jwtRules[{i}]"), "set jwksUri or jwks, not both");
+                }
+            }
+        }
+        Resource::HttpRoute(o) => {
+            for (i, rule) in o.spec.rules.iter().enumerate() {
+                let p = format!("spec.rules[{i}]");
+                for (j, m) in rule.matches.iter().enumerate() {
+                    http_route_match(m, &format!("{p}.matches[{j}]"), &mut f);
+                }
+                filters(&rule.filters, &format!("{p}.filters"), &mut f);
+                backend_refs(&rule.backend_refs, &p, &mut f);
+            }
+        }
+        Resource::GrpcRoute(o) => {
+            for (i, rule) in o.spec.rules.iter().enumerate() {
+                let p = format!("spec.rules[{i}]");
+                for (j, m) in rule.matches.iter().enumerate() {
+                    let mp = format!("{p}.matches[{j}]");
+                    if let Some(method) = &m.method {
+                        let kind = method.kind.as_deref().unwrap_or("Exact");
+                        match kind {
+                            "Exact" => {
+                                if method.service.is_none() && method.method.is_none() {
+                                    f.invalid(format!("{mp}.method"), "set service, method or both");
+                                }
+                            }
+                            "RegularExpression" => {
+                                for (n, v) in [("service", &method.service), ("method", &method.method)] {
+                                    if let Some(v) = v {
+                                        if let Err(e) = values::check_regex(v) {
+                                            f.add(Code::InvalidRegex, format!("{mp}.method.{n}"), e);
+                                        }
+                                    }
+                                }
+                            }
+                            other => f.invalid(
+                                format!("{mp}.method.type"),
+                                format!("{other:?} is not a method match type; use Exact or RegularExpression"),
+                            ),
+                        }
+                    }
+                    header_matches(&m.headers, &format!("{mp}.headers"), &mut f);
+                }
+                filters(&rule.filters, &format!("{p}.filters"), &mut f);
+                backend_refs(&rule.backend_refs, &p, &mut f);
+            }
+        }
+        Resource::Gateway(o) => {
+            let mut names = std::collections::BTreeSet::new();
+            for (i, l) in o.spec.listeners.iter().enumerate() {
+                if !names.insert(&l.name) {
+                    f.invalid(format!("spec.listeners[{i}].name"), format!("listener name {:?} is used twice", l.name));
+                }
+                if matches!(l.protocol.as_str(), "HTTPS" | "TLS")
+                    && l.tls.as_ref().is_none_or(|t| {
+                        t.mode.as_deref() != Some("Passthrough") && t.certificate_refs.is_empty()
+                    })
+                {
+                    f.add(
+                        Code::MissingField,
+                        format!("spec.listeners[{i}].tls.certificateRefs"),
+                        format!("a {} listener that terminates TLS needs certificateRefs", l.protocol),
+                    );
+                }
+            }
+        }
+        Resource::TrafficSplit(o) => {
+            if o.spec.backends.is_empty() {
+                f.add(Code::MissingField, "spec.backends", "a TrafficSplit needs at least one backend");
+            }
+            if o.spec.backends.iter().all(|b| b.weight.milli == 0) && !o.spec.backends.is_empty() {
+                f.invalid("spec.backends", "all backend weights are 0: no traffic could be routed");
+            }
+        }
+        Resource::ServiceProfile(o) => {
+            if let Some(b) = &o.spec.retry_budget {
+                if !(b.retry_ratio.is_finite() && b.retry_ratio >= 0.0) {
+                    f.invalid("spec.retryBudget.retryRatio", "retryRatio must be a non-negative number");
+                }
+            }
+            for (i, route) in o.spec.routes.iter().enumerate() {
+                if route.condition == linkerd::RequestMatch::default() {
+                    f.add(
+                        Code::MissingField,
+                        format!("spec.routes[{i}].condition"),
+                        "a route condition needs method, pathRegex, all, any or not",
+                    );
+                }
+            }
+        }
+        Resource::Server(o) => {
+            if o.spec.pod_selector.is_some() == o.spec.external_workload_selector.is_some() {
+                f.invalid("spec", "set exactly one of podSelector and externalWorkloadSelector");
+            }
+            if let Some(s) = &o.spec.pod_selector {
+                selector(s, "spec.podSelector", &mut f);
+            }
+        }
+        Resource::ServerAuthorization(o) => {
+            if o.spec.server.name.is_some() == o.spec.server.selector.is_some() {
+                f.invalid("spec.server", "set exactly one of name and selector");
+            }
+            for (i, n) in o.spec.client.networks.iter().enumerate() {
+                cidr(&n.cidr, &format!("spec.client.networks[{i}].cidr"), &mut f);
+            }
+        }
+        Resource::NetworkAuthentication(o) => {
+            for (i, n) in o.spec.networks.iter().enumerate() {
+                cidr(&n.cidr, &format!("spec.networks[{i}].cidr"), &mut f);
+            }
+        }
+        Resource::Deployment(o) => {
+            if let Some(s) = &o.spec.selector {
+                selector(s, "spec.selector", &mut f);
+            }
+        }
+        _ => {}
+    }
+    f.0
+}
+
+fn string_match(m: &istio::StringMatch, path: &str, f: &mut Findings) {
+    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if set != 1 {
+        f.invalid(path, "set exactly one of exact, prefix and regex");
+    }
+}
+
+fn virtual_service(s: &istio::VirtualServiceSpec, f: &mut Findings) {
+    if s.hosts.is_empty() {
+        f.add(Code::MissingField, "spec.hosts", "a VirtualService needs at least one host");
+    }
+    if s.http.is_empty() && s.tcp.is_empty() && s.tls.is_empty() {
+        f.add(Code::MissingField, "spec", "a VirtualService needs http, tcp or tls routes");
+    }
+    for (i, r) in s.http.iter().enumerate() {
+        let p = format!("spec.http[{i}]");
+        let actions = [
+            !r.route.is_empty(),
+            r.redirect.is_some(),
+            r.direct_response.is_some(),
+            r.delegate.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if actions == 0 {
+            f.add(Code::MissingField, &p, "an http route needs route, redirect, directResponse or delegate");
+        } else if actions > 1 && !(r.redirect.is_some() && r.direct_response.is_some() && actions == 2) {
+            f.invalid(&p, "set only one of route, redirect, directResponse and delegate");
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            for (name, sm) in [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)] {
+                if let Some(sm) = sm {
+                    string_match(sm, &format!("{mp}.{name}"), f);
+                }
+            }
+            for (kind, map) in [("headers", &m.headers), ("queryParams", &m.query_params), ("withoutHeaders", &m.without_headers)] {
+                for (k, sm) in map {
+                    if kind != "queryParams" && k.to_ascii_lowercase() != *k {
+                        f.invalid(format!("{mp}.{kind}.{k}"), format!("header name {k:?} must be lowercase"));
+                    }
+                    // An empty StringMatch on a header means "present".
+                    if *sm != istio::StringMatch::default() {
+                        string_match(sm, &format!("{mp}.{kind}.{k}"), f);
+                    }
+                }
+            }
+        }
+        for (j, d) in r.route.iter().enumerate() {
+            if let Some(w) = d.weight {
+                if !(0..=100).contains(&w) {
+                    f.invalid(format!("{p}.route[{j}].weight"), format!("weight {w} is out of range 0-100"));
+                }
+            }
+        }
+        if let Some(retry) = &r.retries {
+            if retry.attempts < 0 {
+                f.invalid(format!("{p}.retries.attempts"), "attempts must not be negative");
+            }
+            if let Some(on) = &retry.retry_on {
+                for (k, cond) in on.split(',').map(str::trim).enumerate() {
+                    if !is_retry_condition(cond) {
+                        let suggestion = closest_retry(cond);
+                        f.invalid(format!("{p}.retries.retryOn"), format!("unknown retry condition {cond:?} (item {k}){suggestion}"));
+                    }
+                }
+            }
+        }
+        if let Some(fault) = &r.fault {
+            if fault.delay.is_none() && fault.abort.is_none() {
+                f.add(Code::MissingField, format!("{p}.fault"), "a fault needs delay or abort");
+            }
+            if let Some(d) = &fault.delay {
+                if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
+                    f.add(Code::MissingField, format!("{p}.fault.delay.fixedDelay"), "a delay fault needs fixedDelay");
+                }
+                if let Some(pc) = d.percent {
+                    if !(0..=100).contains(&pc) {
+                        f.invalid(format!("{p}.fault.delay.percent"), format!("percent {pc} is out of range 0-100"));
+                    }
+                }
+            }
+            if let Some(a) = &fault.abort {
+                let kinds = [a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                if kinds != 1 {
+                    f.invalid(format!("{p}.fault.abort"), "set exactly one of httpStatus, grpcStatus and http2Error");
+                }
+                if let Some(s) = a.http_status {
+                    if !(200..=599).contains(&s) {
+                        f.invalid(format!("{p}.fault.abort.httpStatus"), format!("status {s} is out of range 200-599"));
+                    }
+                }
+                if let Some(g) = &a.grpc_status {
+                    if !GRPC_CODES.contains(&g.as_str()) {
+                        f.invalid(format!("{p}.fault.abort.grpcStatus"), format!("{g:?} is not a gRPC status name like UNAVAILABLE"));
+                    }
+                }
+            }
+        }
+        if let Some(rd) = &r.redirect {
+            if let Some(code) = rd.redirect_code {
+                if !(300..=399).contains(&code) {
+                    f.invalid(format!("{p}.redirect.redirectCode"), format!("{code} is not a 3xx redirect code"));
+                }
+            }
+        }
+        if let Some(dr) = &r.direct_response {
+            if !(200..=599).contains(&dr.status) {
+                f.invalid(format!("{p}.directResponse.status"), format!("status {} is out of range 200-599", dr.status));
+            }
+        }
+        if r.mirror_percentage.is_some() && r.mirror.is_none() {
+            f.invalid(format!("{p}.mirrorPercentage"), "mirrorPercentage without mirror has no effect");
+        }
+    }
+    for (i, r) in s.tcp.iter().enumerate() {
+        if r.route.is_empty() {
+            f.add(Code::MissingField, format!("spec.tcp[{i}].route"), "a tcp route needs at least one destination");
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            for (k, c) in m.destination_subnets.iter().enumerate() {
+                cidr(c, &format!("spec.tcp[{i}].match[{j}].destinationSubnets[{k}]"), f);
+            }
+        }
+    }
+    for (i, r) in s.tls.iter().enumerate() {
+        if r.matches.is_empty() {
+            f.add(Code::MissingField, format!("spec.tls[{i}].match"), "a tls route needs a match with sniHosts");
+        }
+        if r.route.is_empty() {
+            f.add(Code::MissingField, format!("spec.tls[{i}].route"), "a tls route needs at least one destination");
+        }
+    }
+}
+
+/// gRPC status names as Istio accepts them in `grpcStatus`.
+pub const GRPC_CODES: &[&str] = &[
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Retry conditions Istio/Envoy accept in `retryOn` (besides status codes).
+pub const RETRY_CONDITIONS: &[&str] = &[
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited",
+    "retriable-4xx", "refused-stream", "retriable-status-codes", "retriable-headers",
+    "http3-post-connect-failure", "cancelled", "deadline-exceeded", "internal",
+    "resource-exhausted", "unavailable",
+];
+
+fn is_retry_condition(c: &str) -> bool {
+    RETRY_CONDITIONS.contains(&c) || c.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s))
+}
+
+fn closest_retry(c: &str) -> String {
+    values::closest(c, RETRY_CONDITIONS.iter().copied())
+        .map(|s| format!(" (did you mean {s:?}?)"))
+        .unwrap_or_default()
+}
+
+fn traffic_policy(t: &istio::TrafficPolicy, path: &str, f: &mut Findings) {
+    if let Some(lb) = &t.load_balancer {
+        if lb.simple.is_some() && lb.consistent_hash.is_some() {
+            f.invalid(format!("{path}.loadBalancer"), "set simple or consistentHash, not both");
+        }
+        if let Some(ch) = &lb.consistent_hash {
+            let keys = [
+                ch.http_header_name.is_some(),
+                ch.http_cookie.is_some(),
+                ch.use_source_ip == Some(true),
+                ch.http_query_parameter_name.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if keys != 1 {
+                f.invalid(
+                    format!("{path}.loadBalancer.consistentHash"),
+                    "set exactly one hash key: httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName",
+                );
+            }
+        }
+    }
+    if let Some(od) = &t.outlier_detection {
+        for (name, v) in [("maxEjectionPercent", od.max_ejection_percent), ("minHealthPercent", od.min_health_percent)] {
+            if let Some(v) = v {
+                if !(0..=100).contains(&v) {
+                    f.invalid(format!("{path}.outlierDetection.{name}"), format!("{v} is out of range 0-100"));
+                }
+            }
+        }
+    }
+    if let Some(tls) = &t.tls {
+        if tls.mode == Some(istio::ClientTlsMode::Mutual)
+            && tls.credential_name.is_none()
+            && (tls.client_certificate.is_none() || tls.private_key.is_none())
+        {
+            f.add(
+                Code::MissingField,
+                format!("{path}.tls"),
+                "MUTUAL needs credentialName, or clientCertificate and privateKey",
+            );
+        }
+    }
+    for (i, pl) in t.port_level_settings.iter().enumerate() {
+        if pl.port.as_ref().and_then(|p| p.number).is_none() {
+            f.add(Code::MissingField, format!("{path}.portLevelSettings[{i}].port.number"), "port-level settings need a port number");
+        }
+    }
+}
+
+fn destination_rule(s: &istio::DestinationRuleSpec, f: &mut Findings) {
+    if let Some(t) = &s.traffic_policy {
+        traffic_policy(t, "spec.trafficPolicy", f);
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, sub) in s.subsets.iter().enumerate() {
+        let p = format!("spec.subsets[{i}]");
+        if sub.name.is_empty() {
+            f.add(Code::MissingField, format!("{p}.name"), "a subset needs a name");
+        } else if let Some(first) = seen.insert(sub.name.as_str(), i) {
+            f.add(
+                Code::DuplicateSubsetName,
+                format!("{p}.name"),
+                format!("subset {:?} is already defined at spec.subsets[{first}]; only one can be used", sub.name),
+            );
+        }
+        if let Some(t) = &sub.traffic_policy {
+            traffic_policy(t, &format!("{p}.trafficPolicy"), f);
+        }
+    }
+}
+
+fn istio_gateway(s: &istio::GatewaySpec, f: &mut Findings) {
+    if s.servers.is_empty() {
+        f.add(Code::MissingField, "spec.servers", "a Gateway needs at least one server");
+    }
+    for (i, srv) in s.servers.iter().enumerate() {
+        let p = format!("spec.servers[{i}]");
+        if srv.hosts.is_empty() {
+            f.add(Code::MissingField, format!("{p}.hosts"), "a server needs at least one host (\"*\" for any)");
+        }
+        const PROTOCOLS: &[&str] = &["HTTP", "HTTPS", "GRPC", "HTTP2", "MONGO", "TCP", "TLS"];
+        if !PROTOCOLS.contains(&srv.port.protocol.to_ascii_uppercase().as_str()) {
+            f.invalid(format!("{p}.port.protocol"), format!("{:?} is not one of {}", srv.port.protocol, PROTOCOLS.join(", ")));
+        }
+        if let Some(tls) = &srv.tls {
+            let terminates = matches!(tls.mode, Some(istio::ServerTlsMode::Simple | istio::ServerTlsMode::Mutual | istio::ServerTlsMode::OptionalMutual));
+            if terminates
+                && tls.credential_name.is_none()
+                && tls.credential_names.is_empty()
+                && (tls.server_certificate.is_none() || tls.private_key.is_none())
+            {
+                f.add(
+                    Code::MissingField,
+                    format!("{p}.tls"),
+                    "a TLS-terminating server needs credentialName, or serverCertificate and privateKey",
+                );
+            }
+        } else if srv.port.protocol.eq_ignore_ascii_case("HTTPS") {
+            f.add(Code::MissingField, format!("{p}.tls"), "an HTTPS server needs tls settings");
+        }
+    }
+}
+
+fn service_entry(s: &istio::ServiceEntrySpec, f: &mut Findings) {
+    if s.hosts.is_empty() {
+        f.add(Code::MissingField, "spec.hosts", "a ServiceEntry needs at least one host");
+    }
+    if s.workload_selector.is_some() && !s.endpoints.is_empty() {
+        f.invalid("spec", "set endpoints or workloadSelector, not both");
+    }
+    if s.resolution == Some(istio::Resolution::Static) && s.endpoints.is_empty() && s.workload_selector.is_none() {
+        f.add(Code::MissingField, "spec.endpoints", "resolution STATIC needs endpoints or a workloadSelector");
+    }
+    for (i, a) in s.addresses.iter().enumerate() {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            cidr(a, &format!("spec.addresses[{i}]"), f);
+        }
+    }
+}
+
+fn authorization_policy(s: &istio::AuthorizationPolicySpec, f: &mut Findings) {
+    let custom = s.action == Some(istio::AuthzAction::Custom);
+    if custom && s.provider.is_none() {
+        f.add(Code::MissingField, "spec.provider", "action CUSTOM needs a provider");
+    }
+    if !custom && s.provider.is_some() {
+        f.invalid("spec.provider", "provider is only allowed with action CUSTOM");
+    }
+    if s.selector.is_some() && (s.target_ref.is_some() || !s.target_refs.is_empty()) {
+        f.invalid("spec", "set selector or targetRef(s), not both");
+    }
+    for (i, rule) in s.rules.iter().flatten().enumerate() {
+        for (j, from) in rule.from.iter().enumerate() {
+            let src = &from.source;
+            for (name, list) in [
+                ("ipBlocks", &src.ip_blocks),
+                ("notIpBlocks", &src.not_ip_blocks),
+                ("remoteIpBlocks", &src.remote_ip_blocks),
+                ("notRemoteIpBlocks", &src.not_remote_ip_blocks),
+            ] {
+                for (k, c) in list.iter().enumerate() {
+                    if c.parse::<std::net::IpAddr>().is_err() {
+                        cidr(c, &format!("spec.rules[{i}].from[{j}].source.{name}[{k}]"), f);
+                    }
+                }
+            }
+        }
+        for (j, to) in rule.to.iter().enumerate() {
+            for (name, list) in [("ports", &to.operation.ports), ("notPorts", &to.operation.not_ports)] {
+                for (k, port) in list.iter().enumerate() {
+                    if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+                        f.invalid(format!("spec.rules[{i}].to[{j}].operation.{name}[{k}]"), format!("{port:?} is not a port number"));
+                    }
+                }
+            }
+        }
+        for (j, c) in rule.when.iter().enumerate() {
+            if c.values.is_empty() && c.not_values.is_empty() {
+                f.add(Code::MissingField, format!("spec.rules[{i}].when[{j}]"), "a condition needs values or notValues");
+            }
+        }
+    }
+}
+
+fn cidr(c: &str, path: &str, f: &mut Findings) {
+    let ok = match c.split_once('/') {
+        Some((ip, len)) => match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+            (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+            (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+            _ => false,
+        },
+        None => false,
+    };
+    if !ok {
+        f.invalid(path, format!("{c:?} is not a CIDR like 10.0.0.0/8"));
+    }
+}
+
+fn selector(s: &LabelSelector, path: &str, f: &mut Findings) {
+    use crate::types::common::SelectorOperator::*;
+    for (i, e) in s.match_expressions.iter().enumerate() {
+        let p = format!("{path}.matchExpressions[{i}]");
+        if let Err(err) = values::check_label_key(&e.key) {
+            f.invalid(format!("{p}.key"), err);
+        }
+        match e.operator {
+            In | NotIn if e.values.is_empty() => f.add(Code::MissingField, format!("{p}.values"), "In and NotIn need values"),
+            Exists | DoesNotExist if !e.values.is_empty() => f.invalid(format!("{p}.values"), "Exists and DoesNotExist take no values"),
+            _ => {}
+        }
+    }
+}
+
+fn header_matches(hs: &[gw::HttpHeaderMatch], path: &str, f: &mut Findings) {
+    for (i, h) in hs.iter().enumerate() {
+        match h.kind.as_deref().unwrap_or("Exact") {
+            "Exact" => {}
+            "RegularExpression" => {
+                if let Err(e) = values::check_regex(&h.value) {
+                    f.add(Code::InvalidRegex, format!("{path}[{i}].value"), e);
+                }
+            }
+            other => f.invalid(format!("{path}[{i}].type"), format!("{other:?} is not a match type; use Exact or RegularExpression")),
+        }
+    }
+}
+
+fn http_route_match(m: &gw::HttpRouteMatch, path: &str, f: &mut Findings) {
+    if let Some(pm) = &m.path {
+        let value = pm.value.as_deref().unwrap_or("/");
+        match pm.kind.as_deref().unwrap_or("PathPrefix") {
+            "Exact" | "PathPrefix" => {
+                if !value.starts_with('/') {
+                    f.invalid(format!("{path}.path.value"), format!("path {value:?} must start with '/'"));
+                }
+            }
+            "RegularExpression" => {
+                if let Err(e) = values::check_regex(value) {
+                    f.add(Code::InvalidRegex, format!("{path}.path.value"), e);
+                }
+            }
+            other => f.invalid(
+                format!("{path}.path.type"),
+                format!("{other:?} is not a path match type; use Exact, PathPrefix or RegularExpression"),
+            ),
+        }
+    }
+    header_matches(&m.headers, &format!("{path}.headers"), f);
+    header_matches(&m.query_params, &format!("{path}.queryParams"), f);
+    if let Some(method) = &m.method {
+        const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+        if !METHODS.contains(&method.as_str()) {
+            f.invalid(format!("{path}.method"), format!("{method:?} is not an HTTP method"));
+        }
+    }
+}
+
+fn filters(fs: &[gw::HttpRouteFilter], path: &str, f: &mut Findings) {
+    for (i, flt) in fs.iter().enumerate() {
+        let present = match flt.kind.as_str() {
+            "RequestHeaderModifier" => flt.request_header_modifier.is_some(),
+            "ResponseHeaderModifier" => flt.response_header_modifier.is_some(),
+            "RequestMirror" => flt.request_mirror.is_some(),
+            "RequestRedirect" => flt.request_redirect.is_some(),
+            "URLRewrite" => flt.url_rewrite.is_some(),
+            "ExtensionRef" => flt.extension_ref.is_some(),
+            "CORS" => flt.cors.is_some(),
+            other => {
+                f.invalid(format!("{path}[{i}].type"), format!("{other:?} is not a filter type"));
+                continue;
+            }
+        };
+        if !present {
+            let field = lower_first(&flt.kind);
+            f.add(
+                Code::MissingField,
+                format!("{path}[{i}]"),
+                format!("filter type {} needs its {field} field", flt.kind),
+            );
+        }
+        if let Some(m) = &flt.request_mirror {
+            if let Some(p) = m.percent {
+                if !(0..=100).contains(&p) {
+                    f.invalid(format!("{path}[{i}].requestMirror.percent"), format!("{p} is out of range 0-100"));
+                }
+            }
+        }
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    if s == "URLRewrite" {
+        return "urlRewrite".into();
+    }
+    if s == "CORS" {
+        return "cors".into();
+    }
+    let mut c = s.chars();
+    c.next().map(|h| h.to_ascii_lowercase().to_string() + c.as_str()).unwrap_or_default()
+}
+
+fn backend_refs(refs: &[gw::HttpBackendRef], path: &str, f: &mut Findings) {
+    for (i, b) in refs.iter().enumerate() {
+        if let Some(w) = b.weight {
+            if !(0..=1_000_000).contains(&w) {
+                f.invalid(format!("{path}.backendRefs[{i}].weight"), format!("weight {w} is out of range 0-1000000"));
+            }
+        }
+        let is_service = matches!(b.kind.as_deref(), None | Some("Service")) && matches!(b.group.as_deref(), None | Some(""));
+        if is_service && b.port.is_none() {
+            f.add(Code::MissingField, format!("{path}.backendRefs[{i}].port"), "a Service backendRef needs a port");
+        }
+        filters(&b.filters, &format!("{path}.backendRefs[{i}].filters"), f);
+    }
+}
