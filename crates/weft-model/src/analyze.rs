@@ -83,7 +83,20 @@ impl<'a> Context<'a> {
 }
 
 /// Analyzes a set of loaded resources.
-pub fn analyze(resources: &[Loaded], opts: &Options) -> Vec<Message> {
+pub fn analyze(all: &[Loaded], opts: &Options) -> Vec<Message> {
+    let mut out = duplicates(all);
+    // What apply would store: the last definition of each resource.
+    let mut last: HashMap<ResourceRef, usize> = HashMap::new();
+    for (i, l) in all.iter().enumerate() {
+        last.insert(l.resource.reference(), i);
+    }
+    let unique: Vec<Loaded> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| last.get(&l.resource.reference()) == Some(i))
+        .map(|(_, l)| l.clone())
+        .collect();
+    let resources = unique.as_slice();
     let mesh = Mesh::build(resources, &opts.root_namespace);
     let mut subsets: HashMap<String, Vec<String>> = HashMap::new();
     let mut cx = Context {
@@ -124,7 +137,6 @@ pub fn analyze(resources: &[Loaded], opts: &Options) -> Vec<Message> {
     }
     cx.subsets = subsets;
 
-    duplicates(&mut cx);
     virtual_services(&mut cx);
     route_sources(&mut cx);
     gateway_api_refs(&mut cx);
@@ -141,7 +153,7 @@ pub fn analyze(resources: &[Loaded], opts: &Options) -> Vec<Message> {
     // Attach where each resource came from.
     let origins: HashMap<ResourceRef, &crate::diag::Origin> =
         resources.iter().rev().map(|l| (l.resource.reference(), &l.origin)).collect();
-    let mut out = cx.out;
+    out.extend(cx.out);
     for m in &mut out {
         if m.origin.is_none() {
             m.origin = m.resource.as_ref().and_then(|r| origins.get(r)).map(|o| (*o).clone());
@@ -150,17 +162,19 @@ pub fn analyze(resources: &[Loaded], opts: &Options) -> Vec<Message> {
     out
 }
 
-fn duplicates(cx: &mut Context) {
+fn duplicates(resources: &[Loaded]) -> Vec<Message> {
+    let mut out = Vec::new();
     let mut seen: HashMap<ResourceRef, &crate::diag::Origin> = HashMap::new();
-    for l in cx.resources {
+    for l in resources {
         let r = l.resource.reference();
         if let Some(first) = seen.get(&r) {
             let text = format!("{r} is also defined at {first}; the later definition replaces it when applied");
-            cx.out.push(Message::new(Code::DuplicateResource, text).resource(r).origin(Some(l.origin.clone())));
+            out.push(Message::new(Code::DuplicateResource, text).resource(r).origin(Some(l.origin.clone())));
         } else {
             seen.insert(r, &l.origin);
         }
     }
+    out
 }
 
 /// Checks of a VirtualService's destinations; shared by http, tcp and tls routes.

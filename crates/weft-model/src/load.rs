@@ -217,9 +217,10 @@ pub fn parse_value(origin: Origin, mut value: serde_json::Value, bundle: &mut Bu
         name,
     };
     let Some(info) = resource::kind_info(group, &kind) else {
-        let known_group = resource::KINDS.iter().any(|k| k.group == group && !group.is_empty());
+        let known_group = resource::KINDS.iter().any(|k| k.group == group) && !matches!(group, "" | "apps");
         let mut text = format!("{api_version} {kind} is not a mesh resource, ignored");
         if known_group {
+            text = format!("{api_version} {kind} is not supported by weft, ignored");
             let kinds = resource::KINDS.iter().filter(|k| k.group == group).map(|k| k.kind);
             if let Some(s) = closest(&kind, kinds) {
                 text = format!("{api_version} {kind} is not a kind weft knows (did you mean {s:?}?), ignored");
