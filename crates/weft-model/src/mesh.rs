@@ -161,6 +161,13 @@ impl HeaderOps {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
+
+    /// Appends another set of operations after these.
+    pub fn extend(&mut self, other: HeaderOps) {
+        self.set.extend(other.set);
+        self.add.extend(other.add);
+        self.remove.extend(other.remove);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -878,14 +885,8 @@ fn vs_http_rule(h: &istio::HttpRoute, ns: &str) -> HttpRule {
     // Per-destination header operations apply whichever destination is picked;
     // the model keeps them on the rule when there is one destination.
     if let [d] = h.route.as_slice() {
-        let r = header_ops(d.headers.as_ref().and_then(|x| x.request.as_ref()));
-        let s = header_ops(d.headers.as_ref().and_then(|x| x.response.as_ref()));
-        request_headers.set.extend(r.set);
-        request_headers.add.extend(r.add);
-        request_headers.remove.extend(r.remove);
-        response_headers.set.extend(s.set);
-        response_headers.add.extend(s.add);
-        response_headers.remove.extend(s.remove);
+        request_headers.extend(header_ops(d.headers.as_ref().and_then(|x| x.request.as_ref())));
+        response_headers.extend(header_ops(d.headers.as_ref().and_then(|x| x.response.as_ref())));
     }
     let pct = |p: &Option<istio::Percent>| p.as_ref().map_or(100.0, |p| p.value.0);
     let mut mirrors: Vec<Mirror> = h
@@ -1000,18 +1001,8 @@ fn gw_backends(refs: &[gw::HttpBackendRef], ns: &str) -> Vec<WeightedDestination
 
 fn apply_filters(rule: &mut HttpRule, filters: &[gw::HttpRouteFilter], ns: &str) {
     for f in filters {
-        if let Some(m) = &f.request_header_modifier {
-            let ops = gw_header_ops(Some(m));
-            rule.request_headers.set.extend(ops.set);
-            rule.request_headers.add.extend(ops.add);
-            rule.request_headers.remove.extend(ops.remove);
-        }
-        if let Some(m) = &f.response_header_modifier {
-            let ops = gw_header_ops(Some(m));
-            rule.response_headers.set.extend(ops.set);
-            rule.response_headers.add.extend(ops.add);
-            rule.response_headers.remove.extend(ops.remove);
-        }
+        rule.request_headers.extend(gw_header_ops(f.request_header_modifier.as_ref()));
+        rule.response_headers.extend(gw_header_ops(f.response_header_modifier.as_ref()));
         if let Some(m) = &f.request_mirror {
             let percent = m
                 .percent

@@ -196,3 +196,40 @@ fn services_and_workloads_from_core_objects() {
     assert_eq!((w.service_account.as_str(), w.address.as_deref()), ("web", Some("10.0.0.7")));
     assert_eq!(m.services_for("shop", &w.labels).count(), 1);
 }
+
+#[test]
+fn header_operations_from_both_apis() {
+    let m = build(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: prod}
+spec:
+  hosts: [web]
+  http:
+  - headers: {request: {set: {x-env: prod}}, response: {remove: [server]}}
+    route:
+    - destination: {host: web}
+      headers: {request: {add: {x-dest: web}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: prod}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api}]
+  rules:
+  - filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Env, value: prod}]}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: X-Served, value: api}]}}
+    backendRefs: [{name: api, port: 80}]
+"#,
+    );
+    let vs = &m.routes["web.prod.svc.cluster.local"].http[0];
+    assert_eq!(vs.request_headers.set, [("x-env".to_string(), "prod".to_string())]);
+    assert_eq!(vs.request_headers.add, [("x-dest".to_string(), "web".to_string())], "single-destination headers apply to the rule");
+    assert_eq!(vs.response_headers.remove, ["server"]);
+    let gw = &m.routes["api.prod.svc.cluster.local"].http[0];
+    assert_eq!(gw.request_headers.set, [("x-env".to_string(), "prod".to_string())]);
+    assert_eq!(gw.response_headers.add, [("x-served".to_string(), "api".to_string())]);
+    assert!(gw.request_headers.remove.is_empty() && gw.response_headers.set.is_empty());
+}
