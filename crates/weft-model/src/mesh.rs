@@ -1188,6 +1188,7 @@ fn profile_rule(r: &linkerd::ProfileRoute, host: &str) -> HttpRule {
     // Linkerd's default route timeout is 10s.
     rule.timeout = r.timeout.map(|d| d.0);
     if r.is_retryable == Some(true) {
+        // Linkerd bounds retries by the retry budget, not by a count.
         rule.retry = Some(RetryPolicy { attempts: u32::MAX, per_try_timeout: None, retry_on: vec!["5xx".into()], backoff: None });
     }
     rule.failure_statuses = r

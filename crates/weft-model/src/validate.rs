@@ -213,7 +213,7 @@ fn virtual_service(s: &istio::VirtualServiceSpec, f: &mut Findings) {
         .count();
         if actions == 0 {
             f.add(Code::MissingField, &p, "an http route needs route, redirect, directResponse or delegate");
-        } else if actions > 1 && !(r.redirect.is_some() && r.direct_response.is_some() && actions == 2) {
+        } else if actions > 1 {
             f.invalid(&p, "set only one of route, redirect, directResponse and delegate");
         }
         for (j, m) in r.matches.iter().enumerate() {

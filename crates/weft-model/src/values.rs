@@ -69,9 +69,9 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if d.is_zero() {
         "0s".into()
-    } else if d.subsec_nanos() == 0 && d.as_secs() % 3600 == 0 {
+    } else if d.subsec_nanos() == 0 && d.as_secs().is_multiple_of(3600) {
         format!("{}h", d.as_secs() / 3600)
-    } else if d.subsec_nanos() == 0 && d.as_secs() % 60 == 0 {
+    } else if d.subsec_nanos() == 0 && d.as_secs().is_multiple_of(60) {
         format!("{}m", d.as_secs() / 60)
     } else if ms >= 1000.0 {
         format!("{}s", trim_float(d.as_secs_f64()))
