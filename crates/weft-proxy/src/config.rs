@@ -1,0 +1,250 @@
+//! The proxy's configuration: listeners, routes, clusters and endpoints as
+//! plain data. Read from a static file today (YAML or JSON); the controller
+//! will push the same structures. The proxy never reads user mesh YAML.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything the proxy runs with. Swapped atomically on reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// A number that changes with every new config (shown in `/config_dump`).
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerKind {
+    /// Transparent outbound (iptables REDIRECT to it; original destination from SO_ORIGINAL_DST).
+    Outbound,
+    /// Transparent inbound: forwards to the local app at the original destination.
+    Inbound,
+    /// Explicit: a plain local port forwarding to a named cluster (no root, no iptables).
+    Explicit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Peek at the first bytes: HTTP/1, HTTP/2 (gRPC), TLS, else opaque TCP.
+    Detect,
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub kind: ListenerKind,
+    pub address: SocketAddr,
+    /// For explicit listeners: where traffic goes.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    /// Destination ports never sniffed (server-first protocols such as MySQL, SMTP).
+    #[serde(default = "default_opaque_ports")]
+    pub opaque_ports: Vec<u16>,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Detect
+}
+
+/// Istio's default server-first ports: SMTP, DNS over TCP, MySQL, MongoDB, Redis is client-first.
+fn default_opaque_ports() -> Vec<u16> {
+    vec![25, 3306, 4222, 5432, 27017]
+}
+
+/// Sends traffic for some destinations to a cluster. Outbound traffic matches
+/// by original destination address, or for HTTP by `Host`/`:authority`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    /// Original destinations (`10.96.0.10:80`) this route captures.
+    #[serde(default)]
+    pub destinations: Vec<SocketAddr>,
+    /// Host names (`reviews`, `reviews.prod.svc.cluster.local`, optionally `:port`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    #[serde(default = "default_connect_timeout", with = "duration_text")]
+    pub connect_timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Protection against slow or hostile peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Concurrent downstream connections per listener; more are refused at once.
+    pub max_connections: usize,
+    /// How long protocol detection waits for the client's first bytes.
+    #[serde(with = "duration_text")]
+    pub detect_timeout: Duration,
+    /// A request's headers must arrive within this time (slowloris).
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Largest request or response header block, in bytes (431 / 502 beyond).
+    pub max_header_bytes: usize,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[serde(with = "duration_text")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            detect_timeout: Duration::from_millis(100),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_header_bytes: 64 * 1024,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Durations in config files are written like users write them (`100ms`, `5s`).
+mod duration_text {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.trim().len()));
+        let n: f64 = num.parse().map_err(|_| de::Error::custom(format!("duration {s:?}: write it like \"100ms\" or \"5s\"")))?;
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            _ => return Err(de::Error::custom(format!("duration {s:?}: unit must be ms, s or m"))),
+        };
+        Ok(Duration::from_secs_f64(secs))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+impl ProxyConfig {
+    /// Reads and checks a config file (`.json` as JSON, anything else as YAML).
+    pub fn load(path: &std::path::Path) -> Result<ProxyConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let cfg: ProxyConfig = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), reason: e.to_string() })?
+        } else {
+            serde_norway::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), reason: e.to_string() })?
+        };
+        cfg.check().map_err(|reason| ConfigError::Invalid { path: p, reason })?;
+        Ok(cfg)
+    }
+
+    /// Cross-references: every route and explicit listener names an existing
+    /// cluster, names are unique. A config that fails is never applied.
+    pub fn check(&self) -> Result<(), String> {
+        let mut clusters = BTreeMap::new();
+        for c in &self.clusters {
+            if clusters.insert(c.name.as_str(), c).is_some() {
+                return Err(format!("cluster {:?} is defined twice", c.name));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for l in &self.listeners {
+            if !names.insert(&l.name) {
+                return Err(format!("listener {:?} is defined twice", l.name));
+            }
+            match (&l.kind, &l.cluster) {
+                (ListenerKind::Explicit, None) => return Err(format!("explicit listener {:?} needs a cluster", l.name)),
+                (_, Some(c)) if !clusters.contains_key(c.as_str()) => {
+                    return Err(format!("listener {:?} refers to unknown cluster {c:?}", l.name))
+                }
+                _ => {}
+            }
+        }
+        for r in &self.routes {
+            if !clusters.contains_key(r.cluster.as_str()) {
+                return Err(format!("route {:?} refers to unknown cluster {:?}", r.name, r.cluster));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_yaml_with_defaults() {
+        let cfg: ProxyConfig = serde_norway::from_str(
+            "listeners:\n- {name: out, kind: outbound, address: '127.0.0.1:15001'}\nlimits: {detect_timeout: 250ms}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.listeners[0].protocol, Protocol::Detect);
+        assert!(cfg.listeners[0].opaque_ports.contains(&3306));
+        assert_eq!(cfg.limits.detect_timeout, Duration::from_millis(250));
+        assert_eq!(cfg.limits.drain_timeout, Duration::from_secs(5));
+        assert!(cfg.check().is_ok());
+    }
+
+    #[test]
+    fn dangling_references_are_refused() {
+        let cfg: ProxyConfig = serde_norway::from_str(
+            "listeners:\n- {name: redis, kind: explicit, address: '127.0.0.1:16379', cluster: redis}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.check().unwrap_err(), "listener \"redis\" refers to unknown cluster \"redis\"");
+        let cfg: ProxyConfig = serde_norway::from_str("routes:\n- {name: r, cluster: nope}\n").unwrap();
+        assert_eq!(cfg.check().unwrap_err(), "route \"r\" refers to unknown cluster \"nope\"");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let e = serde_norway::from_str::<ProxyConfig>("listners: []\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `listners`"), "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! weft-proxy: the data plane. A sidecar that intercepts a workload's traffic
+//! (iptables, or explicit localhost listeners), detects the protocol, and
+//! forwards HTTP/1.1, HTTP/2, gRPC and opaque TCP with metrics, access logs
+//! and error responses that say what went wrong.
+//!
+//! Start reading at [`proxy`]: the request path top to bottom.
+
+pub mod admin;
+pub mod config;
+pub mod detect;
+pub mod iptables;
+pub mod local_reply;
+pub mod metrics;
+pub mod orig_dst;
+pub mod proxy;
+pub mod run;
+pub mod snapshot;
+pub mod upstream;

@@ -1,0 +1,76 @@
+//! Responses the proxy writes itself. Each carries an Envoy-style response
+//! flag and a one-line reason, in headers and in the access log, so a 503
+//! from the mesh always says why.
+
+use crate::upstream::Body;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// Header with the short response flag (`UF`, `UH`, ...).
+pub const FLAGS_HEADER: &str = "x-weft-flags";
+/// Header with the human reason.
+pub const ERROR_HEADER: &str = "x-weft-error";
+
+/// Envoy's response flags, the subset weft produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// UF: upstream connection failure.
+    UpstreamConnectFailure,
+    /// UC: upstream connection terminated before a response.
+    UpstreamConnectionTermination,
+    /// UH: no healthy upstream (no endpoints).
+    NoHealthyUpstream,
+    /// UO: upstream overflow (circuit breaking).
+    UpstreamOverflow,
+    /// UT: upstream request timeout.
+    UpstreamRequestTimeout,
+    /// NR: no route configured.
+    NoRouteFound,
+    /// DC: downstream connection termination.
+    DownstreamConnectionTermination,
+    /// UPE: upstream protocol error.
+    UpstreamProtocolError,
+}
+
+impl Flag {
+    pub fn code(self) -> &'static str {
+        match self {
+            Flag::UpstreamConnectFailure => "UF",
+            Flag::UpstreamConnectionTermination => "UC",
+            Flag::NoHealthyUpstream => "UH",
+            Flag::UpstreamOverflow => "UO",
+            Flag::UpstreamRequestTimeout => "UT",
+            Flag::NoRouteFound => "NR",
+            Flag::DownstreamConnectionTermination => "DC",
+            Flag::UpstreamProtocolError => "UPE",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub flag: Flag,
+    pub reason: String,
+}
+
+impl LocalReply {
+    pub fn new(status: u16, flag: Flag, reason: impl Into<String>) -> LocalReply {
+        LocalReply { status, flag, reason: reason.into() }
+    }
+
+    pub fn into_response(self) -> http::Response<Body> {
+        let body = Full::new(Bytes::from(format!("{}\n", self.reason))).map_err(|never| match never {}).boxed();
+        let mut resp = http::Response::new(body);
+        *resp.status_mut() = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        let h = resp.headers_mut();
+        h.insert(FLAGS_HEADER, http::HeaderValue::from_static(self.flag.code()));
+        // Reasons are built from addresses and error texts; drop anything not valid in a header.
+        let clean: String = self.reason.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect();
+        if let Ok(v) = http::HeaderValue::from_str(&clean) {
+            h.insert(ERROR_HEADER, v);
+        }
+        h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        resp
+    }
+}

@@ -1,0 +1,103 @@
+//! Prometheus metrics of the request path. Recording is a few atomic adds;
+//! rendering happens on the admin thread, never on a worker.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub route: String,
+    pub cluster: String,
+    pub response_code: u16,
+    /// Envoy-style response flags, `-` when none.
+    pub response_flags: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub listener: String,
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnLabels {
+    pub listener: String,
+    /// http1, http2, tls, tcp.
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<DurationLabels, Histogram>,
+    pub connections: Family<ConnLabels, Counter>,
+    pub active_connections: Family<ListenerLabels, Gauge>,
+    pub rejected: Family<RejectLabels, Counter>,
+    pub tcp_sent_bytes: Family<ListenerLabels, Counter>,
+    pub tcp_received_bytes: Family<ListenerLabels, Counter>,
+    pub config_reloads: Family<RejectLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("weft");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "HTTP requests handled, by response code and flags", requests.clone());
+        let request_duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter())
+        });
+        registry.register("request_duration_seconds", "Time from request received to response headers sent", request_duration.clone());
+        let connections = Family::<ConnLabels, Counter>::default();
+        registry.register("downstream_connections", "Accepted downstream connections, by detected protocol", connections.clone());
+        let active_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register("downstream_connections_active", "Open downstream connections", active_connections.clone());
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register("downstream_connections_rejected", "Connections refused (overflow, loop, no original destination)", rejected.clone());
+        let tcp_sent_bytes = Family::<ListenerLabels, Counter>::default();
+        registry.register("tcp_sent_bytes", "Bytes sent to downstream on opaque TCP connections", tcp_sent_bytes.clone());
+        let tcp_received_bytes = Family::<ListenerLabels, Counter>::default();
+        registry.register("tcp_received_bytes", "Bytes received from downstream on opaque TCP connections", tcp_received_bytes.clone());
+        let config_reloads = Family::<RejectLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads, by result (listener label is the source)", config_reloads.clone());
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            connections,
+            active_connections,
+            rejected,
+            tcp_sent_bytes,
+            tcp_received_bytes,
+            config_reloads,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,561 @@
+//! The request path. A connection goes, top to bottom:
+//! accept (connection limit) -> original destination -> protocol detection ->
+//! HTTP (hyper server -> route -> endpoint -> pooled client) or opaque TCP
+//! (route -> endpoint -> bidirectional copy). Every step that fails answers
+//! with a [`LocalReply`] that names the cause.
+
+use crate::config::{Listener, ListenerKind, Protocol};
+use crate::detect::{detect, Detected};
+use crate::local_reply::{Flag, LocalReply};
+use crate::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
+use crate::snapshot::{ClusterState, Snapshot};
+use crate::upstream::{self, Body, HttpClients};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// Shared by every connection: the current config, metrics, lifecycle.
+pub struct Proxy {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    /// Clients for traffic to original destinations (passthrough, inbound).
+    pub passthrough: HttpClients,
+    pub ready: AtomicBool,
+    pub drain: Drain,
+}
+
+/// Graceful shutdown: a signal every accept loop and connection watches, and
+/// a count of open connections to wait on.
+pub struct Drain {
+    signal: watch::Sender<bool>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain { signal: watch::channel(false).0, active: AtomicUsize::new(0), idle: Notify::new() }
+    }
+}
+
+impl Drain {
+    pub fn start(&self) {
+        self.signal.send_replace(true);
+    }
+    pub fn is_draining(&self) -> bool {
+        *self.signal.borrow()
+    }
+    pub async fn signaled(&self) {
+        let mut rx = self.signal.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+    /// Waits until no connection is open.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+impl Proxy {
+    /// Counts a connection as open until the guard drops.
+    fn enter(self: &Arc<Proxy>) -> ConnGuard {
+        self.drain.active.fetch_add(1, Ordering::SeqCst);
+        ConnGuard(self.clone())
+    }
+}
+
+struct ConnGuard(Arc<Proxy>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.drain.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.drain.idle.notify_waiters();
+        }
+    }
+}
+
+/// What the request path knows about one downstream connection.
+#[derive(Clone)]
+struct ConnInfo {
+    listener: Arc<Listener>,
+    peer: SocketAddr,
+    /// The pre-redirect destination (transparent listeners).
+    original_dst: Option<SocketAddr>,
+}
+
+/// Accepts connections on one listener until drain starts.
+pub async fn serve_listener(proxy: Arc<Proxy>, listener: Listener, socket: TcpListener) {
+    let listener = Arc::new(listener);
+    let limit = proxy.snapshot.borrow().config.limits.max_connections;
+    let permits = Arc::new(Semaphore::new(limit));
+    let labels = ListenerLabels { listener: listener.name.clone() };
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = socket.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %listener.name, "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = proxy.drain.signaled() => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            proxy.metrics.rejected.get_or_create(&RejectLabels { listener: listener.name.clone(), reason: "overflow".into() }).inc();
+            tracing::warn!(listener = %listener.name, %peer, "connection limit {limit} reached; refusing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let listener = listener.clone();
+        let labels = labels.clone();
+        tokio::spawn(async move {
+            let _guard = proxy.enter();
+            let gauge = proxy.metrics.active_connections.get_or_create(&labels).clone();
+            gauge.inc();
+            handle_connection(&proxy, listener, stream, peer).await;
+            gauge.dec();
+            drop(permit);
+        });
+    }
+    tracing::info!(listener = %listener.name, "stopped accepting (draining)");
+}
+
+async fn handle_connection(proxy: &Arc<Proxy>, listener: Arc<Listener>, stream: TcpStream, peer: SocketAddr) {
+    let reject = |reason: &str| {
+        proxy.metrics.rejected.get_or_create(&RejectLabels { listener: listener.name.clone(), reason: reason.into() }).inc();
+    };
+    let original_dst = match listener.kind {
+        ListenerKind::Explicit => None,
+        ListenerKind::Outbound | ListenerKind::Inbound => match crate::orig_dst::original_dst(&stream) {
+            Ok(dst) if Some(dst) == stream.local_addr().ok() => {
+                // Not redirected: someone connected to the listener itself. Forwarding
+                // to ourselves would loop.
+                reject("no_original_destination");
+                tracing::debug!(listener = %listener.name, %peer, "direct connection to a transparent listener; closing");
+                return;
+            }
+            Ok(dst) => Some(dst),
+            Err(e) => {
+                reject("no_original_destination");
+                tracing::debug!(listener = %listener.name, %peer, "no original destination: {e}");
+                return;
+            }
+        },
+    };
+    let limits = proxy.snapshot.borrow().config.limits.clone();
+    let forced_tcp = listener.protocol == Protocol::Tcp
+        || original_dst.is_some_and(|d| listener.opaque_ports.contains(&d.port()));
+    let detected = if forced_tcp {
+        Detected::Tcp
+    } else if listener.protocol == Protocol::Http {
+        match detect(&stream, limits.detect_timeout).await {
+            Ok(Detected::Http2) => Detected::Http2,
+            _ => Detected::Http1,
+        }
+    } else {
+        match detect(&stream, limits.detect_timeout).await {
+            Ok(d) => d,
+            Err(_) => return,
+        }
+    };
+    let protocol = match &detected {
+        Detected::Http1 => "http1",
+        Detected::Http2 => "http2",
+        Detected::Tls { .. } => "tls",
+        Detected::Tcp => "tcp",
+    };
+    proxy.metrics.connections.get_or_create(&ConnLabels { listener: listener.name.clone(), protocol: protocol.into() }).inc();
+    let info = ConnInfo { listener, peer, original_dst };
+    match detected {
+        Detected::Http1 | Detected::Http2 => serve_http(proxy, info, stream, detected == Detected::Http2, &limits).await,
+        Detected::Tls { .. } | Detected::Tcp => forward_tcp(proxy, info, stream).await,
+    }
+}
+
+// ---------------------------------------------------------------- TCP
+
+async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: TcpStream) {
+    let snapshot = proxy.snapshot.borrow().clone();
+    let (route, cluster, endpoint) = match tcp_target(&snapshot, &info) {
+        Ok(t) => t,
+        Err(reply) => {
+            tracing::info!(target: "access", "{} tcp {} -> - {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
+            return;
+        }
+    };
+    let timeout = cluster.as_ref().map(|c| c.config.connect_timeout).unwrap_or(proxy.passthrough.connect_timeout);
+    let start = Instant::now();
+    let mut upstream = match upstream::connect_tcp(endpoint, timeout).await {
+        Ok(s) => s,
+        Err(reply) => {
+            tracing::info!(target: "access", "{} tcp {} -> {endpoint} {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
+            return;
+        }
+    };
+    let labels = ListenerLabels { listener: info.listener.name.clone() };
+    // copy_bidirectional propagates each side's EOF as a write shutdown (half-close).
+    let result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    let (rx, tx) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
+    proxy.metrics.tcp_received_bytes.get_or_create(&labels).inc_by(rx);
+    proxy.metrics.tcp_sent_bytes.get_or_create(&labels).inc_by(tx);
+    let flag = if result.is_err() { "DC" } else { "-" };
+    tracing::info!(
+        target: "access",
+        "{} tcp {} -> {endpoint} route={route} {flag} sent={tx} received={rx} duration={}ms",
+        info.listener.name, info.peer, start.elapsed().as_millis()
+    );
+}
+
+type Target = (Arc<str>, Option<Arc<ClusterState>>, SocketAddr);
+
+fn tcp_target(snapshot: &Snapshot, info: &ConnInfo) -> Result<Target, LocalReply> {
+    match info.listener.kind {
+        ListenerKind::Explicit => {
+            let name = info.listener.cluster.as_deref().unwrap_or("");
+            let cluster = snapshot
+                .cluster(name)
+                .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("cluster {name:?} is not configured")))?;
+            pick(cluster).map(|ep| (Arc::from(info.listener.name.as_str()), Some(cluster.clone()), ep))
+        }
+        ListenerKind::Inbound => {
+            let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
+            Ok((Arc::from("inbound"), None, dst))
+        }
+        ListenerKind::Outbound => {
+            let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
+            match snapshot.route_for_destination(dst) {
+                Some(t) => pick(&t.cluster).map(|ep| (t.route.clone(), Some(t.cluster.clone()), ep)),
+                None => Ok((Arc::from("passthrough"), None, dst)),
+            }
+        }
+    }
+}
+
+fn pick(cluster: &Arc<ClusterState>) -> Result<SocketAddr, LocalReply> {
+    cluster
+        .pick()
+        .ok_or_else(|| LocalReply::new(503, Flag::NoHealthyUpstream, format!("cluster {:?} has no endpoints", cluster.name())))
+}
+
+// ---------------------------------------------------------------- HTTP
+
+async fn serve_http(proxy: &Arc<Proxy>, info: ConnInfo, stream: TcpStream, http2: bool, limits: &crate::config::Limits) {
+    let io = TokioIo::new(stream);
+    let svc_proxy = proxy.clone();
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let proxy = svc_proxy.clone();
+        let info = info.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle_request(&proxy, &info, req).await) }
+    });
+    let mut drained = std::pin::pin!(proxy.drain.signaled());
+    if http2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+        let conn = builder.serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => { if let Err(e) = r { tracing::debug!("http2 connection: {e}"); } }
+            _ = &mut drained => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+        }
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => { if let Err(e) = r { tracing::debug!("http1 connection: {e}"); } }
+            _ = &mut drained => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) are never forwarded.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let te_trailers = headers.get(http::header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for n in named {
+        if !(keep_upgrade && n == http::header::UPGRADE) {
+            headers.remove(n);
+        }
+    }
+    for h in HOP_BY_HOP {
+        if keep_upgrade && (*h == "upgrade" || *h == "connection") {
+            continue;
+        }
+        headers.remove(*h);
+    }
+    if te_trailers {
+        // gRPC needs `te: trailers` end to end.
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn request_id() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(std::collections::hash_map::RandomState::new().build_hasher().finish() | 1);
+    }
+    // xorshift64*: unique enough for tracing ids, and cheap.
+    let next = || {
+        STATE.with(|s| {
+            let mut x = s.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            s.set(x);
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        })
+    };
+    let (a, b) = (next(), next());
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+struct Chosen {
+    route: Arc<str>,
+    cluster_name: String,
+    clients: HttpClients,
+    endpoint: SocketAddr,
+}
+
+fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>) -> Result<Chosen, LocalReply> {
+    let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
+        pick(c).map(|endpoint| Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint })
+    };
+    let passthrough = |name: &str, dst: SocketAddr| Chosen {
+        route: Arc::from(name),
+        cluster_name: name.to_string(),
+        clients: proxy.passthrough.clone(),
+        endpoint: dst,
+    };
+    match info.listener.kind {
+        ListenerKind::Explicit => {
+            let (route, _, _) = tcp_target(snapshot, info)?;
+            let name = info.listener.cluster.as_deref().unwrap_or("");
+            let c = snapshot.cluster(name).ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("cluster {name:?} is not configured")))?;
+            from_cluster(route, c)
+        }
+        ListenerKind::Inbound => {
+            let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
+            Ok(passthrough("inbound", dst))
+        }
+        ListenerKind::Outbound => {
+            if let Some(t) = host.and_then(|h| snapshot.route_for_host(h)) {
+                return from_cluster(t.route.clone(), &t.cluster);
+            }
+            let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
+            match snapshot.route_for_destination(dst) {
+                Some(t) => from_cluster(t.route.clone(), &t.cluster),
+                None => Ok(passthrough("passthrough", dst)),
+            }
+        }
+    }
+}
+
+async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let snapshot = proxy.snapshot.borrow().clone();
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let chosen = http_target(proxy, &snapshot, info, host.as_deref());
+    let (route, cluster) = match &chosen {
+        Ok(c) => (c.route.clone(), c.cluster_name.clone()),
+        Err(_) => (Arc::from("-"), "-".to_string()),
+    };
+    let (resp, flag, reason, endpoint) = match chosen {
+        Err(reply) => (None, Some(reply.flag), Some(reply.reason.clone()), None),
+        Ok(chosen) => {
+            let endpoint = chosen.endpoint;
+            match forward(req, chosen, host.as_deref()).await {
+                Ok(resp) => (Some(resp), None, None, Some(endpoint)),
+                Err(reply) => (None, Some(reply.flag), Some(reply.reason), Some(endpoint)),
+            }
+        }
+    };
+    let resp = match resp {
+        Some(r) => r,
+        None => LocalReply::new(
+            match flag {
+                Some(Flag::UpstreamProtocolError) => 502,
+                Some(Flag::UpstreamRequestTimeout) => 504,
+                _ => 503,
+            },
+            flag.unwrap_or(Flag::NoRouteFound),
+            reason.clone().unwrap_or_default(),
+        )
+        .into_response(),
+    };
+    let status = resp.status().as_u16();
+    let flags = flag.map(|f| f.code()).unwrap_or("-");
+    let elapsed = start.elapsed();
+    proxy
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            listener: info.listener.name.clone(),
+            route: route.to_string(),
+            cluster: cluster.clone(),
+            response_code: status,
+            response_flags: flags.to_string(),
+        })
+        .inc();
+    proxy
+        .metrics
+        .request_duration
+        .get_or_create(&DurationLabels { listener: info.listener.name.clone(), cluster: cluster.clone() })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "access",
+        "{} \"{method} {path}\" {status} {flags} {} route={route} cluster={cluster} upstream={} duration={}us{}",
+        info.listener.name,
+        info.peer,
+        endpoint.map(|e| e.to_string()).unwrap_or("-".into()),
+        elapsed.as_micros(),
+        reason.map(|r| format!(" reason=\"{r}\"")).unwrap_or_default()
+    );
+    resp
+}
+
+/// Sends the request to the chosen endpoint and returns its response,
+/// streaming bodies both ways.
+async fn forward(mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>) -> Result<Response<Body>, LocalReply> {
+    let endpoint = chosen.endpoint;
+    if req.method() == http::Method::CONNECT {
+        return tunnel(req, endpoint, chosen.clients.connect_timeout).await;
+    }
+    let upgrade = req.version() < http::Version::HTTP_2 && req.headers().contains_key(http::header::UPGRADE);
+    let http2 = req.version() == http::Version::HTTP_2;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    parts.uri = match format!("http://{endpoint}{pq}").parse() {
+        Ok(u) => u,
+        Err(_) => return Err(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid"))),
+    };
+    parts.version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    if !headers.contains_key("x-request-id") {
+        headers.insert("x-request-id", request_id());
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if !http2 && !headers.contains_key(http::header::HOST) {
+        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(http::header::HOST, h);
+        }
+    }
+    if upgrade {
+        headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let up_req = Request::from_parts(parts, body);
+    let client = if http2 { &chosen.clients.http2 } else { &chosen.clients.http1 };
+    let mut resp = client
+        .request(up_req)
+        .await
+        .map_err(|e| upstream::explain(&e, endpoint, chosen.clients.connect_timeout))?;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(down), Ok(up)) = (down.await, up.await) {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+                }
+            });
+        }
+    } else {
+        strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    Ok(resp.map(|b| b.boxed()))
+}
+
+/// HTTP CONNECT: open a TCP tunnel to the authority (resolved to `endpoint`).
+async fn tunnel(mut req: Request<Incoming>, endpoint: SocketAddr, timeout: std::time::Duration) -> Result<Response<Body>, LocalReply> {
+    let mut upstream = upstream::connect_tcp(endpoint, timeout).await?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(down) = on_upgrade.await {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut upstream).await;
+        }
+    });
+    let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed();
+    Ok(Response::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep", "te"]);
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_websockets() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids_and_differ() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        assert_eq!(a.to_str().unwrap().len(), 36);
+    }
+}

@@ -1,0 +1,118 @@
+//! Process lifecycle: load the config, bind listeners, serve, reload on
+//! SIGHUP or file change (atomically; a bad file is refused and the old
+//! config stays), and drain on SIGTERM/SIGINT.
+
+use crate::admin::{self, SetLogLevel};
+use crate::config::ProxyConfig;
+use crate::metrics::{Metrics, RejectLabels};
+use crate::proxy::{serve_listener, Drain, Proxy};
+use crate::snapshot::Snapshot;
+use crate::upstream::HttpClients;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub admin: Vec<SocketAddr>,
+    pub workers: usize,
+    pub set_log_level: SetLogLevel,
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let config = ProxyConfig::load(&opts.config).context("loading the proxy config")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.workers.max(1))
+        .thread_name("weft-worker")
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config, opts))
+}
+
+async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
+    let listeners = config.listeners.clone();
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None)));
+    let proxy = Arc::new(Proxy {
+        snapshot: rx,
+        metrics: Arc::new(Metrics::new()),
+        passthrough: HttpClients::new(Duration::from_secs(5)),
+        ready: false.into(),
+        drain: Drain::default(),
+    });
+    let _admin = admin::spawn(opts.admin.clone(), proxy.clone(), opts.set_log_level.clone())?;
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let socket = bind(l.address).with_context(|| format!("listener {:?} on {}", l.name, l.address))?;
+        tracing::info!(listener = %l.name, address = %l.address, kind = ?l.kind, "listening");
+        tasks.push(tokio::spawn(serve_listener(proxy.clone(), l, socket)));
+    }
+    proxy.ready.store(true, Ordering::SeqCst);
+    tracing::info!("ready");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut modified = std::fs::metadata(&opts.config).and_then(|m| m.modified()).ok();
+    let mut poll = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => reload(&proxy, &tx, &opts.config, "sighup"),
+            _ = poll.tick() => {
+                let now = std::fs::metadata(&opts.config).and_then(|m| m.modified()).ok();
+                if now.is_some() && now != modified {
+                    modified = now;
+                    reload(&proxy, &tx, &opts.config, "file");
+                }
+            }
+        }
+    }
+    // Readiness goes false first, then listeners stop accepting and open
+    // connections finish (HTTP/1 after the in-flight request, HTTP/2 after GOAWAY).
+    let drain_timeout = proxy.snapshot.borrow().config.limits.drain_timeout;
+    tracing::info!(active = proxy.drain.active(), "draining for up to {}ms", drain_timeout.as_millis());
+    proxy.ready.store(false, Ordering::SeqCst);
+    proxy.drain.start();
+    if tokio::time::timeout(drain_timeout, proxy.drain.idle()).await.is_err() {
+        tracing::warn!(active = proxy.drain.active(), "drain timeout reached; closing remaining connections");
+    }
+    for t in tasks {
+        t.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Path, source: &str) {
+    let result = match ProxyConfig::load(path) {
+        Ok(cfg) => {
+            let previous = proxy.snapshot.borrow().clone();
+            if *previous.config == cfg {
+                return;
+            }
+            if cfg.listeners != previous.config.listeners {
+                tracing::warn!("listener changes need a restart; routes, clusters and limits were applied");
+            }
+            let version = cfg.version.clone();
+            tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous))));
+            tracing::info!(%version, "config reloaded ({source})");
+            "applied"
+        }
+        Err(e) => {
+            tracing::error!("config reload refused, keeping the running config: {e}");
+            "rejected"
+        }
+    };
+    proxy.metrics.config_reloads.get_or_create(&RejectLabels { listener: source.into(), reason: result.into() }).inc();
+}
