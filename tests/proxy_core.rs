@@ -1,0 +1,218 @@
+//! The data plane core, end to end: two pods on a bridge, each with
+//! `weft-proxy init` iptables rules and a proxy running as its own uid; an
+//! app in pod A calls pod B by IP and goes through A's outbound and B's
+//! inbound proxy. Real curl, redis, and the weft-echo backend.
+
+use std::time::Duration;
+use weft_testkit::{Net, Pod};
+
+const SIDECAR: &str = r#"
+version: "1"
+listeners:
+- {name: outbound, kind: outbound, address: "0.0.0.0:15001"}
+- {name: inbound, kind: inbound, address: "0.0.0.0:15006"}
+"#;
+
+/// Two meshed pods: A (client) and B (echo on 8080).
+fn meshed_pair(net: &Net) -> (Pod, Pod) {
+    let a = net.pod("a").expect("pod a");
+    let b = net.pod("b").expect("pod b");
+    a.start_proxy(SIDECAR).expect("proxy a");
+    b.start_proxy(SIDECAR).expect("proxy b");
+    b.start_echo(8080, "v1").expect("echo b");
+    (a, b)
+}
+
+/// The value of a metric line starting with `prefix`, summed over matches.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn http1_request_goes_through_outbound_and_inbound_proxies() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = meshed_pair(&net);
+    let (code, body) = a.curl(&format!("http://{}:8080/hello?x=1", b.ip), &[]).expect("curl");
+    assert_eq!(code, 200, "{body}\nA:\n{}\nB:\n{}", a.logs(), b.logs());
+    assert!(body.contains("\"pod\":\"b\""), "{body}");
+    assert!(body.contains("\"path\":\"/hello\""), "{body}");
+    assert!(body.contains("\"x-request-id\""), "the proxy adds a request id: {body}");
+    let a_stats = a.admin("/stats/prometheus").unwrap();
+    let b_stats = b.admin("/stats/prometheus").unwrap();
+    assert_eq!(metric(&a_stats, "weft_requests_total{listener=\"outbound\""), 1.0, "{a_stats}");
+    assert_eq!(metric(&b_stats, "weft_requests_total{listener=\"inbound\""), 1.0, "{b_stats}");
+    assert!(a_stats.contains("response_code=\"200\""), "{a_stats}");
+}
+
+#[test]
+fn h2c_prior_knowledge_is_forwarded_as_http2() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = meshed_pair(&net);
+    let (code, body) = a.curl(&format!("http://{}:8080/grpc.like/Method", b.ip), &["--http2-prior-knowledge", "-X", "POST", "-d", "ping"]).expect("curl");
+    assert_eq!(code, 200, "{body}\n{}", b.logs());
+    assert!(body.contains("\"http_version\":\"HTTP/2.0\""), "{body}");
+    assert!(body.contains("\"body_bytes\":4"), "{body}");
+    let stats = a.admin("/stats/prometheus").unwrap();
+    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\"}"), 1.0, "{stats}");
+}
+
+#[test]
+fn redis_set_and_get_through_opaque_tcp() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(SIDECAR).unwrap();
+    b.start_proxy(SIDECAR).unwrap();
+    b.spawn("redis-server", &["--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"]).unwrap();
+    b.wait_listening(6379, Duration::from_secs(10)).expect("redis up");
+    let host = b.ip.to_string();
+    let set = a.exec_ok("redis-cli", &["-h", &host, "SET", "mesh", "weft"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&set.stdout).trim(), "OK");
+    let get = a.exec_ok("redis-cli", &["-h", &host, "GET", "mesh"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "weft");
+    let stats = a.admin("/stats/prometheus").unwrap();
+    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"tcp\"}"), 2.0, "{stats}");
+    assert!(metric(&stats, "weft_tcp_sent_bytes_total{listener=\"outbound\"}") > 0.0, "{stats}");
+}
+
+#[test]
+fn server_first_protocol_does_not_hang() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(SIDECAR).unwrap();
+    b.start_proxy(SIDECAR).unwrap();
+    b.spawn(weft_testkit::workspace_bin("weft-echo"), &["banner", "--listen", "0.0.0.0:2525"]).unwrap();
+    b.wait_listening(2525, Duration::from_secs(10)).unwrap();
+    // The client sends nothing until it hears the greeting: detection must give up and splice.
+    let out = a.exec_ok(weft_testkit::workspace_bin("weft-echo"), &["banner-client", &format!("{}:2525", b.ip)]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "220 weft-echo ESMTP ready");
+}
+
+#[test]
+fn malformed_request_gets_400_and_the_proxy_keeps_serving() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = meshed_pair(&net);
+    let target = format!("printf 'GET /a b c HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | nc -q 2 -w 5 {} 8080", b.ip);
+    let out = a.exec_ok("sh", &["-c", &target]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let (code, _) = a.curl(&format!("http://{}:8080/after", b.ip), &[]).unwrap();
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn dead_upstream_is_answered_503_with_flag_and_reason() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = meshed_pair(&net);
+    let (code, headers) = a.curl(&format!("http://{}:9999/", b.ip), &["-D", "-", "-o", "/dev/null"]).unwrap();
+    assert_eq!(code, 503, "{headers}");
+    let headers = headers.to_ascii_lowercase();
+    assert!(headers.contains("x-weft-flags: uf"), "{headers}");
+    assert!(headers.contains(&format!("x-weft-error: connect to {}:9999 refused", b.ip)), "{headers}");
+    let stats = b.admin("/stats/prometheus").unwrap();
+    assert!(stats.contains("response_code=\"503\",response_flags=\"UF\""), "{stats}");
+}
+
+#[test]
+fn websocket_style_upgrade_is_tunnelled() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = meshed_pair(&net);
+    let out = a
+        .exec_ok(weft_testkit::workspace_bin("weft-echo"), &["upgrade", &format!("http://{}:8080/ws", b.ip), "hello over an upgraded connection"])
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello over an upgraded connection");
+}
+
+#[test]
+fn upload_of_100_mib_streams_with_flat_proxy_memory() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    let proxy_a = a.start_proxy(SIDECAR).unwrap();
+    b.start_proxy(SIDECAR).unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    let out = a.exec_ok(weft_testkit::workspace_bin("weft-echo"), &["upload", &format!("http://{}:8080/upload", b.ip), "100"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("200 "), "{text}");
+    assert!(text.contains("\"body_bytes\":104857600"), "{text}");
+    let status = std::fs::read_to_string(format!("/proc/{proxy_a}/status")).unwrap();
+    let peak_kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap();
+    assert!(peak_kib < 40 * 1024, "proxy peak RSS {peak_kib} KiB: the body was buffered");
+}
+
+#[test]
+fn explicit_mode_needs_no_iptables() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    let config = format!(
+        "listeners:\n- {{name: to-b, kind: explicit, address: \"127.0.0.1:18080\", cluster: b}}\nclusters:\n- {{name: b, endpoints: [\"{}:8080\"]}}\n",
+        b.ip
+    );
+    a.start_proxy_without_init(&config).unwrap();
+    let rules = a.exec_ok("iptables-save", &["-t", "nat"]).unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("WEFT"), "explicit mode installs no rules");
+    let (code, body) = a.curl("http://127.0.0.1:18080/explicit", &[]).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"pod\":\"b\""), "{body}");
+}
+
+#[test]
+fn init_cleanup_leaves_the_ruleset_exactly_as_before() {
+    let net = Net::new().expect("network namespaces");
+    let p = net.pod("p").unwrap();
+    // Someone else's rule must survive.
+    p.exec_ok("iptables", &["-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", "53", "-j", "RETURN"]).unwrap();
+    let save = || {
+        let out = p.exec_ok("iptables-save", &[]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| if l.starts_with(':') { l.split(' ').take(2).collect::<Vec<_>>().join(" ") } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = save();
+    let proxy = weft_testkit::workspace_bin("weft-proxy");
+    p.exec_ok(&proxy, &["init", "--exclude-inbound-ports", "22"]).unwrap();
+    let during = save();
+    assert!(during.contains("-A OUTPUT -p tcp -j WEFT_OUTPUT"), "{during}");
+    assert!(during.contains("-A WEFT_INBOUND -p tcp -m tcp --dport 22 -j RETURN"), "{during}");
+    p.exec_ok(&proxy, &["init", "--cleanup"]).unwrap();
+    assert_eq!(save(), before);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(SIDECAR).unwrap();
+    let proxy_b = b.start_proxy(SIDECAR).unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    // A slow request in flight through B's inbound proxy...
+    let url = format!("http://{}:8080/delay/1500", b.ip);
+    let mut cmd = a.command("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &url]);
+    let slow = std::thread::spawn(move || cmd.output());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metric(&b.admin("/stats/prometheus").unwrap(), "weft_downstream_connections_active{listener=\"inbound\"}") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "request never reached B's proxy");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...when B's proxy is told to stop.
+    b.signal(proxy_b, "TERM").unwrap();
+    let result = slow.join().unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&result.stdout), "200", "the in-flight request completes\nA:\n{}\nB:\n{}", a.logs(), b.logs());
+    let status = b.wait(proxy_b, Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "proxy exits cleanly after draining: {status:?}\n{}", b.logs());
+    // New connections find nothing listening on B's inbound port: A's proxy says so.
+    let (code, headers) = a.curl(&format!("http://{}:8080/", b.ip), &["-D", "-", "-o", "/dev/null"]).unwrap();
+    assert_eq!(code, 503, "{headers}");
+    assert!(headers.to_ascii_lowercase().contains("x-weft-flags: uf"), "{headers}");
+}
