@@ -216,3 +216,58 @@ fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
     assert_eq!(code, 503, "{headers}");
     assert!(headers.to_ascii_lowercase().contains("x-weft-flags: uf"), "{headers}");
 }
+
+#[test]
+fn config_changes_apply_live_and_a_bad_file_keeps_the_running_config() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    let c = net.pod("c").unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    c.start_echo(8080, "v2").unwrap();
+    let config = |version: &str, ep: std::net::Ipv4Addr| {
+        format!("version: \"{version}\"\nlisteners:\n- {{name: app, kind: explicit, address: \"127.0.0.1:18080\", cluster: app}}\nclusters:\n- {{name: app, endpoints: [\"{ep}:8080\"]}}\n")
+    };
+    a.start_proxy_without_init(&config("1", b.ip)).unwrap();
+    let (_, body) = a.curl("http://127.0.0.1:18080/", &[]).unwrap();
+    assert!(body.contains("\"pod\":\"b\""), "{body}");
+    // Replace the file atomically, as config tools do; the proxy picks it up.
+    let path = a.write_file("proxy.yaml", &config("1", b.ip)).unwrap();
+    let replace = |text: &str| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    replace(&config("2", c.ip));
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (code, body) = a.curl("http://127.0.0.1:18080/", &[]).unwrap();
+        assert_eq!(code, 200, "no request fails during the switch: {body}");
+        if body.contains("\"pod\":\"c\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "config change not applied:\n{}", a.logs());
+    }
+    assert!(a.admin("/config_dump").unwrap().contains("\"version\": \"2\""));
+    replace("listeners: [this is not: a config");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while metric(&a.admin("/stats/prometheus").unwrap(), "weft_config_reloads_total{listener=\"file\",reason=\"rejected\"}") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "bad config not noticed:\n{}", a.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = a.curl("http://127.0.0.1:18080/", &[]).unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("\"pod\":\"c\""), "still on the last good config: {body}");
+    assert!(a.logs().contains("config reload refused, keeping the running config"), "{}", a.logs());
+}
+
+#[test]
+fn oversized_request_headers_get_431() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = meshed_pair(&net);
+    let big = format!("x-big: {}", "a".repeat(100 * 1024));
+    let (code, _) = a.curl(&format!("http://{}:8080/", b.ip), &["-H", &big]).unwrap();
+    assert_eq!(code, 431);
+    let (code, _) = a.curl(&format!("http://{}:8080/", b.ip), &[]).unwrap();
+    assert_eq!(code, 200, "the proxy keeps serving");
+}

@@ -280,7 +280,8 @@ async fn serve_http(proxy: &Arc<Proxy>, info: ConnInfo, stream: TcpStream, http2
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(8192) * 2)
             .keep_alive(true);
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut conn = std::pin::pin!(conn);
