@@ -109,7 +109,7 @@ pub struct Limits {
     /// A request's headers must arrive within this time (slowloris).
     #[serde(with = "duration_text")]
     pub header_read_timeout: Duration,
-    /// Idle keep-alive connections are closed after this.
+    /// Pooled upstream connections unused for this long are closed.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     /// Largest request or response header block, in bytes (431 / 502 beyond).
@@ -125,7 +125,7 @@ impl Default for Limits {
             max_connections: 10_000,
             detect_timeout: Duration::from_millis(100),
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
         }

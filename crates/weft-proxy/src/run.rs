@@ -35,11 +35,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
 async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
     let listeners = config.listeners.clone();
+    let idle_timeout = config.limits.idle_timeout;
     let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None)));
     let proxy = Arc::new(Proxy {
         snapshot: rx,
         metrics: Arc::new(Metrics::new()),
-        passthrough: HttpClients::new(Duration::from_secs(5)),
+        passthrough: HttpClients::new(Duration::from_secs(5), idle_timeout),
         ready: false.into(),
         drain: Drain::default(),
     });

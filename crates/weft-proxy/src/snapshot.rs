@@ -31,8 +31,8 @@ impl std::fmt::Debug for ClusterState {
 }
 
 impl ClusterState {
-    fn new(config: Cluster) -> ClusterState {
-        let clients = HttpClients::new(config.connect_timeout);
+    fn new(config: Cluster, idle_timeout: std::time::Duration) -> ClusterState {
+        let clients = HttpClients::new(config.connect_timeout, idle_timeout);
         ClusterState { config, next: AtomicUsize::new(0), clients }
     }
 
@@ -66,9 +66,9 @@ impl Snapshot {
         for c in &config.clusters {
             let state = previous
                 .and_then(|p| p.clusters.get(&c.name))
-                .filter(|s| s.config == *c)
+                .filter(|s| s.config == *c && previous.is_some_and(|p| p.config.limits.idle_timeout == config.limits.idle_timeout))
                 .cloned()
-                .unwrap_or_else(|| Arc::new(ClusterState::new(c.clone())));
+                .unwrap_or_else(|| Arc::new(ClusterState::new(c.clone(), config.limits.idle_timeout)));
             clusters.insert(c.name.clone(), state);
         }
         let mut by_destination = HashMap::new();

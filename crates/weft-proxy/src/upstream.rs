@@ -22,17 +22,18 @@ pub struct HttpClients {
 }
 
 impl HttpClients {
-    pub fn new(connect_timeout: Duration) -> HttpClients {
+    /// `idle_timeout`: how long an unused pooled connection is kept.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> HttpClients {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(64 * 1024)
             .build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(true)

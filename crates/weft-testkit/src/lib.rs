@@ -244,13 +244,16 @@ impl Pod {
 
     /// Starts the proxy without touching iptables (explicit mode).
     pub fn start_proxy_without_init(&self, config: &str) -> anyhow::Result<u32> {
+        self.start_proxy_with_args(config, &["--log", "info"])
+    }
+
+    /// Starts the proxy (no iptables changes) with extra `weft-proxy run` arguments.
+    pub fn start_proxy_with_args(&self, config: &str, extra: &[&str]) -> anyhow::Result<u32> {
         let proxy = workspace_bin("weft-proxy");
         let path = self.write_file("proxy.yaml", config)?;
-        let pid = self.spawn_as(
-            Some(PROXY_UID),
-            &proxy,
-            &["run", "--config", path.to_str().unwrap_or_default(), "--admin", "0.0.0.0:15000", "--log", "info"],
-        )?;
+        let mut args = vec!["run", "--config", path.to_str().unwrap_or_default(), "--admin", "0.0.0.0:15000"];
+        args.extend_from_slice(extra);
+        let pid = self.spawn_as(Some(PROXY_UID), &proxy, &args)?;
         self.wait_ready(Duration::from_secs(10))?;
         Ok(pid)
     }

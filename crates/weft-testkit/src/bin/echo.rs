@@ -9,7 +9,9 @@
 //!
 //! Clients, run inside a pod: `upgrade URL TEXT` (sends TEXT over an upgraded
 //! connection, prints the echo), `banner ADDR` (prints the greeting line),
-//! `upload URL MIB` (streams MIB mebibytes, prints the response).
+//! `upload URL MIB` (streams MIB mebibytes, prints the response), and
+//! `load URL --rate R --connections N --duration S [--h2]`, the benchmark's
+//! constant-rate load generator (see the `load` module).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -45,6 +47,13 @@ async fn main() -> anyhow::Result<()> {
         Some("upgrade") => client_upgrade(&args[1], &args[2]).await,
         Some("banner-client") => client_banner(&args[1]).await,
         Some("upload") => client_upload(&args[1], args[2].parse()?).await,
+        Some("load") => {
+            let rate: f64 = arg(&args, "--rate", "1000").parse()?;
+            let conns: usize = arg(&args, "--connections", "16").parse()?;
+            let secs: f64 = arg(&args, "--duration", "10").parse()?;
+            let h2 = args.iter().any(|a| a == "--h2");
+            load::run(&args[1], rate, conns, std::time::Duration::from_secs_f64(secs), h2).await
+        }
         _ => anyhow::bail!("usage: weft-echo serve|banner|upgrade|banner-client|upload ..."),
     }
 }
@@ -83,6 +92,11 @@ async fn handle(mut req: Request<Incoming>, id: Arc<Identity>, peer: std::net::S
         r.headers_mut().insert("upgrade", http::HeaderValue::from_static("echo"));
         r.headers_mut().insert("connection", http::HeaderValue::from_static("upgrade"));
         return Ok(r);
+    }
+    if let Some(n) = path.strip_prefix("/bytes/").and_then(|s| s.parse::<usize>().ok()) {
+        // Fixed-size answers for benchmarks: no JSON, no header echo.
+        let _ = req.into_body().collect().await;
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'w'; n.min(64 << 20)]))));
     }
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -194,5 +208,123 @@ impl hyper::body::Body for Repeat {
         }
         self.left -= 1;
         std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+}
+
+mod load {
+    //! A constant-rate load generator that does not suffer from coordinated
+    //! omission: request i is due at `start + i / rate`; when a connection is
+    //! still busy at a request's due time, its latency is measured from the
+    //! due time, so a stall counts against every request scheduled during it. `--rate 0` means as fast as possible
+    //! (closed loop, for throughput). Prints one JSON object.
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    pub async fn run(url: &str, rate: f64, conns: usize, duration: Duration, h2: bool) -> anyhow::Result<()> {
+        let uri: http::Uri = url.parse()?;
+        let addr = format!("{}:{}", uri.host().unwrap_or("127.0.0.1"), uri.port_u16().unwrap_or(80));
+        let start = Instant::now() + Duration::from_millis(50);
+        let per_conn = if rate > 0.0 { rate / conns as f64 } else { 0.0 };
+        let mut tasks = Vec::new();
+        for c in 0..conns {
+            let addr = addr.clone();
+            let path = uri.path().to_string();
+            tasks.push(tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(&addr).await?;
+                stream.set_nodelay(true)?;
+                let mut lat: Vec<u32> = Vec::new();
+                let mut errors = 0u64;
+                // Stagger connections evenly inside one interval.
+                let offset = if per_conn > 0.0 { Duration::from_secs_f64(c as f64 / (per_conn * conns as f64)) } else { Duration::ZERO };
+                let mut send: Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send> = if h2 {
+                    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    let addr = addr.clone();
+                    Box::new(move || {
+                        let mut s = sender.clone();
+                        // A gRPC-shaped unary call: POST, application/grpc, a 5-byte frame header + payload.
+                        let mut payload = vec![0u8, 0, 0, 0, 16];
+                        payload.extend_from_slice(&[b'q'; 16]);
+                        let req = Request::post(format!("http://{addr}{path}"))
+                            .header("content-type", "application/grpc")
+                            .header("te", "trailers")
+                            .body(Full::new(Bytes::from(payload)))
+                            .expect("request");
+                        Box::pin(async move {
+                            match s.send_request(req).await {
+                                Ok(r) => r.status() == 200 && r.into_body().collect().await.is_ok(),
+                                Err(_) => false,
+                            }
+                        })
+                    })
+                } else {
+                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                    tokio::spawn(conn);
+                    let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
+                    let addr = addr.clone();
+                    Box::new(move || {
+                        let sender = sender.clone();
+                        let req = Request::get(&path).header("host", &addr).body(Full::new(Bytes::new())).expect("request");
+                        Box::pin(async move {
+                            let mut s = sender.lock().await;
+                            if s.ready().await.is_err() {
+                                return false;
+                            }
+                            match s.send_request(req).await {
+                                Ok(r) => r.status() == 200 && r.into_body().collect().await.is_ok(),
+                                Err(_) => false,
+                            }
+                        })
+                    })
+                };
+                let end = start + duration;
+                let mut i: u64 = 0;
+                let mut prev_done = start;
+                loop {
+                    let due = if per_conn > 0.0 { start + offset + Duration::from_secs_f64(i as f64 / per_conn) } else { Instant::now() };
+                    if due >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    // If the previous request finished in time, any gap between `due` and
+                    // now is this generator's timer slack (tokio's timer has 1 ms
+                    // granularity), not the system's: measure from now. If it was still
+                    // running at `due`, measure from `due`: that wait is the system's.
+                    let origin = if prev_done <= due { Instant::now() } else { due };
+                    let ok = send().await;
+                    prev_done = Instant::now();
+                    let micros = origin.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                    if ok {
+                        lat.push(micros);
+                    } else {
+                        errors += 1;
+                    }
+                    i += 1;
+                }
+                Ok::<_, anyhow::Error>((lat, errors))
+            }));
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (lat, e) = t.await??;
+            all.extend(lat);
+            errors += e;
+        }
+        all.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if all.is_empty() {
+                return 0.0;
+            }
+            let i = ((p / 100.0) * (all.len() as f64 - 1.0)).round() as usize;
+            all[i.min(all.len() - 1)] as f64 / 1000.0
+        };
+        let out = serde_json::json!({
+            "requests": all.len(), "errors": errors,
+            "achieved_rps": all.len() as f64 / duration.as_secs_f64(),
+            "p50_ms": pct(50.0), "p90_ms": pct(90.0), "p99_ms": pct(99.0), "p999_ms": pct(99.9), "max_ms": pct(100.0),
+        });
+        println!("{out}");
+        Ok(())
     }
 }
