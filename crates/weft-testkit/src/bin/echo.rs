@@ -62,6 +62,7 @@ async fn serve(addr: &str, id: Arc<Identity>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     loop {
         let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
         let id = id.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(req, id.clone(), peer));
