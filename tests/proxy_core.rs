@@ -271,3 +271,21 @@ fn oversized_request_headers_get_431() {
     let (code, _) = a.curl(&format!("http://{}:8080/", b.ip), &[]).unwrap();
     assert_eq!(code, 200, "the proxy keeps serving");
 }
+
+#[test]
+fn grpc_unary_and_streaming_calls_with_trailers() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(SIDECAR).unwrap();
+    b.start_proxy(SIDECAR).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/grpc_echo.py");
+    b.spawn("python3", &[script, "server", "50051", "b"]).unwrap();
+    b.wait_listening(50051, Duration::from_secs(20)).expect("grpc server up");
+    let out = a.exec("python3", &[script, "client", &format!("{}:50051", b.ip)]).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\nA:\n{}\nB:\n{}", String::from_utf8_lossy(&out.stderr), a.logs(), b.logs());
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["unary hello mesh served-by b", "stream 5"]);
+    let stats = a.admin("/stats/prometheus").unwrap();
+    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\"}"), 1.0, "{stats}");
+}

@@ -28,8 +28,9 @@ enum Command {
         /// Admin server addresses (/ready, /config_dump, /stats/prometheus, /logging).
         #[arg(long, default_values = ["127.0.0.1:15000", "0.0.0.0:15090"])]
         admin: Vec<SocketAddr>,
-        /// Worker threads for the request path.
-        #[arg(long, default_value_t = 2)]
+        /// Worker threads for the request path. One is plenty for a sidecar at
+        /// thousands of requests per second (see docs/benchmarks.md); raise it for gateways.
+        #[arg(long, default_value_t = 1)]
         workers: usize,
         /// Log filter (`info`, `debug`, `weft_proxy=debug,access=off`); also settable at /logging.
         #[arg(long, default_value = "info", env = "WEFT_LOG")]

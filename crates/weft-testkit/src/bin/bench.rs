@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     let rate = arg("--rate", "1000");
     let secs = arg("--duration", "15");
     let conns = arg("--connections", "16");
-    let workers = arg("--proxy-workers", "2");
+    let workers = arg("--proxy-workers", "1");
     let net = Net::new()?;
     let path = "/bytes/1024";
 
