@@ -1,7 +1,9 @@
 //! The data plane core, end to end: two pods on a bridge, each with
 //! `weft-proxy init` iptables rules and a proxy running as its own uid; an
 //! app in pod A calls pod B by IP and goes through A's outbound and B's
-//! inbound proxy. Real curl, redis, and the weft-echo backend.
+//! inbound proxy. Real curl, redis, grpcio, nginx, and the weft-echo backend.
+//! Run with `cargo test --workspace` (or build the binaries first): the
+//! scenarios start the `weft-proxy` and `weft-echo` binaries from the target dir.
 
 use std::time::Duration;
 use weft_testkit::{Net, Pod};
@@ -288,4 +290,98 @@ fn grpc_unary_and_streaming_calls_with_trailers() {
     assert_eq!(stdout.lines().collect::<Vec<_>>(), ["unary hello mesh served-by b", "stream 5"]);
     let stats = a.admin("/stats/prometheus").unwrap();
     assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\"}"), 1.0, "{stats}");
+}
+
+#[test]
+fn nginx_backend_behind_the_mesh() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(SIDECAR).unwrap();
+    b.start_proxy(SIDECAR).unwrap();
+    let root = b.write_file("index.html", "served by nginx in pod b\n").unwrap();
+    let dir = root.parent().unwrap().display().to_string();
+    let file = root.file_name().unwrap().to_string_lossy().into_owned();
+    let conf = b
+        .write_file(
+            "nginx.conf",
+            &format!(
+                "worker_processes 1; daemon off; pid {dir}/{ns}-nginx.pid; error_log stderr;\n\
+                 events {{}}\nhttp {{ access_log off; client_body_temp_path {dir}; proxy_temp_path {dir};\n\
+                 server {{ listen 80; root {dir}; location = / {{ try_files /{file} =404; }} }} }}\n",
+                ns = b.ns
+            ),
+        )
+        .unwrap();
+    b.spawn("nginx", &["-c", conf.to_str().unwrap()]).unwrap();
+    b.wait_listening(80, Duration::from_secs(10)).expect("nginx up");
+    let (code, body) = a.curl(&format!("http://{}/", b.ip), &[]).unwrap();
+    assert_eq!(code, 200, "{body}\n{}", b.logs());
+    assert_eq!(body, "served by nginx in pod b\n");
+}
+
+#[test]
+fn slowloris_connections_are_closed_after_the_header_timeout() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    let config = format!("{SIDECAR}limits: {{header_read_timeout: 1s}}\n");
+    a.start_proxy(&config).unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    // Half a request, then silence: the outbound proxy must hang up, not wait forever.
+    let script = format!(
+        "import socket, time\ns = socket.create_connection(('{}', 8080))\nstart = time.time()\ns.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n')\ns.settimeout(8)\ntry:\n    s.recv(1)\nexcept socket.timeout:\n    pass\nprint(int((time.time() - start) * 1000))\n",
+        b.ip
+    );
+    let out = a.exec_ok("python3", &["-c", &script]).unwrap();
+    let ms: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(ms < 5000, "connection held for {ms} ms despite a 1 s header timeout");
+    assert!(ms >= 900, "closed after {ms} ms, before the timeout");
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_at_once() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    let config = format!(
+        "listeners:\n- {{name: app, kind: explicit, address: \"127.0.0.1:18080\", cluster: b, protocol: tcp}}\nclusters:\n- {{name: b, endpoints: [\"{}:8080\"]}}\nlimits: {{max_connections: 2}}\n",
+        b.ip
+    );
+    a.start_proxy_without_init(&config).unwrap();
+    // Two idle connections hold both slots; a third is closed immediately.
+    a.spawn("sh", &["-c", "sleep 30 | nc 127.0.0.1 18080"]).unwrap();
+    a.spawn("sh", &["-c", "sleep 30 | nc 127.0.0.1 18080"]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while metric(&a.admin("/stats/prometheus").unwrap(), "weft_downstream_connections_active{listener=\"app\"}") < 2.0 {
+        assert!(std::time::Instant::now() < deadline, "{}", a.admin("/stats/prometheus").unwrap());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = a.exec("curl", &["-sS", "--max-time", "5", "http://127.0.0.1:18080/"]).unwrap();
+    assert!(!out.status.success(), "third connection was served");
+    let stats = a.admin("/stats/prometheus").unwrap();
+    assert_eq!(metric(&stats, "weft_downstream_connections_rejected_total{listener=\"app\",reason=\"overflow\"}"), 1.0, "{stats}");
+}
+
+#[test]
+fn ipv6_traffic_is_intercepted_and_forwarded_too() {
+    let net = Net::new().expect("network namespaces");
+    let dual = format!("{SIDECAR}- {{name: outbound6, kind: outbound, address: \"[::]:15001\"}}\n- {{name: inbound6, kind: inbound, address: \"[::]:15006\"}}\n");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(&dual).unwrap();
+    b.start_proxy(&dual).unwrap();
+    b.spawn(weft_testkit::workspace_bin("weft-echo"), &["serve", "--listen", "[::]:8080", "--name", "b"]).unwrap();
+    b.wait_listening(8080, Duration::from_secs(10)).unwrap();
+    let (code, body) = a.curl(&format!("http://[{}]:8080/v6", b.ip6), &["-g"]).unwrap();
+    assert_eq!(code, 200, "{body}\nA:\n{}\nB:\n{}", a.logs(), b.logs());
+    assert!(body.contains("\"pod\":\"b\""), "{body}");
+    let a_stats = a.admin("/stats/prometheus").unwrap();
+    let b_stats = b.admin("/stats/prometheus").unwrap();
+    assert_eq!(metric(&a_stats, "weft_requests_total{listener=\"outbound6\""), 1.0, "{a_stats}");
+    assert_eq!(metric(&b_stats, "weft_requests_total{listener=\"inbound6\""), 1.0, "{b_stats}");
+    // IPv4 still works beside it.
+    let (code, _) = a.curl(&format!("http://{}:8080/v4", b.ip), &[]).unwrap();
+    assert_eq!(code, 200);
 }

@@ -91,6 +91,11 @@ async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    if addr.is_ipv6() {
+        // IPv6 listeners take IPv6 only, so `[::]:15001` can sit beside `0.0.0.0:15001`
+        // and every accepted socket's family matches its original destination's.
+        set_v6_only(&socket)?;
+    }
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -116,4 +121,24 @@ fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Pa
         }
     };
     proxy.metrics.config_reloads.get_or_create(&RejectLabels { listener: source.into(), reason: result.into() }).inc();
+}
+
+fn set_v6_only(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -8,7 +8,7 @@
 //! fails with the reason: end-to-end tests fail rather than pass silently.
 
 use anyhow::{bail, Context};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -59,6 +59,7 @@ impl Net {
         sh("ip", &["link", "add", &bridge, "type", "bridge"]).context("creating a bridge")?;
         let net = Net { bridge, prefix, next_host: AtomicU32::new(2) };
         sh("ip", &["addr", "add", &format!("{}/24", net.gateway()), "dev", &net.bridge])?;
+        sh("ip", &["addr", "add", &format!("{}/64", net.gateway6()), "dev", &net.bridge, "nodad"])?;
         sh("ip", &["link", "set", &net.bridge, "up"])?;
         Ok(net)
     }
@@ -66,6 +67,15 @@ impl Net {
     /// The host's address on the bridge.
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(self.prefix[0], self.prefix[1], self.prefix[2], 1)
+    }
+
+    /// The host's IPv6 address on the bridge.
+    pub fn gateway6(&self) -> Ipv6Addr {
+        self.ip6(1)
+    }
+
+    fn ip6(&self, host: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd77, self.prefix[1] as u16, self.prefix[2] as u16, 0, 0, 0, 0, host)
     }
 
     /// A new pod with the next free address.
@@ -81,7 +91,7 @@ impl Net {
         let veth_pod = format!("wp{id}");
         let _ = sh("ip", &["netns", "del", &ns]);
         sh("ip", &["netns", "add", &ns])?;
-        let pod = Pod { name: name.to_string(), ns: ns.clone(), ip, children: Mutex::new(Vec::new()), files: Mutex::new(Vec::new()) };
+        let pod = Pod { name: name.to_string(), ns: ns.clone(), ip, ip6: self.ip6(host as u16), children: Mutex::new(Vec::new()), files: Mutex::new(Vec::new()) };
         sh("ip", &["link", "add", &veth_host, "type", "veth", "peer", "name", &veth_pod])?;
         sh("ip", &["link", "set", &veth_host, "master", &self.bridge])?;
         sh("ip", &["link", "set", &veth_host, "up"])?;
@@ -91,6 +101,8 @@ impl Net {
         pod.exec_ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         pod.exec_ok("ip", &["link", "set", "eth0", "up"])?;
         pod.exec_ok("ip", &["route", "add", "default", "via", &self.gateway().to_string()])?;
+        // IPv6 too, without duplicate address detection so the address is usable at once.
+        pod.exec_ok("ip", &["addr", "add", &format!("{}/64", pod.ip6), "dev", "eth0", "nodad"])?;
         Ok(pod)
     }
 }
@@ -114,6 +126,7 @@ pub struct Pod {
     pub name: String,
     pub ns: String,
     pub ip: Ipv4Addr,
+    pub ip6: Ipv6Addr,
     children: Mutex<Vec<Child>>,
     files: Mutex<Vec<PathBuf>>,
 }
@@ -238,7 +251,7 @@ impl Pod {
     /// [`PROXY_UID`] with `config` (YAML); waits for `/ready`.
     pub fn start_proxy(&self, config: &str) -> anyhow::Result<u32> {
         let proxy = workspace_bin("weft-proxy");
-        self.exec_ok(&proxy, &["init", "--proxy-uid", &PROXY_UID.to_string()])?;
+        self.exec_ok(&proxy, &["init", "--proxy-uid", &PROXY_UID.to_string(), "--ipv6"])?;
         self.start_proxy_without_init(config)
     }
 
