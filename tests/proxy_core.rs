@@ -120,7 +120,22 @@ fn dead_upstream_is_answered_503_with_flag_and_reason() {
 }
 
 #[test]
-fn websocket_style_upgrade_is_tunnelled() {
+fn websocket_echo_through_both_proxies() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    a.start_proxy(SIDECAR).unwrap();
+    b.start_proxy(SIDECAR).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/ws_echo.py");
+    b.spawn("python3", &[script, "server", "8765"]).unwrap();
+    b.wait_listening(8765, Duration::from_secs(20)).expect("websocket server up");
+    let out = a.exec("python3", &[script, "client", &format!("ws://{}:8765/chat", b.ip), "20"]).unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), b.logs());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "websocket ok 21");
+}
+
+#[test]
+fn upgraded_connection_is_tunnelled_both_ways() {
     let net = Net::new().expect("network namespaces");
     let (a, b) = meshed_pair(&net);
     let out = a
@@ -268,8 +283,11 @@ fn oversized_request_headers_get_431() {
     let net = Net::new().expect("network namespaces");
     let (a, b) = meshed_pair(&net);
     let big = format!("x-big: {}", "a".repeat(100 * 1024));
-    let (code, _) = a.curl(&format!("http://{}:8080/", b.ip), &["-H", &big]).unwrap();
+    let (code, headers) = a.curl(&format!("http://{}:8080/", b.ip), &["-H", &big, "-D", "-", "-o", "/dev/null"]).unwrap();
     assert_eq!(code, 431);
+    let headers = headers.to_ascii_lowercase();
+    assert!(headers.contains("x-weft-flags: dpe"), "{headers}");
+    assert!(headers.contains("x-weft-error: request headers are 10"), "{headers}");
     let (code, _) = a.curl(&format!("http://{}:8080/", b.ip), &[]).unwrap();
     assert_eq!(code, 200, "the proxy keeps serving");
 }

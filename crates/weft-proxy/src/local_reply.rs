@@ -30,6 +30,8 @@ pub enum Flag {
     DownstreamConnectionTermination,
     /// UPE: upstream protocol error.
     UpstreamProtocolError,
+    /// DPE: downstream protocol error (a request the proxy will not forward).
+    DownstreamProtocolError,
 }
 
 impl Flag {
@@ -43,6 +45,7 @@ impl Flag {
             Flag::NoRouteFound => "NR",
             Flag::DownstreamConnectionTermination => "DC",
             Flag::UpstreamProtocolError => "UPE",
+            Flag::DownstreamProtocolError => "DPE",
         }
     }
 }

@@ -280,8 +280,10 @@ async fn serve_http(proxy: &Arc<Proxy>, info: ConnInfo, stream: TcpStream, http2
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes.max(8192) * 2)
+            // hyper's own limit is a backstop at twice ours: below it, handle_request
+            // answers 431 itself, with a flag and a reason.
+            .max_header_size(limits.max_header_bytes * 2)
+            .max_buf_size((limits.max_header_bytes * 2).max(8192))
             .keep_alive(true);
         let conn = builder.serve_connection(io, service).with_upgrades();
         let mut conn = std::pin::pin!(conn);
@@ -400,7 +402,13 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
         .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
     let method = req.method().clone();
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let chosen = http_target(proxy, &snapshot, info, host.as_deref());
+    let limit = snapshot.config.limits.max_header_bytes;
+    let head_bytes: usize = path.len() + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    let chosen = if head_bytes > limit {
+        Err(LocalReply::new(431, Flag::DownstreamProtocolError, format!("request headers are {head_bytes} bytes, over the {limit}-byte limit")))
+    } else {
+        http_target(proxy, &snapshot, info, host.as_deref())
+    };
     let (route, cluster) = match &chosen {
         Ok(c) => (c.route.clone(), c.cluster_name.clone()),
         Err(_) => (Arc::from("-"), "-".to_string()),
@@ -421,6 +429,7 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
             match flag {
                 Some(Flag::UpstreamProtocolError) => 502,
                 Some(Flag::UpstreamRequestTimeout) => 504,
+                Some(Flag::DownstreamProtocolError) => 431,
                 _ => 503,
             },
             flag.unwrap_or(Flag::NoRouteFound),
