@@ -17,7 +17,8 @@ Message codes are stable: WEFT00xx are per-document problems, WEFT01xx cross-res
 Checks that need Services, workloads or Secrets run only when the input contains them.")]
 pub struct Args {
     /// Files or directories (recursively, *.yaml *.yml *.json) to analyze; `-` reads stdin.
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    /// Without -f, the controller's stored configuration is analyzed.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
     files: Vec<PathBuf>,
     /// Output format.
     #[arg(short, long, default_value = "text", value_parser = ["text", "json", "yaml"])]
@@ -33,9 +34,12 @@ pub struct Args {
     root_namespace: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, controller: &str) -> anyhow::Result<ExitCode> {
     let failure = Severity::parse(&args.failure_threshold).context("failure threshold")?;
     let shown = Severity::parse(&args.output_threshold).context("output threshold")?;
+    if args.files.is_empty() {
+        return live(controller, failure, shown, &args.output);
+    }
     for f in &args.files {
         if f.as_os_str() != "-" && !f.exists() {
             bail!("{} does not exist", f.display());
@@ -59,6 +63,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             if messages.is_empty() {
                 writeln!(out, "✔ No validation issues found when analyzing {} resources.", bundle.resources.len())?;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(EXIT_ANALYSIS_FAILED) } else { ExitCode::SUCCESS })
+}
+
+/// Analysis of what the controller has stored.
+fn live(controller: &str, failure: Severity, shown: Severity, output: &str) -> anyhow::Result<ExitCode> {
+    let client = crate::client::ControllerClient::new(controller)?;
+    let (_, body) = client.call(http::Method::GET, "/api/v1/analyze", None)?;
+    let all = body["messages"].as_array().cloned().unwrap_or_default();
+    let sev = |m: &serde_json::Value| m["severity"].as_str().and_then(Severity::parse).unwrap_or(Severity::Info);
+    let failed = all.iter().any(|m| sev(m) >= failure);
+    let mut messages: Vec<serde_json::Value> = all.into_iter().filter(|m| sev(m) >= shown).collect();
+    for m in &mut messages {
+        if let Some(o) = m.as_object_mut() {
+            o.remove("display");
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match output {
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&messages)?)?,
+        "yaml" => write!(out, "{}", serde_norway::to_string(&messages)?)?,
+        _ => {
+            let shown_msgs = body["messages"].as_array().cloned().unwrap_or_default();
+            for m in shown_msgs.iter().filter(|m| sev(m) >= shown) {
+                writeln!(out, "{}", m["display"].as_str().unwrap_or(""))?;
+            }
+            if messages.is_empty() {
+                writeln!(out, "✔ No validation issues found when analyzing {} stored resources.", body["resources"].as_u64().unwrap_or(0))?;
             }
         }
     }

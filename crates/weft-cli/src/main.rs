@@ -2,8 +2,12 @@
 //! subcommand lives in its own module; this file only parses the command line.
 
 mod analyze;
+mod client;
+mod controller;
+mod resources;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// weft: a lightweight service mesh that reads the Istio, Gateway API and
@@ -11,21 +15,67 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "weft", version, about, long_about = None)]
 struct Cli {
+    /// The controller's API address.
+    #[arg(long, global = true, env = "WEFT_CONTROLLER", default_value = client::DEFAULT_CONTROLLER)]
+    controller: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate mesh configuration files and find cross-resource problems.
+    /// Validate mesh configuration files (or, without -f, the controller's live state)
+    /// and find cross-resource problems.
     Analyze(analyze::Args),
+    /// Run the control plane: config store and API.
+    Controller(controller::Args),
+    /// Validate and store configuration; one invalid document rejects the whole apply.
+    Apply {
+        /// Files or directories (*.yaml, *.yml, *.json).
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Validate and analyze, store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show stored configuration: `weft get vs`, `weft get dr reviews -n prod -o yaml`, `weft get all -A`.
+    Get {
+        /// Kind: a name (VirtualService), plural, short name (vs, dr, gw, se, pa, ap, ts, sp), KIND.GROUP, or `all`.
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short, long, default_value = "table", value_parser = ["table", "wide", "yaml", "json"])]
+        output: String,
+    },
+    /// Delete configuration named in files, or by KIND NAME.
+    Delete {
+        #[arg(short = 'f', long = "filename", num_args = 1..)]
+        files: Vec<PathBuf>,
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Analyze(args) => analyze::run(args),
-    };
+    let result = (|| match cli.command {
+        Command::Analyze(args) => analyze::run(args, &cli.controller),
+        Command::Controller(args) => controller::run(args),
+        Command::Apply { files, dry_run } => resources::apply(&client::ControllerClient::new(&cli.controller)?, &files, dry_run),
+        Command::Get { kind, name, namespace, all_namespaces, output } => {
+            let ns = (!all_namespaces).then_some(namespace.as_str());
+            resources::get(&client::ControllerClient::new(&cli.controller)?, &kind, name.as_deref(), ns, &output)
+        }
+        Command::Delete { files, kind, name, namespace } => {
+            resources::delete(&client::ControllerClient::new(&cli.controller)?, &files, kind.as_deref(), name.as_deref(), &namespace)
+        }
+    })();
     match result {
         Ok(code) => code,
         Err(e) => {

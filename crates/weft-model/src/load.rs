@@ -136,24 +136,43 @@ pub fn load_file(path: &Path) -> Bundle {
 /// Parses text holding one or more YAML documents (JSON is YAML too) named
 /// `file` in messages.
 pub fn parse_str(file: &str, text: &str) -> Bundle {
-    let mut bundle = Bundle::default();
+    let (docs, messages) = split_documents(file, text);
+    let mut bundle = Bundle { resources: Vec::new(), messages };
+    for (origin, value) in docs {
+        parse_value(origin, value, &mut bundle);
+    }
+    bundle
+}
+
+/// Splits text into its documents, one JSON value per object: empty
+/// documents are dropped and `kind: List` is expanded into its items (which
+/// share the List's origin). A syntax error ends the stream, as YAML cannot
+/// resynchronise after one.
+pub fn split_documents(file: &str, text: &str) -> (Vec<(Origin, serde_json::Value)>, Vec<Message>) {
+    let mut docs = Vec::new();
+    let mut messages = Vec::new();
     for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let origin = Origin {
-            file: file.to_string(),
-            document: index,
-        };
+        let origin = Origin { file: file.to_string(), document: index };
         match serde_json::Value::deserialize(doc) {
-            Ok(value) => parse_value(origin, value, &mut bundle),
+            Ok(serde_json::Value::Null) => {}
+            Ok(mut value) => {
+                let is_list = value.get("kind").and_then(|k| k.as_str()) == Some("List")
+                    && value.get("apiVersion").and_then(|k| k.as_str()) == Some("v1");
+                match value.get_mut("items").map(std::mem::take) {
+                    Some(serde_json::Value::Array(items)) if is_list => {
+                        docs.extend(items.into_iter().map(|item| (origin.clone(), item)));
+                    }
+                    _ if is_list => {}
+                    _ => docs.push((origin, value)),
+                }
+            }
             Err(e) => {
-                bundle
-                    .messages
-                    .push(Message::new(Code::YamlSyntax, e.to_string()).origin(Some(origin)));
-                // The YAML stream cannot be resynchronised after a syntax error.
+                messages.push(Message::new(Code::YamlSyntax, e.to_string()).origin(Some(origin)));
                 break;
             }
         }
     }
-    bundle
+    (docs, messages)
 }
 
 /// Parses one document already read into a JSON value.

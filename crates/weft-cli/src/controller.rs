@@ -1,0 +1,44 @@
+//! `weft controller`: run the control plane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the embedded store keeps its file (weft.redb).
+    #[arg(long, default_value = "./weft-data")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API used by `weft apply/get/delete/analyze`.
+    #[arg(long, default_value = crate::client::DEFAULT_CONTROLLER)]
+    listen: SocketAddr,
+    /// Namespace whose selector-less policies apply to the whole mesh.
+    #[arg(long, default_value = weft_model::mesh::DEFAULT_ROOT_NAMESPACE)]
+    root_namespace: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    let store = weft_controller::store::RedbStore::open(&args.data_dir)?;
+    let controller = weft_controller::api::Controller::new(
+        Box::new(store),
+        weft_model::analyze::Options { root_namespace: args.root_namespace },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
+        axum::serve(listener, weft_controller::api::router(controller))
+            .with_graceful_shutdown(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+                }
+            })
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

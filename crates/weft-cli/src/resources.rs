@@ -1,0 +1,171 @@
+//! `weft apply`, `weft get` and `weft delete` against the controller.
+
+use crate::client::ControllerClient;
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weft_controller::store::{ObjectKey, StoredObject};
+
+fn read_files(paths: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut files = Vec::new();
+    for p in paths {
+        let mut found = Vec::new();
+        collect(p, &mut found)?;
+        for f in found {
+            let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+            files.push(serde_json::json!({"name": f.display().to_string(), "text": text}));
+        }
+    }
+    Ok(files)
+}
+
+fn collect(p: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if p.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() || matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
+                collect(&e, out)?;
+            }
+        }
+    } else if p.exists() {
+        out.push(p.to_path_buf());
+    } else {
+        bail!("{} does not exist", p.display());
+    }
+    Ok(())
+}
+
+fn print_messages(body: &serde_json::Value) {
+    for m in body["messages"].as_array().into_iter().flatten() {
+        if let Some(d) = m["display"].as_str() {
+            eprintln!("{d}");
+        }
+    }
+}
+
+fn key_text(k: &serde_json::Value) -> String {
+    serde_json::from_value::<ObjectKey>(k.clone()).map(|k| k.to_string()).unwrap_or_else(|_| k.to_string())
+}
+
+pub fn apply(client: &ControllerClient, files: &[PathBuf], dry_run: bool) -> anyhow::Result<ExitCode> {
+    let req = serde_json::json!({"files": read_files(files)?, "dry_run": dry_run});
+    let (status, body) = client.call(http::Method::POST, "/api/v1/apply", Some(req))?;
+    print_messages(&body);
+    for r in body["results"].as_array().into_iter().flatten() {
+        println!("{} {}", key_text(&r["key"]), r["outcome"].as_str().unwrap_or(""));
+    }
+    if status >= 400 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("apply failed"));
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn delete(client: &ControllerClient, files: &[PathBuf], kind: Option<&str>, name: Option<&str>, namespace: &str) -> anyhow::Result<ExitCode> {
+    let keys: Vec<ObjectKey> = if !files.is_empty() {
+        let mut keys = Vec::new();
+        for f in read_files(files)? {
+            let (docs, _) = weft_model::load::split_documents(f["name"].as_str().unwrap_or(""), f["text"].as_str().unwrap_or(""));
+            keys.extend(docs.iter().filter_map(|(_, v)| weft_controller::api::key_of(v)));
+        }
+        keys
+    } else {
+        let (Some(kind), Some(name)) = (kind, name) else { bail!("give -f FILE, or KIND NAME") };
+        // Resolve the kind word against what is stored.
+        let path = format!("/api/v1/resources?kind={}&namespace={}&name={}", enc(kind), enc(namespace), enc(name));
+        let (_, body) = client.call(http::Method::GET, &path, None)?;
+        let found: Vec<StoredObject> = serde_json::from_value(body).unwrap_or_default();
+        if found.is_empty() {
+            bail!("{kind} {namespace}/{name} not found");
+        }
+        found.into_iter().map(|o| o.key).collect()
+    };
+    let (status, body) = client.call(http::Method::POST, "/api/v1/delete", Some(serde_json::json!({"keys": keys})))?;
+    if status >= 400 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("delete failed"));
+        return Ok(ExitCode::from(1));
+    }
+    for r in body["results"].as_array().into_iter().flatten() {
+        println!("{} deleted", key_text(&r["key"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+pub fn get(client: &ControllerClient, kind: &str, name: Option<&str>, namespace: Option<&str>, output: &str) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/api/v1/resources?kind={}", enc(kind));
+    if let Some(ns) = namespace {
+        path += &format!("&namespace={}", enc(ns));
+    }
+    if let Some(n) = name {
+        path += &format!("&name={}", enc(n));
+    }
+    let (_, body) = client.call(http::Method::GET, &path, None)?;
+    let objects: Vec<StoredObject> = serde_json::from_value(body).context("controller answer")?;
+    if objects.is_empty() {
+        if name.is_some() {
+            eprintln!("error: {kind} {} not found", name.unwrap_or_default());
+            return Ok(ExitCode::from(1));
+        }
+        eprintln!("No resources found{}.", namespace.map(|n| format!(" in namespace {n}")).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = String::new();
+    match output {
+        "json" => {
+            let bodies: Vec<&serde_json::Value> = objects.iter().map(|o| &o.body).collect();
+            if bodies.len() == 1 && name.is_some() {
+                text = serde_json::to_string_pretty(bodies[0])? + "\n";
+            } else {
+                text = serde_json::to_string_pretty(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": bodies}))? + "\n";
+            }
+        }
+        "yaml" => {
+            for (i, o) in objects.iter().enumerate() {
+                if i > 0 {
+                    text += "---\n";
+                }
+                text += &serde_norway::to_string(&o.body)?;
+            }
+        }
+        wide_or_table => {
+            let wide = wide_or_table == "wide";
+            let mut rows = vec![if wide {
+                vec!["NAMESPACE", "KIND", "NAME", "API VERSION", "RESOURCE VERSION"].into_iter().map(String::from).collect::<Vec<_>>()
+            } else {
+                vec!["NAMESPACE", "KIND", "NAME"].into_iter().map(String::from).collect()
+            }];
+            for o in &objects {
+                let mut row = vec![o.key.namespace.clone(), o.key.kind.clone(), o.key.name.clone()];
+                if wide {
+                    row.push(o.body["apiVersion"].as_str().unwrap_or("").to_string());
+                    row.push(o.resource_version.to_string());
+                }
+                rows.push(row);
+            }
+            let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+            for r in rows {
+                let line: Vec<String> = r.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+                text += line.join("   ").trim_end();
+                text.push('\n');
+            }
+        }
+    }
+    write_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed pipe (`weft get all | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,326 @@
+//! The controller's HTTP API, used by `weft apply/get/delete/analyze`.
+//!
+//! - `POST /api/v1/apply` `{files: [{name, text}], dry_run}`: every document is
+//!   validated; one invalid document rejects the whole apply (422) and the
+//!   store is untouched. Valid input is written in one transaction; analysis
+//!   of the resulting state comes back as advice, it does not block.
+//!   `metadata.resourceVersion` in a document makes the write conditional (409
+//!   when someone else changed the object since).
+//! - `GET /api/v1/resources?kind=&namespace=&name=`: stored objects.
+//! - `POST /api/v1/delete` `{keys: [...]}`: all or nothing.
+//! - `GET /api/v1/analyze`: analysis of the stored state.
+
+use crate::store::{Change, ObjectKey, Outcome, Store, StoreError, StoredObject};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use weft_model::analyze::{self, Options};
+use weft_model::{Message, Origin, Severity};
+
+pub struct Controller {
+    pub store: Box<dyn Store>,
+    pub analysis: Options,
+    /// Serialises apply and delete so validation and commit see one state.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl Controller {
+    pub fn new(store: Box<dyn Store>, analysis: Options) -> Arc<Controller> {
+        Arc::new(Controller { store, analysis, write_lock: tokio::sync::Mutex::new(()) })
+    }
+
+    /// The stored state, parsed back into resources (origin `store`).
+    pub fn loaded(&self) -> Result<Vec<weft_model::Loaded>, StoreError> {
+        let mut bundle = weft_model::Bundle::default();
+        for (i, obj) in self.store.list()?.into_iter().enumerate() {
+            weft_model::load::parse_value(Origin { file: "store".into(), document: i }, obj.body, &mut bundle);
+        }
+        Ok(bundle.resources)
+    }
+}
+
+pub fn router(controller: Arc<Controller>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/delete", post(delete))
+        .route("/api/v1/resources", get(list))
+        .route("/api/v1/analyze", get(analyze_live))
+        .with_state(controller)
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ApplyRequest {
+    pub files: Vec<SourceFile>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectResult {
+    pub key: ObjectKey,
+    pub outcome: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub applied: bool,
+    pub revision: u64,
+    pub results: Vec<ObjectResult>,
+    /// Validation errors (when `applied` is false) and analysis advice.
+    pub messages: Vec<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+fn messages_json(msgs: &[Message]) -> Vec<serde_json::Value> {
+    msgs.iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or_default();
+            v["display"] = serde_json::Value::String(m.to_string());
+            v
+        })
+        .collect()
+}
+
+fn store_error(e: StoreError) -> Response {
+    let status = match e {
+        StoreError::Conflict { .. } => StatusCode::CONFLICT,
+        StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = ApplyResponse { applied: false, revision: 0, results: vec![], messages: vec![], error: Some(e.to_string()) };
+    (status, Json(body)).into_response()
+}
+
+/// The store key of a document, with the namespace defaulted as `kubectl` does.
+pub fn key_of(value: &serde_json::Value) -> Option<ObjectKey> {
+    let api_version = value.get("apiVersion")?.as_str()?;
+    let kind = value.get("kind")?.as_str()?.to_string();
+    let (group, _) = weft_model::resource::split_api_version(api_version);
+    let namespaced = weft_model::resource::kind_info(group, &kind).is_none_or(|k| k.namespaced);
+    let name = value.pointer("/metadata/name")?.as_str()?.to_string();
+    let namespace = if namespaced {
+        value.pointer("/metadata/namespace").and_then(|n| n.as_str()).unwrap_or("default").to_string()
+    } else {
+        String::new()
+    };
+    Some(ObjectKey { group: group.to_string(), kind, namespace, name })
+}
+
+async fn apply(State(c): State<Arc<Controller>>, Json(req): Json<ApplyRequest>) -> Response {
+    let _guard = c.write_lock.lock().await;
+    let mut bundle = weft_model::Bundle::default();
+    let mut changes = Vec::new();
+    for f in &req.files {
+        let (docs, syntax) = weft_model::load::split_documents(&f.name, &f.text);
+        bundle.messages.extend(syntax);
+        for (origin, mut value) in docs {
+            // Validate each document on its own so each maps to exactly one change.
+            let mut one = weft_model::Bundle::default();
+            weft_model::load::parse_value(origin, value.clone(), &mut one);
+            let accepted = one.resources.len() == 1;
+            bundle.extend(one);
+            if !accepted {
+                continue;
+            }
+            let Some(key) = key_of(&value) else { continue };
+            let expected = value
+                .pointer("/metadata/resourceVersion")
+                .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_u64()));
+            // The store owns versions and namespaces: keep neither as the user sent it.
+            if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.remove("resourceVersion");
+                if !key.namespace.is_empty() {
+                    meta.insert("namespace".into(), serde_json::Value::String(key.namespace.clone()));
+                }
+            }
+            changes.push(Change::Put { key, body: value, expected_version: expected });
+        }
+    }
+    let errors: Vec<Message> = bundle.messages.iter().filter(|m| m.severity == Severity::Error).cloned().collect();
+    if !errors.is_empty() {
+        let body = ApplyResponse {
+            applied: false,
+            revision: c.store.revision().unwrap_or(0),
+            results: vec![],
+            messages: messages_json(&errors),
+            error: Some(format!("{} invalid document(s); nothing was applied", errors.len())),
+        };
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
+    }
+    // Advice: analysis of the state this apply would produce.
+    let mut state = match c.loaded() {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let new_refs: std::collections::HashSet<_> = bundle.resources.iter().map(|l| l.resource.reference()).collect();
+    state.retain(|l| !new_refs.contains(&l.resource.reference()));
+    state.extend(bundle.resources.iter().cloned());
+    let mut advice = bundle.messages.clone();
+    advice.extend(analyze::analyze(&state, &c.analysis).into_iter().filter(|m| m.severity >= Severity::Warning));
+    weft_model::diag::sort_messages(&mut advice);
+    if req.dry_run {
+        let results = changes
+            .iter()
+            .filter_map(|ch| match ch {
+                Change::Put { key, .. } => Some(ObjectResult { key: key.clone(), outcome: "validated (dry run)".into() }),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        let body = ApplyResponse { applied: false, revision: c.store.revision().unwrap_or(0), results, messages: messages_json(&advice), error: None };
+        return Json(body).into_response();
+    }
+    match c.store.commit(&changes) {
+        Ok((revision, outcomes)) => {
+            let results = changes
+                .iter()
+                .zip(outcomes)
+                .filter_map(|(ch, o)| match ch {
+                    Change::Put { key, .. } => Some(ObjectResult { key: key.clone(), outcome: outcome_word(o).into() }),
+                    Change::Delete { .. } => None,
+                })
+                .collect();
+            tracing::info!(revision, "applied");
+            Json(ApplyResponse { applied: true, revision, results, messages: messages_json(&advice), error: None }).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Created => "created",
+        Outcome::Configured => "configured",
+        Outcome::Unchanged => "unchanged",
+        Outcome::Deleted => "deleted",
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct DeleteRequest {
+    pub keys: Vec<ObjectKey>,
+}
+
+async fn delete(State(c): State<Arc<Controller>>, Json(req): Json<DeleteRequest>) -> Response {
+    let _guard = c.write_lock.lock().await;
+    let changes: Vec<Change> = req.keys.iter().map(|k| Change::Delete { key: k.clone(), expected_version: None }).collect();
+    match c.store.commit(&changes) {
+        Ok((revision, _)) => {
+            let results = req.keys.into_iter().map(|key| ObjectResult { key, outcome: "deleted".into() }).collect();
+            Json(ApplyResponse { applied: true, revision, results, messages: vec![], error: None }).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+/// Does a user's kind word (`vs`, `virtualservices`, `VirtualService`,
+/// `gateways.gateway.networking.k8s.io`) name this stored kind?
+pub fn kind_matches(word: &str, key: &ObjectKey) -> bool {
+    let w = word.to_ascii_lowercase();
+    let (w, group) = match w.split_once('.') {
+        Some((k, g)) => (k.to_string(), Some(g.to_string())),
+        None => (w, None),
+    };
+    if group.is_some_and(|g| g != key.group) {
+        return false;
+    }
+    let kind = key.kind.to_ascii_lowercase();
+    let short: &[&str] = match key.kind.as_str() {
+        "VirtualService" => &["vs"],
+        "DestinationRule" => &["dr"],
+        "Gateway" if key.group == "networking.istio.io" => &["gw"],
+        "ServiceEntry" => &["se"],
+        "WorkloadEntry" => &["we"],
+        "PeerAuthentication" => &["pa"],
+        "AuthorizationPolicy" => &["ap"],
+        "RequestAuthentication" => &["ra"],
+        "TrafficSplit" => &["ts"],
+        "ServiceProfile" => &["sp"],
+        "Service" => &["svc"],
+        "Namespace" => &["ns"],
+        "Deployment" => &["deploy"],
+        "ServiceAccount" => &["sa"],
+        _ => &[],
+    };
+    w == kind || w == format!("{kind}s") || short.contains(&w.as_str()) || w == "all"
+}
+
+async fn list(State(c): State<Arc<Controller>>, Query(q): Query<ListQuery>) -> Response {
+    match c.store.list() {
+        Ok(objects) => {
+            let out: Vec<StoredObject> = objects
+                .into_iter()
+                .filter(|o| q.kind.as_deref().is_none_or(|k| kind_matches(k, &o.key)))
+                .filter(|o| q.namespace.as_deref().is_none_or(|n| o.key.namespace == n || o.key.namespace.is_empty()))
+                .filter(|o| q.name.as_deref().is_none_or(|n| o.key.name == n))
+                .map(|mut o| {
+                    if let Some(meta) = o.body.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                        meta.insert("resourceVersion".into(), serde_json::Value::String(o.resource_version.to_string()));
+                    }
+                    o
+                })
+                .collect();
+            Json(out).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn analyze_live(State(c): State<Arc<Controller>>) -> Response {
+    match c.loaded() {
+        Ok(state) => {
+            let mut msgs = analyze::analyze(&state, &c.analysis);
+            weft_model::diag::sort_messages(&mut msgs);
+            Json(serde_json::json!({"resources": state.len(), "messages": messages_json(&msgs)})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(group: &str, kind: &str) -> ObjectKey {
+        ObjectKey { group: group.into(), kind: kind.into(), namespace: "default".into(), name: "x".into() }
+    }
+
+    #[test]
+    fn kind_words() {
+        let vs = key("networking.istio.io", "VirtualService");
+        assert!(kind_matches("vs", &vs));
+        assert!(kind_matches("virtualservices", &vs));
+        assert!(kind_matches("VirtualService", &vs));
+        assert!(kind_matches("virtualservice.networking.istio.io", &vs));
+        assert!(!kind_matches("dr", &vs));
+        let k8s_gw = key("gateway.networking.k8s.io", "Gateway");
+        assert!(kind_matches("gateway", &k8s_gw));
+        assert!(!kind_matches("gw", &k8s_gw), "gw is Istio's Gateway, as in istioctl");
+        assert!(!kind_matches("gateway.networking.istio.io", &k8s_gw));
+    }
+
+    #[test]
+    fn keys_default_the_namespace() {
+        let v = serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "r"}});
+        assert_eq!(key_of(&v).unwrap().namespace, "default");
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"}});
+        assert_eq!(key_of(&ns).unwrap().namespace, "");
+    }
+}
