@@ -13,6 +13,12 @@ pub struct Args {
     /// Address of the HTTP API used by `weft apply/get/delete/analyze`.
     #[arg(long, default_value = crate::client::DEFAULT_CONTROLLER)]
     listen: SocketAddr,
+    /// Address of the gRPC endpoint proxies stream their config from.
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    grpc_listen: SocketAddr,
+    /// How long a disconnected proxy's workload stays an endpoint (e.g. `10s`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    endpoint_grace: std::time::Duration,
     /// Namespace whose selector-less policies apply to the whole mesh.
     #[arg(long, default_value = weft_model::mesh::DEFAULT_ROOT_NAMESPACE)]
     root_namespace: String,
@@ -24,11 +30,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let controller = weft_controller::api::Controller::new(
         Box::new(store),
         weft_model::analyze::Options { root_namespace: args.root_namespace },
+        args.endpoint_grace,
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
+        let push = weft_controller::push::PushService { registry: controller.registry.clone() };
+        let grpc = tonic::transport::Server::builder()
+            .add_service(weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push))
+            .serve(args.grpc_listen);
+        tracing::info!(address = %args.grpc_listen, "proxies stream config from here");
+        tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!("gRPC server: {e}");
+            }
+        });
+        tokio::spawn(weft_controller::push::push_loop(controller.clone(), controller.registry.clone(), std::time::Duration::from_millis(100)));
+        // Proxies that are already connected get the stored state at once.
+        controller.changed.notify_one();
         axum::serve(listener, weft_controller::api::router(controller))
             .with_graceful_shutdown(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -41,4 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    weft_model::values::parse_duration(s)
 }

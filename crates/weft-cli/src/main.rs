@@ -51,6 +51,18 @@ enum Command {
         #[arg(short, long, default_value = "table", value_parser = ["table", "wide", "yaml", "json"])]
         output: String,
     },
+    /// Every proxy the controller knows: config version sent and acknowledged,
+    /// SYNCED / STALE / NACKED / DISCONNECTED, the last refusal's reason.
+    ProxyStatus,
+    /// The configuration the controller last sent to one proxy.
+    ProxyConfig {
+        /// The proxy's id, as `weft proxy-status` lists it.
+        proxy: String,
+        #[arg(default_value = "all", value_parser = ["all", "listeners", "routes", "clusters", "endpoints"])]
+        section: String,
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
     /// Delete configuration named in files, or by KIND NAME.
     Delete {
         #[arg(short = 'f', long = "filename", num_args = 1..)]
@@ -71,6 +83,10 @@ fn main() -> ExitCode {
         Command::Get { kind, name, namespace, all_namespaces, output } => {
             let ns = (!all_namespaces).then_some(namespace.as_str());
             resources::get(&client::ControllerClient::new(&cli.controller)?, &kind, name.as_deref(), ns, &output)
+        }
+        Command::ProxyStatus => resources::proxy_status(&client::ControllerClient::new(&cli.controller)?),
+        Command::ProxyConfig { proxy, section, output } => {
+            resources::proxy_config(&client::ControllerClient::new(&cli.controller)?, &proxy, &section, &output)
         }
         Command::Delete { files, kind, name, namespace } => {
             resources::delete(&client::ControllerClient::new(&cli.controller)?, &files, kind.as_deref(), name.as_deref(), &namespace)

@@ -169,3 +169,92 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
         other => Ok(other?),
     }
 }
+
+fn table(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..rows.first().map(|r| r.len()).unwrap_or(0)).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut text = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        text += line.join("   ").trim_end();
+        text.push('\n');
+    }
+    text
+}
+
+pub fn proxy_status(client: &ControllerClient) -> anyhow::Result<ExitCode> {
+    let (_, body) = client.call(http::Method::GET, "/api/v1/proxies", None)?;
+    let proxies = body.as_array().cloned().unwrap_or_default();
+    if proxies.is_empty() {
+        eprintln!("No proxies are connected to the controller.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let mut rows = vec![["NAME", "NAMESPACE", "ADDRESS", "STATUS", "SENT", "ACKED", "LAST SEEN", "LAST NACK"].iter().map(|x| x.to_string()).collect()];
+    for p in &proxies {
+        rows.push(vec![
+            s(&p["proxy_id"]),
+            s(&p["namespace"]),
+            s(&p["address"]),
+            s(&p["status"]),
+            s(&p["sent_version"]),
+            s(&p["acked_version"]),
+            format!("{}s ago", p["last_seen_seconds_ago"].as_u64().unwrap_or(0)),
+            p["last_nack"].as_str().unwrap_or("-").to_string(),
+        ]);
+    }
+    write_stdout(&table(rows))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn proxy_config(client: &ControllerClient, proxy: &str, section: &str, output: &str) -> anyhow::Result<ExitCode> {
+    let (status, body) = client.call(http::Method::GET, &format!("/api/v1/proxies/{}/config", enc(proxy)), None)?;
+    if status == 404 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("no such proxy"));
+        return Ok(ExitCode::from(1));
+    }
+    let part = match section {
+        "listeners" => body["listeners"].clone(),
+        "routes" => body["routes"].clone(),
+        "clusters" | "endpoints" => body["clusters"].clone(),
+        _ => body.clone(),
+    };
+    if output == "json" {
+        write_stdout(&(serde_json::to_string_pretty(&part)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(x) => x.clone(),
+        other => other.to_string(),
+    };
+    let list = |v: &serde_json::Value| v.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(",")).unwrap_or_default();
+    let mut text = String::new();
+    if matches!(section, "all" | "listeners") {
+        let mut rows = vec![vec!["LISTENER".to_string(), "KIND".into(), "ADDRESS".into(), "PROTOCOL".into()]];
+        for l in body["listeners"].as_array().into_iter().flatten() {
+            rows.push(vec![s(&l["name"]), s(&l["kind"]), s(&l["address"]), s(&l["protocol"])]);
+        }
+        text += &table(rows);
+    }
+    if matches!(section, "all" | "routes") {
+        let mut rows = vec![vec!["ROUTE".to_string(), "DESTINATIONS".into(), "HOSTS".into(), "CLUSTER".into()]];
+        for r in body["routes"].as_array().into_iter().flatten() {
+            rows.push(vec![s(&r["name"]), list(&r["destinations"]), list(&r["hosts"]), s(&r["cluster"])]);
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text += &table(rows);
+    }
+    if matches!(section, "all" | "clusters" | "endpoints") {
+        let mut rows = vec![vec!["CLUSTER".to_string(), "ENDPOINTS".into()]];
+        for c in body["clusters"].as_array().into_iter().flatten() {
+            rows.push(vec![s(&c["name"]), list(&c["endpoints"])]);
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text += &table(rows);
+    }
+    write_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -24,13 +24,24 @@ use weft_model::{Message, Origin, Severity};
 pub struct Controller {
     pub store: Box<dyn Store>,
     pub analysis: Options,
+    /// Connected proxies and what they were sent.
+    pub registry: Arc<crate::push::Registry>,
+    /// Wakes the push loop after the store changed.
+    pub changed: tokio::sync::Notify,
     /// Serialises apply and delete so validation and commit see one state.
     write_lock: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
-    pub fn new(store: Box<dyn Store>, analysis: Options) -> Arc<Controller> {
-        Arc::new(Controller { store, analysis, write_lock: tokio::sync::Mutex::new(()) })
+    /// `grace`: how long a disconnected proxy's workload stays an endpoint.
+    pub fn new(store: Box<dyn Store>, analysis: Options, grace: std::time::Duration) -> Arc<Controller> {
+        Arc::new(Controller {
+            store,
+            analysis,
+            registry: crate::push::Registry::new(grace),
+            changed: tokio::sync::Notify::new(),
+            write_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The stored state, parsed back into resources (origin `store`).
@@ -50,6 +61,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/delete", post(delete))
         .route("/api/v1/resources", get(list))
         .route("/api/v1/analyze", get(analyze_live))
+        .route("/api/v1/proxies", get(proxies))
+        .route("/api/v1/proxies/{id}/config", get(proxy_config))
         .with_state(controller)
 }
 
@@ -191,6 +204,7 @@ async fn apply(State(c): State<Arc<Controller>>, Json(req): Json<ApplyRequest>) 
                 })
                 .collect();
             tracing::info!(revision, "applied");
+            c.changed.notify_one();
             Json(ApplyResponse { applied: true, revision, results, messages: messages_json(&advice), error: None }).into_response()
         }
         Err(e) => store_error(e),
@@ -216,6 +230,7 @@ async fn delete(State(c): State<Arc<Controller>>, Json(req): Json<DeleteRequest>
     let changes: Vec<Change> = req.keys.iter().map(|k| Change::Delete { key: k.clone(), expected_version: None }).collect();
     match c.store.commit(&changes) {
         Ok((revision, _)) => {
+            c.changed.notify_one();
             let results = req.keys.into_iter().map(|key| ObjectResult { key, outcome: "deleted".into() }).collect();
             Json(ApplyResponse { applied: true, revision, results, messages: vec![], error: None }).into_response()
         }
@@ -291,6 +306,17 @@ async fn analyze_live(State(c): State<Arc<Controller>>) -> Response {
             Json(serde_json::json!({"resources": state.len(), "messages": messages_json(&msgs)})).into_response()
         }
         Err(e) => store_error(e),
+    }
+}
+
+async fn proxies(State(c): State<Arc<Controller>>) -> Response {
+    Json(c.registry.statuses()).into_response()
+}
+
+async fn proxy_config(State(c): State<Arc<Controller>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match c.registry.config_of(&id) {
+        Some(cfg) => Json(cfg).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no proxy {id:?} (see weft proxy-status)")}))).into_response(),
     }
 }
 

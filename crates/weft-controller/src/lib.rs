@@ -1,6 +1,9 @@
-//! weft-controller: the control plane. Today: the config store and the
-//! HTTP API behind `weft apply/get/delete` and `weft analyze --controller`.
-//! Next: the workload registry and the streaming push to proxies.
+//! weft-controller: the control plane. The config store ([`store`]), the
+//! HTTP API behind `weft apply/get/delete/analyze/proxy-status` ([`api`]),
+//! per-proxy config compiled from the mesh model ([`compile`]), and the
+//! streaming push with ACK/NACK to every proxy ([`push`]).
 
 pub mod api;
 pub mod store;
+pub mod compile;
+pub mod push;

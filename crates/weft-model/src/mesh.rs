@@ -81,6 +81,8 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Workload labels selecting the endpoints (empty for external entries).
     pub selector: BTreeMap<String, String>,
+    /// The virtual IP clients connect to (a Kubernetes Service's clusterIP).
+    pub cluster_ip: Option<String>,
     pub external: bool,
     pub source: ResourceRef,
 }
@@ -514,7 +516,15 @@ impl Mesh {
                         .collect();
                     m.services.insert(
                         host.clone(),
-                        Service { host, namespace: ns, ports, selector: o.spec.selector.0.clone(), external: false, source: src },
+                        Service {
+                            host,
+                            namespace: ns,
+                            ports,
+                            selector: o.spec.selector.0.clone(),
+                            cluster_ip: o.spec.cluster_ip.clone().filter(|ip| ip != "None" && !ip.is_empty()),
+                            external: false,
+                            source: src,
+                        },
                     );
                 }
                 Resource::ServiceEntry(o) => {
@@ -539,6 +549,7 @@ impl Mesh {
                             namespace: ns.clone(),
                             ports,
                             selector: o.spec.workload_selector.as_ref().map(|s| s.labels.0.clone()).unwrap_or_default(),
+                            cluster_ip: o.spec.addresses.first().cloned(),
                             external: o.spec.location != Some(istio::Location::MeshInternal),
                             source: src.clone(),
                         });

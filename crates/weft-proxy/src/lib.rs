@@ -6,7 +6,11 @@
 //! Start reading at [`proxy`]: the request path top to bottom.
 
 pub mod admin;
-pub mod config;
+pub mod config {
+    //! The proxy config types, shared with the controller (defined in weft-proto).
+    pub use weft_proto::config::*;
+}
+pub mod control;
 pub mod detect;
 pub mod iptables;
 pub mod local_reply;

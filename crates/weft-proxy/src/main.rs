@@ -22,9 +22,32 @@ struct Cli {
 enum Command {
     /// Run the proxy from a config file (YAML or JSON; reloaded on change or SIGHUP).
     Run {
-        /// Listeners, routes, clusters and limits (see docs/proxy.md).
+        /// Listeners, routes, clusters and limits (see docs/proxy.md). With --controller
+        /// it is only the starting point; without it, the proxy starts as a sidecar.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// The controller's gRPC address (`host:15012`): receive config from it.
+        #[arg(long)]
+        controller: Option<String>,
+        /// This proxy's name in `weft proxy-status` (default: WORKLOAD.NAMESPACE).
+        #[arg(long)]
+        proxy_id: Option<String>,
+        /// The workload this proxy serves.
+        #[arg(long, default_value = "unknown")]
+        workload: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value = "default")]
+        service_account: String,
+        /// The workload's labels, `app=reviews,version=v1`.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// The workload's IP address, as other workloads reach it.
+        #[arg(long, default_value = "")]
+        address: String,
+        /// Ports the workload serves (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u32>,
         /// Admin server addresses (/ready, /config_dump, /stats/prometheus, /logging).
         #[arg(long, default_values = ["127.0.0.1:15000", "0.0.0.0:15090"])]
         admin: Vec<SocketAddr>,
@@ -85,7 +108,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config, admin, workers, log } => {
+        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, admin, workers, log } => {
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
             let (filter, handle) = reload::Layer::new(filter);
             tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(true)).init();
@@ -93,7 +116,24 @@ fn real_main() -> anyhow::Result<()> {
                 let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
                 handle.reload(f).map_err(|e| e.to_string())
             });
-            weft_proxy::run::run(weft_proxy::run::RunOptions { config, admin, workers, set_log_level })
+            let controller = controller.map(|controller_address| {
+                let labels = labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                weft_proxy::control::ControlOptions {
+                    address: controller_address,
+                    hello: weft_proto::v1::Hello {
+                        proxy_id: proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}")),
+                        workload,
+                        namespace,
+                        service_account,
+                        labels,
+                        address,
+                        ports,
+                        ready: true,
+                        version: String::new(),
+                    },
+                }
+            });
+            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, admin, workers, set_log_level })
         }
         Command::Init {
             cleanup,

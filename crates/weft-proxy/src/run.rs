@@ -17,14 +17,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub struct RunOptions {
-    pub config: PathBuf,
+    /// A config file; without one the proxy starts as a plain sidecar (outbound
+    /// and inbound listeners, no routes) and waits for the controller.
+    pub config: Option<PathBuf>,
+    pub controller: Option<crate::control::ControlOptions>,
     pub admin: Vec<SocketAddr>,
     pub workers: usize,
     pub set_log_level: SetLogLevel,
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let config = ProxyConfig::load(&opts.config).context("loading the proxy config")?;
+    let config = match &opts.config {
+        Some(path) => ProxyConfig::load(path).context("loading the proxy config")?,
+        None if opts.controller.is_some() => ProxyConfig::sidecar_default(),
+        None => anyhow::bail!("give --config FILE, or --controller ADDR to be configured by the controller"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.workers.max(1))
         .thread_name("weft-worker")
@@ -51,23 +58,27 @@ async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(listener = %l.name, address = %l.address, kind = ?l.kind, "listening");
         tasks.push(tokio::spawn(serve_listener(proxy.clone(), l, socket)));
     }
+    if let Some(control) = opts.controller.clone() {
+        tokio::spawn(crate::control::run(control, proxy.clone(), tx.clone()));
+    }
     proxy.ready.store(true, Ordering::SeqCst);
     tracing::info!("ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut modified = std::fs::metadata(&opts.config).and_then(|m| m.modified()).ok();
+    let mut modified = opts.config.as_ref().and_then(|c| std::fs::metadata(c).and_then(|m| m.modified()).ok());
     let mut poll = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => reload(&proxy, &tx, &opts.config, "sighup"),
-            _ = poll.tick() => {
-                let now = std::fs::metadata(&opts.config).and_then(|m| m.modified()).ok();
+            _ = hup.recv() => if let Some(path) = &opts.config { reload(&proxy, &tx, path, "sighup") },
+            _ = poll.tick(), if opts.config.is_some() && opts.controller.is_none() => {
+                let path = opts.config.as_deref().unwrap_or(std::path::Path::new(""));
+                let now = std::fs::metadata(path).and_then(|m| m.modified()).ok();
                 if now.is_some() && now != modified {
                     modified = now;
-                    reload(&proxy, &tx, &opts.config, "file");
+                    reload(&proxy, &tx, path, "file");
                 }
             }
         }

@@ -271,6 +271,37 @@ impl Pod {
         Ok(pid)
     }
 
+    /// Starts a proxy configured by the controller at `controller` (gRPC),
+    /// announcing this pod's workload with `labels` (`app=reviews,version=v1`).
+    /// Installs interception first.
+    pub fn start_meshed_proxy(&self, controller: SocketAddr, namespace: &str, labels: &str, extra: &[&str]) -> anyhow::Result<u32> {
+        let proxy = workspace_bin("weft-proxy");
+        self.exec_ok(&proxy, &["init", "--proxy-uid", &PROXY_UID.to_string()])?;
+        let controller = controller.to_string();
+        let address = self.ip.to_string();
+        let mut args = vec![
+            "run", "--controller", &controller, "--proxy-id", &self.name, "--workload", &self.name, "--namespace", namespace,
+            "--labels", labels, "--address", &address, "--admin", "0.0.0.0:15000", "--log", "info",
+        ];
+        args.extend_from_slice(extra);
+        let pid = self.spawn_as(Some(PROXY_UID), &proxy, &args)?;
+        self.wait_ready(Duration::from_secs(10))?;
+        Ok(pid)
+    }
+
+    /// Name resolution inside the pod: `ip netns exec` bind-mounts
+    /// `/etc/netns/NS/hosts` over `/etc/hosts`.
+    pub fn set_hosts(&self, entries: &[(&str, &str)]) -> anyhow::Result<()> {
+        let dir = PathBuf::from("/etc/netns").join(&self.ns);
+        std::fs::create_dir_all(&dir)?;
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (name, ip) in entries {
+            text += &format!("{ip} {name}\n");
+        }
+        std::fs::write(dir.join("hosts"), text)?;
+        Ok(())
+    }
+
     /// Waits until the proxy's `/ready` answers 200.
     pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
@@ -317,6 +348,7 @@ impl Drop for Pod {
         }
         // Deleting the namespace removes its veth (and the peer on the bridge) and its iptables rules.
         let _ = sh("ip", &["netns", "del", &self.ns]);
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.ns));
         for f in self.files.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = std::fs::remove_file(f);
         }
@@ -347,4 +379,79 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// A `weft controller` process on the host, reachable from pods at the
+/// bridge's address. Killed on drop; its data directory survives restarts
+/// within one test.
+pub struct ControllerProcess {
+    child: Option<Child>,
+    pub api: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl ControllerProcess {
+    pub fn start(net: &Net, data_dir: &std::path::Path) -> anyhow::Result<ControllerProcess> {
+        let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let grpc = SocketAddr::from((net.gateway(), free_port()?));
+        let mut c = ControllerProcess { child: None, api, grpc, data_dir: data_dir.to_path_buf() };
+        c.restart()?;
+        Ok(c)
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.with_extension("log"))?;
+        let child = Command::new(workspace_bin("weft"))
+            .args(["controller", "--data-dir", self.data_dir.to_str().unwrap_or_default()])
+            .args(["--listen", &self.api.to_string(), "--grpc-listen", &self.grpc.to_string(), "--endpoint-grace", "2s"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        wait_for_tcp(self.api, Duration::from_secs(10))?;
+        wait_for_tcp(self.grpc, Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Runs `weft ARGS` against this controller.
+    pub fn weft(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Ok(Command::new(workspace_bin("weft")).arg("--controller").arg(self.api.to_string()).args(args).output()?)
+    }
+
+    /// `weft apply -f` of YAML text.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<()> {
+        let f = self.data_dir.with_extension(format!("apply-{}.yaml", std::process::id()));
+        std::fs::write(&f, yaml)?;
+        let out = self.weft(&["apply", "-f", f.to_str().unwrap_or_default()])?;
+        let _ = std::fs::remove_file(&f);
+        if !out.status.success() {
+            bail!("weft apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -166,6 +166,26 @@ pub enum ConfigError {
 }
 
 impl ProxyConfig {
+    /// The transparent sidecar's listeners (outbound 15001, inbound 15006) and
+    /// nothing else: what a proxy runs before its first push from the controller.
+    pub fn sidecar_default() -> ProxyConfig {
+        let listener = |name: &str, kind, port: u16| Listener {
+            name: name.into(),
+            kind,
+            address: SocketAddr::from(([0, 0, 0, 0], port)),
+            cluster: None,
+            protocol: default_protocol(),
+            opaque_ports: default_opaque_ports(),
+        };
+        ProxyConfig {
+            version: String::new(),
+            listeners: vec![listener("outbound", ListenerKind::Outbound, 15001), listener("inbound", ListenerKind::Inbound, 15006)],
+            routes: vec![],
+            clusters: vec![],
+            limits: Limits::default(),
+        }
+    }
+
     /// Reads and checks a config file (`.json` as JSON, anything else as YAML).
     pub fn load(path: &std::path::Path) -> Result<ProxyConfig, ConfigError> {
         let p = path.display().to_string();

@@ -1,0 +1,161 @@
+//! From the mesh model and the live endpoints to one proxy's configuration.
+//!
+//! Every Service port becomes a cluster (`outbound|PORT||HOST`) whose
+//! endpoints are the workloads its selector picks, and a route that captures
+//! the Service's cluster IP and its host names. A VirtualService (or another
+//! route source) for the host sends that route to its destination instead,
+//! with subsets becoming their own clusters (`outbound|PORT|SUBSET|HOST`).
+//! Today a host's routing takes the catch-all rule's heaviest destination;
+//! matches, splits and retries come with traffic management.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use weft_model::mesh::{Mesh, RouteAction, Service};
+use weft_proto::config::{Cluster, ProxyConfig, Route};
+
+/// A live endpoint: a connected proxy's workload, or a declared one (Pod with
+/// an IP, WorkloadEntry).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub address: IpAddr,
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Workloads declared in the config store that have an address.
+pub fn declared_endpoints(mesh: &Mesh) -> Vec<Endpoint> {
+    mesh.workloads
+        .iter()
+        .filter_map(|w| {
+            Some(Endpoint { namespace: w.namespace.clone(), labels: w.labels.clone(), address: w.address.as_deref()?.parse().ok()? })
+        })
+        .collect()
+}
+
+/// The names a Service answers to, as clients write them in `Host`.
+fn host_names(svc: &Service, port: u16, only_port: bool) -> Vec<String> {
+    let fqdn = svc.host.clone();
+    let mut bases = vec![fqdn.clone()];
+    if let Some(short) = fqdn.strip_suffix(&format!(".{}.svc.{}", svc.namespace, weft_model::mesh::CLUSTER_DOMAIN)) {
+        bases.push(short.to_string());
+        bases.push(format!("{short}.{}", svc.namespace));
+        bases.push(format!("{short}.{}.svc", svc.namespace));
+    }
+    let mut names: Vec<String> = bases.iter().map(|b| format!("{b}:{port}")).collect();
+    if only_port || port == 80 {
+        names.extend(bases);
+    }
+    names
+}
+
+pub fn compile(mesh: &Mesh, endpoints: &[Endpoint]) -> ProxyConfig {
+    let mut cfg = ProxyConfig::sidecar_default();
+    let mut clusters: BTreeMap<String, Cluster> = BTreeMap::new();
+    let mut cluster_for = |host: &str, subset: Option<&str>, port: u16| -> Option<String> {
+        let svc = mesh.services.get(host)?;
+        let sp = svc.ports.iter().find(|p| p.port == port).or_else(|| svc.ports.first())?;
+        let target = sp.target_port.unwrap_or(sp.port);
+        let mut selector = svc.selector.clone();
+        let dest = mesh.destinations.get(host);
+        if let Some(subset) = subset {
+            let s = dest?.subsets.iter().find(|s| s.name == subset)?;
+            selector.extend(s.labels.clone());
+        }
+        let name = format!("outbound|{}|{}|{}", sp.port, subset.unwrap_or(""), host);
+        if !clusters.contains_key(&name) {
+            let eps: BTreeSet<SocketAddr> = endpoints
+                .iter()
+                .filter(|e| e.namespace == svc.namespace && selects(&selector, &e.labels))
+                .map(|e| SocketAddr::new(e.address, target))
+                .collect();
+            let connect_timeout = dest.and_then(|d| d.policy.connection_pool.connect_timeout).unwrap_or(Duration::from_secs(5));
+            clusters.insert(name.clone(), Cluster { name: name.clone(), endpoints: eps.into_iter().collect(), connect_timeout });
+        }
+        Some(name)
+    };
+    for svc in mesh.services.values().filter(|s| !s.external) {
+        let only_port = svc.ports.len() == 1;
+        for p in &svc.ports {
+            // Where the host's routes send traffic: its own endpoints unless a route source says otherwise.
+            let routed = mesh.routes.get(&svc.host).and_then(|r| {
+                let rule = r.http.iter().find(|h| h.matches.is_empty()).or(r.http.first())?;
+                let RouteAction::Forward(dests) = &rule.action else { return None };
+                let d = dests.iter().max_by_key(|d| d.weight)?;
+                Some((d.host.clone(), d.subset.clone(), d.port.unwrap_or(p.port)))
+            });
+            let cluster = match routed {
+                Some((host, subset, port)) => cluster_for(&host, subset.as_deref(), port),
+                None => None,
+            }
+            .or_else(|| cluster_for(&svc.host, None, p.port));
+            let Some(cluster) = cluster else { continue };
+            cfg.routes.push(Route {
+                name: format!("{}:{}", svc.host, p.port),
+                destinations: svc.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, p.port)).into_iter().collect(),
+                hosts: host_names(svc, p.port, only_port),
+                cluster,
+            });
+        }
+    }
+    cfg.clusters = clusters.into_values().collect();
+    cfg
+}
+
+/// A stable version for a config: the same config always gets the same version.
+pub fn version_of(cfg: &ProxyConfig) -> String {
+    use std::hash::{Hash, Hasher};
+    let json = serde_json::to_string(cfg).unwrap_or_default();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh(yaml: &str) -> Mesh {
+        let b = weft_model::parse_str("t.yaml", yaml);
+        assert!(b.messages.is_empty(), "{:?}", b.messages);
+        Mesh::build(&b.resources, "istio-system")
+    }
+
+    const BASE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: prod}\nspec: {clusterIP: 10.96.0.10, selector: {app: reviews}, ports: [{name: http, port: 9080, targetPort: 8080}]}\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: prod}\nspec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}\n";
+
+    fn ep(ip: &str, version: &str) -> Endpoint {
+        Endpoint {
+            namespace: "prod".into(),
+            labels: [("app".to_string(), "reviews".to_string()), ("version".to_string(), version.to_string())].into(),
+            address: ip.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn service_ports_become_routes_and_clusters() {
+        let cfg = compile(&mesh(BASE), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")]);
+        assert_eq!(cfg.routes.len(), 1);
+        let r = &cfg.routes[0];
+        assert_eq!(r.destinations, vec!["10.96.0.10:9080".parse::<SocketAddr>().unwrap()]);
+        assert!(r.hosts.contains(&"reviews".to_string()) && r.hosts.contains(&"reviews.prod.svc.cluster.local:9080".to_string()));
+        assert_eq!(r.cluster, "outbound|9080||reviews.prod.svc.cluster.local");
+        let c = &cfg.clusters[0];
+        assert_eq!(c.endpoints, vec!["10.0.0.1:8080".parse::<SocketAddr>().unwrap(), "10.0.0.2:8080".parse().unwrap()]);
+        assert!(cfg.check().is_ok());
+    }
+
+    #[test]
+    fn a_virtual_service_sends_the_route_to_its_subset() {
+        let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: prod}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {x-canary: {exact: \"true\"}}}]\n    route: [{destination: {host: reviews, subset: v1}}]\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 10}\n    - {destination: {host: reviews, subset: v2}, weight: 90}\n";
+        let cfg = compile(&mesh(&format!("{BASE}{vs}")), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")]);
+        assert_eq!(cfg.routes[0].cluster, "outbound|9080|v2|reviews.prod.svc.cluster.local");
+        let c = cfg.clusters.iter().find(|c| c.name == cfg.routes[0].cluster).unwrap();
+        assert_eq!(c.endpoints, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(version_of(&cfg), version_of(&cfg.clone()));
+    }
+}

@@ -1,0 +1,292 @@
+//! The controller's side of the push protocol: a registry of connected
+//! proxies (who they are, what was sent, what was acknowledged), the gRPC
+//! service each proxy streams with, and the loop that recomputes and pushes
+//! configs when the store or the set of workloads changes.
+//!
+//! Bursts of changes are debounced; a proxy only gets a push when its config
+//! actually changed (same config, same version); a disconnected proxy stays
+//! an endpoint for a grace period so a controller or network blip does not
+//! empty a service.
+
+use crate::api::Controller;
+use crate::compile::{self, Endpoint};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, Notify};
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_message, ConfigPush, Hello, ProxyMessage};
+
+/// Sync state as `weft proxy-status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SyncStatus {
+    /// The proxy acknowledged the latest push.
+    Synced,
+    /// A push is in flight (or the proxy has not answered it yet).
+    Stale,
+    /// The proxy refused the latest push; it runs an older config.
+    Nacked,
+    Disconnected,
+}
+
+struct Entry {
+    hello: Hello,
+    sender: Option<mpsc::Sender<Result<ConfigPush, Status>>>,
+    /// Which stream this entry belongs to (a reconnect replaces it).
+    session: u64,
+    disconnected_at: Option<Instant>,
+    last_seen: SystemTime,
+    sent_version: String,
+    sent_nonce: String,
+    acked_version: String,
+    last_nack: Option<String>,
+    config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    pub proxy_id: String,
+    pub workload: String,
+    pub namespace: String,
+    pub address: String,
+    pub status: SyncStatus,
+    pub sent_version: String,
+    pub acked_version: String,
+    pub last_nack: Option<String>,
+    /// Seconds since the proxy was last heard from.
+    pub last_seen_seconds_ago: u64,
+}
+
+pub struct Registry {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Wakes the push loop: the store or the registry changed.
+    pub changed: Notify,
+    next_session: std::sync::atomic::AtomicU64,
+    next_nonce: std::sync::atomic::AtomicU64,
+    /// How long a disconnected proxy's workload stays an endpoint.
+    pub grace: Duration,
+}
+
+impl Registry {
+    pub fn new(grace: Duration) -> Arc<Registry> {
+        Arc::new(Registry {
+            entries: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            next_session: 1.into(),
+            next_nonce: 1.into(),
+            grace,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn statuses(&self) -> Vec<ProxyStatus> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| ProxyStatus {
+                proxy_id: id.clone(),
+                workload: e.hello.workload.clone(),
+                namespace: e.hello.namespace.clone(),
+                address: e.hello.address.clone(),
+                status: if e.sender.is_none() {
+                    SyncStatus::Disconnected
+                } else if e.last_nack.is_some() {
+                    SyncStatus::Nacked
+                } else if !e.sent_version.is_empty() && e.sent_version == e.acked_version {
+                    SyncStatus::Synced
+                } else {
+                    SyncStatus::Stale
+                },
+                sent_version: e.sent_version.clone(),
+                acked_version: e.acked_version.clone(),
+                last_nack: e.last_nack.clone(),
+                last_seen_seconds_ago: e.last_seen.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The config last sent to a proxy.
+    pub fn config_of(&self, proxy_id: &str) -> Option<serde_json::Value> {
+        self.lock().get(proxy_id).and_then(|e| e.config.clone())
+    }
+
+    /// Workloads of connected proxies, and of disconnected ones within the grace period.
+    fn endpoints(&self) -> Vec<Endpoint> {
+        let grace = self.grace;
+        self.lock()
+            .values()
+            .filter(|e| e.disconnected_at.is_none_or(|t| t.elapsed() < grace))
+            .filter_map(|e| {
+                Some(Endpoint {
+                    namespace: e.hello.namespace.clone(),
+                    labels: e.hello.labels.clone().into_iter().collect(),
+                    address: e.hello.address.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets proxies disconnected for longer than the grace period.
+    fn expire(&self) -> bool {
+        let grace = self.grace;
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.disconnected_at.is_none_or(|t| t.elapsed() < grace));
+        before != entries.len()
+    }
+}
+
+/// The gRPC service proxies stream with.
+pub struct PushService {
+    pub registry: Arc<Registry>,
+}
+
+#[tonic::async_trait]
+impl ProxyConfigService for PushService {
+    type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<ConfigPush, Status>>;
+
+    async fn stream(&self, request: Request<Streaming<ProxyMessage>>) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before Hello"))?;
+        let Some(proxy_message::Kind::Hello(hello)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be Hello"));
+        };
+        if hello.proxy_id.is_empty() {
+            return Err(Status::invalid_argument("Hello.proxy_id is empty"));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let registry = self.registry.clone();
+        let session = registry.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = hello.proxy_id.clone();
+        tracing::info!(proxy = %id, address = %hello.address, running = %hello.version, "proxy connected");
+        {
+            // The proxy says which version it runs (after a controller restart, or a
+            // reconnect): a push is owed only if that is not the current one.
+            let mut entries = registry.lock();
+            let config = entries.remove(&id).and_then(|p| p.config);
+            entries.insert(
+                id.clone(),
+                Entry {
+                    sent_version: hello.version.clone(),
+                    acked_version: hello.version.clone(),
+                    sent_nonce: String::new(),
+                    last_nack: None,
+                    config,
+                    hello,
+                    sender: Some(tx),
+                    session,
+                    disconnected_at: None,
+                    last_seen: SystemTime::now(),
+                },
+            );
+        }
+        registry.changed.notify_one();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(ProxyMessage { kind: Some(proxy_message::Kind::Ack(ack)) })) => {
+                        let mut entries = registry.lock();
+                        if let Some(e) = entries.get_mut(&id).filter(|e| e.session == session) {
+                            e.last_seen = SystemTime::now();
+                            if ack.nonce != e.sent_nonce {
+                                continue; // An answer to an older push.
+                            }
+                            if ack.accepted {
+                                e.acked_version = ack.version;
+                                e.last_nack = None;
+                            } else {
+                                tracing::warn!(proxy = %id, version = %ack.version, "proxy refused config: {}", ack.error);
+                                e.last_nack = Some(ack.error);
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            tracing::info!(proxy = %id, "proxy disconnected");
+            {
+                let mut entries = registry.lock();
+                if let Some(e) = entries.get_mut(&id).filter(|e| e.session == session) {
+                    e.sender = None;
+                    e.disconnected_at = Some(Instant::now());
+                }
+            }
+            registry.changed.notify_one();
+            // Recompute once the grace period is over, to drop the endpoint.
+            let grace = registry.grace;
+            tokio::time::sleep(grace + Duration::from_millis(10)).await;
+            registry.changed.notify_one();
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// Recomputes and pushes, forever. Changes within `debounce` of each other
+/// are handled together.
+///
+/// A controller that restarts with stored state knows the configuration but
+/// not yet the endpoints: those are the proxies, which are still
+/// reconnecting. Pushing now would send them clusters without endpoints, so
+/// the first push waits one grace period (the proxies keep serving meanwhile).
+pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, debounce: Duration) {
+    if controller.store.revision().unwrap_or(0) > 0 {
+        tracing::info!("restarted with stored state: first push in {}ms, once proxies have reconnected", registry.grace.as_millis());
+        tokio::time::sleep(registry.grace).await;
+    }
+    loop {
+        tokio::select! {
+            _ = registry.changed.notified() => {}
+            _ = controller.changed.notified() => {}
+        }
+        tokio::time::sleep(debounce).await;
+        registry.expire();
+        let resources = match controller.loaded() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read the store: {e}");
+                continue;
+            }
+        };
+        let mesh = weft_model::mesh::Mesh::build(&resources, &controller.analysis.root_namespace);
+        let mut endpoints = compile::declared_endpoints(&mesh);
+        endpoints.extend(registry.endpoints());
+        endpoints.sort();
+        endpoints.dedup();
+        let mut config = compile::compile(&mesh, &endpoints);
+        let version = compile::version_of(&config);
+        config.version = version.clone();
+        let json = match serde_json::to_vec(&config) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!("cannot encode config: {e}");
+                continue;
+            }
+        };
+        let value = serde_json::to_value(&config).ok();
+        let mut sends = Vec::new();
+        {
+            let mut entries = registry.lock();
+            for (id, e) in entries.iter_mut() {
+                let Some(sender) = e.sender.clone() else { continue };
+                if e.sent_version == version {
+                    continue;
+                }
+                let nonce = registry.next_nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string();
+                e.sent_version = version.clone();
+                e.sent_nonce = nonce.clone();
+                e.config = value.clone();
+                sends.push((id.clone(), sender, ConfigPush { version: version.clone(), nonce, config_json: json.clone() }));
+            }
+        }
+        for (id, sender, push) in sends {
+            if sender.send(Ok(push)).await.is_err() {
+                tracing::debug!(proxy = %id, "push to a closed stream");
+            }
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! weft-proto: what the controller and the proxy say to each other: the
+//! proxy's configuration as plain data ([`config`]), and the push protocol
+//! (`proto/weft.proto`, generated into [`v1`]).
+
+pub mod config;
+
+/// Generated from `proto/weft.proto`.
+#[allow(clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("weft.v1");
+}

@@ -1,0 +1,98 @@
+//! The proxy's side of the push protocol: one gRPC stream to the controller,
+//! a Hello saying which workload this is, then every pushed config is
+//! checked and applied atomically (ACK) or refused with the reason (NACK,
+//! the running config stays). When the controller is away the proxy keeps
+//! serving its last config and reconnects with jittered exponential backoff.
+
+use crate::config::ProxyConfig;
+use crate::metrics::RejectLabels;
+use crate::proxy::Proxy;
+use crate::snapshot::Snapshot;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use weft_proto::v1::{proxy_config_service_client::ProxyConfigServiceClient, proxy_message, Ack, ConfigPush, Hello, ProxyMessage};
+
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// `host:port` of the controller's gRPC endpoint.
+    pub address: String,
+    pub hello: Hello,
+}
+
+/// Runs forever: connect, stream, and on any failure back off and retry.
+pub async fn run(opts: ControlOptions, proxy: Arc<Proxy>, tx: watch::Sender<Arc<Snapshot>>) {
+    let mut attempt: u32 = 0;
+    loop {
+        match session(&opts, &proxy, &tx, &mut attempt).await {
+            Ok(()) => tracing::warn!(controller = %opts.address, "controller closed the stream; keeping the last config"),
+            Err(e) => tracing::warn!(controller = %opts.address, "controller unreachable ({e}); keeping the last config"),
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+}
+
+/// 100 ms doubling to at most 5 s, each delay jittered down by up to half so
+/// a restarted controller is not hit by every proxy at the same instant.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let jitter = (nanos as u64 % 1000) as f64 / 1000.0;
+    Duration::from_millis((base as f64 * (0.5 + jitter / 2.0)) as u64)
+}
+
+async fn session(opts: &ControlOptions, proxy: &Arc<Proxy>, tx: &watch::Sender<Arc<Snapshot>>, attempt: &mut u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.address)).await?;
+    let (out, rx) = tokio::sync::mpsc::channel::<ProxyMessage>(16);
+    let mut hello = opts.hello.clone();
+    hello.version = proxy.snapshot.borrow().config.version.clone();
+    out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello)) }).await?;
+    let mut pushes = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(controller = %opts.address, "connected to the controller");
+    *attempt = 0;
+    while let Some(push) = pushes.message().await? {
+        let result = apply(&push, proxy, tx);
+        let outcome = if result.is_ok() { "applied" } else { "rejected" };
+        proxy.metrics.config_reloads.get_or_create(&RejectLabels { listener: "controller".into(), reason: outcome.into() }).inc();
+        let ack = match result {
+            Ok(()) => {
+                tracing::info!(version = %push.version, "config from the controller applied");
+                Ack { version: push.version, nonce: push.nonce, accepted: true, error: String::new() }
+            }
+            Err(reason) => {
+                tracing::error!(version = %push.version, "config from the controller refused: {reason}");
+                Ack { version: push.version, nonce: push.nonce, accepted: false, error: reason }
+            }
+        };
+        out.send(ProxyMessage { kind: Some(proxy_message::Kind::Ack(ack)) }).await?;
+    }
+    Ok(())
+}
+
+/// Checks a pushed config and swaps it in; the error is the NACK reason.
+fn apply(push: &ConfigPush, proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>) -> Result<(), String> {
+    let mut cfg: ProxyConfig = serde_json::from_slice(&push.config_json).map_err(|e| format!("config does not parse: {e}"))?;
+    cfg.version = push.version.clone();
+    cfg.check()?;
+    let previous = proxy.snapshot.borrow().clone();
+    if cfg.listeners != previous.config.listeners {
+        return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
+    }
+    tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous))));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_and_jittered() {
+        for attempt in 0..20 {
+            let d = backoff(attempt).as_millis() as u64;
+            let base = (100u64 << attempt.min(6)).min(5_000);
+            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d} ms");
+        }
+    }
+}

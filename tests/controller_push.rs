@@ -1,0 +1,189 @@
+//! The control plane end to end: `weft controller` on the host, proxies in
+//! pods streaming their config from it. Users apply YAML; traffic follows;
+//! the controller can go away without the mesh noticing.
+
+use std::time::{Duration, Instant};
+use weft_testkit::{ControllerProcess, Net, Pod};
+
+const REVIEWS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"#;
+
+fn route_to(subset: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n")
+}
+
+fn data_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("weft-e2e-ctl-{tag}-{}", std::process::id()))
+}
+
+/// Which pod answered `http://reviews:9080/` from `client`.
+fn answer(client: &Pod) -> String {
+    match client.curl("http://reviews:9080/", &[]) {
+        Ok((200, body)) => body.split("\"pod\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?").to_string(),
+        Ok((code, body)) => format!("{code}: {body}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn wait_for_answer(client: &Pod, want: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = answer(client);
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "still {got:?} instead of {want:?} after {within:?}\n{}", client.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `proxy` has been sent, and has acknowledged, a route capturing
+/// `destination`: before that its traffic to the virtual IP goes nowhere.
+fn wait_for_route(c: &ControllerProcess, proxy: &str, destination: &str) {
+    let start = Instant::now();
+    loop {
+        let routes = String::from_utf8_lossy(&c.weft(&["proxy-config", proxy, "routes"]).unwrap().stdout).into_owned();
+        let synced = statuses(c).lines().any(|l| l.starts_with(proxy) && l.contains(" SYNCED "));
+        if routes.contains(destination) && synced {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{proxy} has no route to {destination}:\n{routes}\n{}", statuses(c));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn statuses(c: &ControllerProcess) -> String {
+    String::from_utf8_lossy(&c.weft(&["proxy-status"]).unwrap().stdout).into_owned()
+}
+
+fn wait_all_synced(c: &ControllerProcess, n: usize, within: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let text = statuses(c);
+        if text.lines().filter(|l| l.contains(" SYNCED ")).count() == n {
+            return text;
+        }
+        assert!(start.elapsed() < within, "not all {n} proxies SYNCED after {within:?}:\n{text}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn route_change_is_followed_within_a_second_and_survives_the_controller_going_away() {
+    let net = Net::new().expect("network namespaces");
+    let mut ctl = ControllerProcess::start(&net, &data_dir("route")).unwrap();
+    let v1 = net.pod("reviews-v1").unwrap();
+    let v2 = net.pod("reviews-v2").unwrap();
+    let client = net.pod("client").unwrap();
+    for (pod, version) in [(&v1, "v1"), (&v2, "v2")] {
+        pod.start_echo(8080, version).unwrap();
+        pod.start_meshed_proxy(ctl.grpc, "default", &format!("app=reviews,version={version}"), &[]).unwrap();
+    }
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+
+    ctl.apply(&format!("{REVIEWS}---\n{}", route_to("v1"))).unwrap();
+    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    wait_for_answer(&client, "reviews-v1", Duration::from_secs(5));
+    let text = wait_all_synced(&ctl, 3, Duration::from_secs(5));
+    assert!(text.starts_with("NAME"), "{text}");
+
+    // The route change reaches the client's proxy and its traffic within a second.
+    ctl.apply(&route_to("v2")).unwrap();
+    let took = wait_for_answer(&client, "reviews-v2", Duration::from_secs(1));
+    eprintln!("route change followed after {took:?}");
+    wait_all_synced(&ctl, 3, Duration::from_secs(2));
+
+    // What the controller sent is visible per proxy.
+    let cfg = ctl.weft(&["proxy-config", "client", "clusters"]).unwrap();
+    let cfg = String::from_utf8_lossy(&cfg.stdout);
+    assert!(cfg.contains(&format!("outbound|9080|v2|reviews.default.svc.cluster.local   {}:8080", v2.ip)), "{cfg}");
+
+    // The controller goes away: traffic keeps flowing on the last config.
+    ctl.stop();
+    for _ in 0..20 {
+        let got = answer(&client);
+        assert_eq!(got, "reviews-v2", "client:\n{}\ncontroller:\n{}", client.logs(), ctl.logs());
+    }
+    // It comes back on the same data: the proxies reconnect and are in sync.
+    ctl.restart().unwrap();
+    wait_all_synced(&ctl, 3, Duration::from_secs(10));
+    assert_eq!(answer(&client), "reviews-v2");
+}
+
+#[test]
+fn a_config_the_proxy_cannot_apply_is_nacked_and_traffic_stays_on_the_previous_config() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("nack")).unwrap();
+    let backend = net.pod("backend").unwrap();
+    backend.start_echo(8080, "v1").unwrap();
+    let odd = net.pod("odd").unwrap();
+    // This proxy was started with an extra explicit listener; the controller's
+    // pushes carry only the sidecar listeners, which this proxy cannot switch to live.
+    let bootstrap = odd
+        .write_file(
+            "bootstrap.yaml",
+            &format!(
+                "listeners:\n- {{name: outbound, kind: outbound, address: \"0.0.0.0:15001\"}}\n- {{name: inbound, kind: inbound, address: \"0.0.0.0:15006\"}}\n- {{name: legacy, kind: explicit, address: \"127.0.0.1:18080\", cluster: legacy}}\nclusters:\n- {{name: legacy, endpoints: [\"{}:8080\"]}}\n",
+                backend.ip
+            ),
+        )
+        .unwrap();
+    odd.start_meshed_proxy(ctl.grpc, "default", "app=odd", &["--config", bootstrap.to_str().unwrap()]).unwrap();
+    ctl.apply(REVIEWS).unwrap();
+    let start = Instant::now();
+    let text = loop {
+        let text = statuses(&ctl);
+        if text.contains("NACKED") {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no NACK:\n{text}\n{}", odd.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(text.contains("listener changes need a proxy restart"), "{text}");
+    let (code, body) = odd.curl("http://127.0.0.1:18080/", &[]).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"pod\":\"backend\""), "the bootstrap config still serves: {body}");
+}
+
+#[test]
+fn scaling_a_backend_from_one_to_three_pods_spreads_traffic() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("scale")).unwrap();
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    ctl.apply(REVIEWS).unwrap();
+    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    let first = net.pod("reviews-1").unwrap();
+    first.start_echo(8080, "v1").unwrap();
+    first.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    wait_for_answer(&client, "reviews-1", Duration::from_secs(5));
+    let more: Vec<Pod> = (2..=3).map(|i| net.pod(&format!("reviews-{i}")).unwrap()).collect();
+    for p in &more {
+        p.start_echo(8080, "v1").unwrap();
+        p.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    }
+    wait_all_synced(&ctl, 4, Duration::from_secs(5));
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        *seen.entry(answer(&client)).or_insert(0) += 1;
+    }
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["reviews-1", "reviews-2", "reviews-3"], "{seen:?}");
+}
