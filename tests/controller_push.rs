@@ -187,3 +187,69 @@ fn scaling_a_backend_from_one_to_three_pods_spreads_traffic() {
     }
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["reviews-1", "reviews-2", "reviews-3"], "{seen:?}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+fn services(range: std::ops::Range<u32>) -> String {
+    range
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: svc-{i}, namespace: default}}\nspec: {{clusterIP: 10.97.{}.{}, selector: {{app: svc-{i}}}, ports: [{{name: http, port: 8080}}]}}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn route_count(c: &ControllerProcess, proxy: &str) -> usize {
+    let out = c.weft(&["proxy-config", proxy, "routes", "-o", "json"]).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|v| v.as_array().map(|a| a.len())).unwrap_or(0)
+}
+
+#[test]
+fn proxy_memory_does_not_grow_with_the_size_of_the_mesh() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("scope")).unwrap();
+    // A Sidecar says what workloads in `default` call: 3 services.
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress:\n  - hosts: [\"./svc-0.default.svc.cluster.local\", \"./svc-1.default.svc.cluster.local\", \"./svc-2.default.svc.cluster.local\"]\n";
+    ctl.apply(&format!("{sidecar}---\n{}", services(0..10))).unwrap();
+    let scoped = net.pod("scoped").unwrap();
+    let scoped_pid = scoped.start_meshed_proxy(ctl.grpc, "default", "app=scoped", &[]).unwrap();
+    // A proxy in a namespace without a Sidecar sees everything, as in Istio.
+    let unscoped = net.pod("unscoped").unwrap();
+    let unscoped_pid = unscoped.start_meshed_proxy(ctl.grpc, "other", "app=unscoped", &[]).unwrap();
+    let wait_routes = |proxy: &str, n: usize, within: Duration| {
+        let start = Instant::now();
+        while route_count(&ctl, proxy) != n {
+            assert!(start.elapsed() < within, "{proxy} never got {n} routes (has {})", route_count(&ctl, proxy));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_routes("scoped", 3, Duration::from_secs(10));
+    wait_routes("unscoped", 10, Duration::from_secs(10));
+    wait_all_synced(&ctl, 2, Duration::from_secs(10));
+    let (scoped_small, unscoped_small) = (rss_kib(scoped_pid), rss_kib(unscoped_pid));
+
+    // The mesh grows to 10,000 services.
+    ctl.apply(&services(10..10_000)).unwrap();
+    wait_routes("unscoped", 10_000, Duration::from_secs(120));
+    wait_all_synced(&ctl, 2, Duration::from_secs(60));
+    assert_eq!(route_count(&ctl, "scoped"), 3);
+    let (scoped_big, unscoped_big) = (rss_kib(scoped_pid), rss_kib(unscoped_pid));
+    eprintln!("scoped proxy RSS: {scoped_small} KiB -> {scoped_big} KiB; unscoped: {unscoped_small} KiB -> {unscoped_big} KiB");
+    assert!(scoped_big.abs_diff(scoped_small) < 2 * 1024, "scoped proxy RSS went {scoped_small} -> {scoped_big} KiB");
+    // And the measurement can tell: without scoping, the same growth shows.
+    let dump = unscoped.admin("/config_dump").unwrap();
+    let running_routes = dump.matches("\"cluster\": \"outbound|").count();
+    assert!(running_routes >= 10_000, "the unscoped proxy runs {running_routes} routes");
+    assert!(unscoped_big > unscoped_small + 2 * 1024, "unscoped proxy RSS went {unscoped_small} -> {unscoped_big} KiB");
+}

@@ -4,6 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/weft.proto");
     let fds = protox::compile(["proto/weft.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Config payloads as `bytes::Bytes`: one push to many proxies shares one buffer.
+    tonic_prost_build::configure().bytes(".weft.v1.ConfigPush.config_json").compile_fds(fds)?;
     Ok(())
 }

@@ -38,7 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
         let push = weft_controller::push::PushService { registry: controller.registry.clone() };
         let grpc = tonic::transport::Server::builder()
-            .add_service(weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push))
+            .add_service(
+                weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024),
+            )
             .serve(args.grpc_listen);
         tracing::info!(address = %args.grpc_listen, "proxies stream config from here");
         tokio::spawn(async move {

@@ -315,7 +315,7 @@ async fn proxies(State(c): State<Arc<Controller>>) -> Response {
 
 async fn proxy_config(State(c): State<Arc<Controller>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
     match c.registry.config_of(&id) {
-        Some(cfg) => Json(cfg).into_response(),
+        Some(cfg) => Json(&*cfg).into_response(),
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no proxy {id:?} (see weft proxy-status)")}))).into_response(),
     }
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use weft_model::mesh::{Mesh, RouteAction, Service};
+use weft_model::mesh::{Mesh, RouteAction, Service, SidecarScope};
 use weft_proto::config::{Cluster, ProxyConfig, Route};
 
 /// A live endpoint: a connected proxy's workload, or a declared one (Pod with
@@ -53,7 +53,9 @@ fn host_names(svc: &Service, port: u16, only_port: bool) -> Vec<String> {
     names
 }
 
-pub fn compile(mesh: &Mesh, endpoints: &[Endpoint]) -> ProxyConfig {
+/// The config for proxies of workloads in `namespace` under `scope` (their
+/// Sidecar, if any): only the services the scope lets them reach.
+pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Option<&SidecarScope>) -> ProxyConfig {
     let mut cfg = ProxyConfig::sidecar_default();
     let mut clusters: BTreeMap<String, Cluster> = BTreeMap::new();
     let mut cluster_for = |host: &str, subset: Option<&str>, port: u16| -> Option<String> {
@@ -78,7 +80,8 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint]) -> ProxyConfig {
         }
         Some(name)
     };
-    for svc in mesh.services.values().filter(|s| !s.external) {
+    let visible = |svc: &&Service| scope.is_none_or(|sc| sc.allows(namespace, &svc.host, &svc.namespace));
+    for svc in mesh.services.values().filter(|s| !s.external).filter(visible) {
         let only_port = svc.ports.len() == 1;
         for p in &svc.ports {
             // Where the host's routes send traffic: its own endpoints unless a route source says otherwise.
@@ -138,7 +141,7 @@ mod tests {
 
     #[test]
     fn service_ports_become_routes_and_clusters() {
-        let cfg = compile(&mesh(BASE), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")]);
+        let cfg = compile(&mesh(BASE), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")], "prod", None);
         assert_eq!(cfg.routes.len(), 1);
         let r = &cfg.routes[0];
         assert_eq!(r.destinations, vec!["10.96.0.10:9080".parse::<SocketAddr>().unwrap()]);
@@ -152,10 +155,27 @@ mod tests {
     #[test]
     fn a_virtual_service_sends_the_route_to_its_subset() {
         let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: prod}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {x-canary: {exact: \"true\"}}}]\n    route: [{destination: {host: reviews, subset: v1}}]\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 10}\n    - {destination: {host: reviews, subset: v2}, weight: 90}\n";
-        let cfg = compile(&mesh(&format!("{BASE}{vs}")), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")]);
+        let cfg = compile(&mesh(&format!("{BASE}{vs}")), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")], "prod", None);
         assert_eq!(cfg.routes[0].cluster, "outbound|9080|v2|reviews.prod.svc.cluster.local");
         let c = cfg.clusters.iter().find(|c| c.name == cfg.routes[0].cluster).unwrap();
         assert_eq!(c.endpoints, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
         assert_eq!(version_of(&cfg), version_of(&cfg.clone()));
+    }
+
+    #[test]
+    fn a_sidecar_scope_limits_what_a_proxy_is_sent() {
+        let more = "---\napiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: prod}\nspec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}\n---\n\
+            apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\nspec: {selector: {app: db}, ports: [{name: tcp, port: 5432}]}\n---\n\
+            apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: prod}\nspec: {egress: [{hosts: [\"./ratings.prod.svc.cluster.local\", \"data/*\"]}]}\n";
+        let m = mesh(&format!("{BASE}{more}"));
+        let no_labels = BTreeMap::new();
+        let scope = m.sidecar_for("prod", &no_labels);
+        assert!(scope.is_some());
+        let cfg = compile(&m, &[], "prod", scope);
+        let names: Vec<&str> = cfg.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["db.data.svc.cluster.local:5432", "ratings.prod.svc.cluster.local:9080"]);
+        // Another namespace has no Sidecar: it sees everything.
+        assert!(m.sidecar_for("other", &no_labels).is_none());
+        assert_eq!(compile(&m, &[], "other", None).routes.len(), 3);
     }
 }

@@ -22,9 +22,9 @@ use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_mess
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum SyncStatus {
-    /// The proxy acknowledged the latest push.
+    /// The proxy runs the config the controller wants it to run.
     Synced,
-    /// A push is in flight (or the proxy has not answered it yet).
+    /// The proxy runs something older: a push is in flight, or could not be delivered.
     Stale,
     /// The proxy refused the latest push; it runs an older config.
     Nacked,
@@ -38,11 +38,13 @@ struct Entry {
     session: u64,
     disconnected_at: Option<Instant>,
     last_seen: SystemTime,
+    /// The version the controller last computed for this proxy: SYNCED means acked this.
+    wanted_version: String,
     sent_version: String,
     sent_nonce: String,
     acked_version: String,
     last_nack: Option<String>,
-    config: Option<serde_json::Value>,
+    config: Option<Arc<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -96,7 +98,7 @@ impl Registry {
                     SyncStatus::Disconnected
                 } else if e.last_nack.is_some() {
                     SyncStatus::Nacked
-                } else if !e.sent_version.is_empty() && e.sent_version == e.acked_version {
+                } else if !e.wanted_version.is_empty() && e.wanted_version == e.acked_version {
                     SyncStatus::Synced
                 } else {
                     SyncStatus::Stale
@@ -110,7 +112,7 @@ impl Registry {
     }
 
     /// The config last sent to a proxy.
-    pub fn config_of(&self, proxy_id: &str) -> Option<serde_json::Value> {
+    pub fn config_of(&self, proxy_id: &str) -> Option<Arc<serde_json::Value>> {
         self.lock().get(proxy_id).and_then(|e| e.config.clone())
     }
 
@@ -167,10 +169,11 @@ impl ProxyConfigService for PushService {
             // The proxy says which version it runs (after a controller restart, or a
             // reconnect): a push is owed only if that is not the current one.
             let mut entries = registry.lock();
-            let config = entries.remove(&id).and_then(|p| p.config);
+            let (config, wanted_version) = entries.remove(&id).map(|p| (p.config, p.wanted_version)).unwrap_or_default();
             entries.insert(
                 id.clone(),
                 Entry {
+                    wanted_version,
                     sent_version: hello.version.clone(),
                     acked_version: hello.version.clone(),
                     sent_nonce: String::new(),
@@ -257,30 +260,34 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
         endpoints.extend(registry.endpoints());
         endpoints.sort();
         endpoints.dedup();
-        let mut config = compile::compile(&mesh, &endpoints);
-        let version = compile::version_of(&config);
-        config.version = version.clone();
-        let json = match serde_json::to_vec(&config) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!("cannot encode config: {e}");
-                continue;
-            }
-        };
-        let value = serde_json::to_value(&config).ok();
+        // Proxies under the same Sidecar scope (and namespace) share one config.
+        let mut configs: BTreeMap<(String, Option<String>), (String, bytes::Bytes, Option<Arc<serde_json::Value>>)> = BTreeMap::new();
         let mut sends = Vec::new();
         {
             let mut entries = registry.lock();
             for (id, e) in entries.iter_mut() {
                 let Some(sender) = e.sender.clone() else { continue };
+                let labels: BTreeMap<String, String> = e.hello.labels.clone().into_iter().collect();
+                let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
+                let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()));
+                let (version, json, value) = configs
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let mut config = compile::compile(&mesh, &endpoints, &e.hello.namespace, scope);
+                        let version = compile::version_of(&config);
+                        config.version = version.clone();
+                        (version, serde_json::to_vec(&config).unwrap_or_default().into(), serde_json::to_value(&config).ok().map(Arc::new))
+                    })
+                    .clone();
+                e.wanted_version = version.clone();
                 if e.sent_version == version {
                     continue;
                 }
                 let nonce = registry.next_nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string();
                 e.sent_version = version.clone();
                 e.sent_nonce = nonce.clone();
-                e.config = value.clone();
-                sends.push((id.clone(), sender, ConfigPush { version: version.clone(), nonce, config_json: json.clone() }));
+                e.config = value;
+                sends.push((id.clone(), sender, ConfigPush { version, nonce, config_json: json }));
             }
         }
         for (id, sender, push) in sends {

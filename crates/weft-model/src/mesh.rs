@@ -453,6 +453,40 @@ pub struct AuthzPolicy {
     pub source: ResourceRef,
 }
 
+/// What a set of workloads may reach (Istio `Sidecar` egress): only these
+/// hosts are compiled into their proxies' config, which keeps proxy memory
+/// independent of the size of the mesh.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SidecarScope {
+    pub namespace: String,
+    /// Workload labels; `None` for the namespace-wide (or, in the root namespace, mesh-wide) default.
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `namespace/host` patterns: `./*`, `*/*`, `prod/reviews.prod.svc.cluster.local`, `*/*.example.com`.
+    pub egress_hosts: Vec<String>,
+    pub source: ResourceRef,
+}
+
+impl SidecarScope {
+    /// Is a service (its host and namespace) visible to workloads in `proxy_ns` under this scope?
+    pub fn allows(&self, proxy_ns: &str, host: &str, service_ns: &str) -> bool {
+        self.egress_hosts.iter().any(|pattern| {
+            let (ns, h) = pattern.split_once('/').unwrap_or(("*", pattern.as_str()));
+            let ns_ok = match ns {
+                "*" => true,
+                "." => service_ns == proxy_ns,
+                "~" => false,
+                other => other == service_ns,
+            };
+            let host_ok = match h {
+                "*" => true,
+                _ if h.starts_with("*.") => host.ends_with(&h[1..]),
+                _ => h == host || fqdn(h, if ns == "." || ns == "*" { service_ns } else { ns }) == host,
+            };
+            ns_ok && host_ok
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelemetryPolicy {
     pub scope: PolicyScope,
@@ -477,6 +511,7 @@ pub struct Mesh {
     pub peer_authentication: Vec<PeerAuthnPolicy>,
     pub authorization: Vec<AuthzPolicy>,
     pub telemetry: Vec<TelemetryPolicy>,
+    pub sidecars: Vec<SidecarScope>,
 }
 
 /// The root namespace Istio uses for mesh-wide policy.
@@ -722,6 +757,16 @@ impl Mesh {
                         source: src,
                     });
                 }
+                Resource::Sidecar(o) => m.sidecars.push(SidecarScope {
+                    namespace: ns.clone(),
+                    selector: o.spec.workload_selector.as_ref().map(|s| s.labels.0.clone()).filter(|l| !l.is_empty()),
+                    egress_hosts: if o.spec.egress.is_empty() {
+                        vec!["*/*".into()]
+                    } else {
+                        o.spec.egress.iter().flat_map(|e| e.hosts.iter().cloned()).collect()
+                    },
+                    source: src,
+                }),
                 Resource::Telemetry(o) => m.telemetry.push(TelemetryPolicy {
                     scope: scope(&ns, o.spec.selector.as_ref().map(|s| &s.match_labels.0), root_namespace),
                     trace_sampling_percent: o.spec.tracing.iter().find_map(|t| t.random_sampling_percentage.map(|p| p.0)),
@@ -760,6 +805,17 @@ impl Mesh {
             }
         }
         m
+    }
+
+    /// The Sidecar scope that applies to a workload, with Istio's precedence:
+    /// a selector matching the workload in its namespace, else the namespace's
+    /// default, else the root namespace's default. `None`: everything is visible.
+    pub fn sidecar_for(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Option<&SidecarScope> {
+        self.sidecars
+            .iter()
+            .find(|s| s.namespace == namespace && s.selector.as_ref().is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v))))
+            .or_else(|| self.sidecars.iter().find(|s| s.namespace == namespace && s.selector.is_none()))
+            .or_else(|| self.sidecars.iter().find(|s| s.namespace == self.root_namespace && s.selector.is_none()))
     }
 
     /// The services whose selector matches `labels` in `namespace`.

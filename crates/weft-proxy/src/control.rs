@@ -13,6 +13,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use weft_proto::v1::{proxy_config_service_client::ProxyConfigServiceClient, proxy_message, Ack, ConfigPush, Hello, ProxyMessage};
 
+/// The largest config push the proxy accepts.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
     /// `host:port` of the controller's gRPC endpoint.
@@ -43,7 +46,8 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 async fn session(opts: &ControlOptions, proxy: &Arc<Proxy>, tx: &watch::Sender<Arc<Snapshot>>, attempt: &mut u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.address)).await?;
+    // Configs of large meshes exceed gRPC's 4 MiB default; scoping keeps most far smaller.
+    let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.address)).await?.max_decoding_message_size(MAX_CONFIG_BYTES);
     let (out, rx) = tokio::sync::mpsc::channel::<ProxyMessage>(16);
     let mut hello = opts.hello.clone();
     hello.version = proxy.snapshot.borrow().config.version.clone();
