@@ -9,31 +9,15 @@ use weft_controller::store::{ObjectKey, StoredObject};
 fn read_files(paths: &[PathBuf]) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut files = Vec::new();
     for p in paths {
-        let mut found = Vec::new();
-        collect(p, &mut found)?;
-        for f in found {
+        if !p.exists() {
+            bail!("{} does not exist", p.display());
+        }
+        for f in weft_model::load::find_files(p).with_context(|| format!("reading {}", p.display()))? {
             let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
             files.push(serde_json::json!({"name": f.display().to_string(), "text": text}));
         }
     }
     Ok(files)
-}
-
-fn collect(p: &std::path::Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    if p.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for e in entries {
-            if e.is_dir() || matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml" | "json")) {
-                collect(&e, out)?;
-            }
-        }
-    } else if p.exists() {
-        out.push(p.to_path_buf());
-    } else {
-        bail!("{} does not exist", p.display());
-    }
-    Ok(())
 }
 
 fn print_messages(body: &serde_json::Value) {
@@ -136,11 +120,11 @@ pub fn get(client: &ControllerClient, kind: &str, name: Option<&str>, namespace:
         }
         wide_or_table => {
             let wide = wide_or_table == "wide";
-            let mut rows = vec![if wide {
-                vec!["NAMESPACE", "KIND", "NAME", "API VERSION", "RESOURCE VERSION"].into_iter().map(String::from).collect::<Vec<_>>()
-            } else {
-                vec!["NAMESPACE", "KIND", "NAME"].into_iter().map(String::from).collect()
-            }];
+            let mut header = vec!["NAMESPACE", "KIND", "NAME"];
+            if wide {
+                header.extend(["API VERSION", "RESOURCE VERSION"]);
+            }
+            let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
             for o in &objects {
                 let mut row = vec![o.key.namespace.clone(), o.key.kind.clone(), o.key.name.clone()];
                 if wide {
@@ -149,12 +133,7 @@ pub fn get(client: &ControllerClient, kind: &str, name: Option<&str>, namespace:
                 }
                 rows.push(row);
             }
-            let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-            for r in rows {
-                let line: Vec<String> = r.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
-                text += line.join("   ").trim_end();
-                text.push('\n');
-            }
+            text = table(rows);
         }
     }
     write_stdout(&text)?;

@@ -229,6 +229,17 @@ impl ProxyConfigService for PushService {
     }
 }
 
+/// Proxies in one namespace under one Sidecar (by its name) get the same config.
+type ScopeKey = (String, Option<String>);
+
+/// One compiled config, encoded once and shared by every push of it.
+#[derive(Clone)]
+struct Compiled {
+    version: String,
+    json: bytes::Bytes,
+    value: Option<Arc<serde_json::Value>>,
+}
+
 /// Recomputes and pushes, forever. Changes within `debounce` of each other
 /// are handled together.
 ///
@@ -261,7 +272,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
         endpoints.sort();
         endpoints.dedup();
         // Proxies under the same Sidecar scope (and namespace) share one config.
-        let mut configs: BTreeMap<(String, Option<String>), (String, bytes::Bytes, Option<Arc<serde_json::Value>>)> = BTreeMap::new();
+        let mut configs: BTreeMap<ScopeKey, Compiled> = BTreeMap::new();
         let mut sends = Vec::new();
         {
             let mut entries = registry.lock();
@@ -270,13 +281,17 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 let labels: BTreeMap<String, String> = e.hello.labels.clone().into_iter().collect();
                 let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
                 let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()));
-                let (version, json, value) = configs
+                let Compiled { version, json, value } = configs
                     .entry(key)
                     .or_insert_with(|| {
                         let mut config = compile::compile(&mesh, &endpoints, &e.hello.namespace, scope);
                         let version = compile::version_of(&config);
                         config.version = version.clone();
-                        (version, serde_json::to_vec(&config).unwrap_or_default().into(), serde_json::to_value(&config).ok().map(Arc::new))
+                        Compiled {
+                            version,
+                            json: serde_json::to_vec(&config).unwrap_or_default().into(),
+                            value: serde_json::to_value(&config).ok().map(Arc::new),
+                        }
                     })
                     .clone();
                 e.wanted_version = version.clone();

@@ -77,6 +77,14 @@ fn unreadable(file: &str, e: impl std::fmt::Display) -> Message {
     }))
 }
 
+/// The configuration files under `p`: `p` itself if it is a file, else every
+/// `*.yaml`, `*.yml` and `*.json` below it (hidden entries skipped), sorted.
+pub fn find_files(p: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    collect_files(p, &mut out, true)?;
+    Ok(out)
+}
+
 fn collect_files(p: &Path, out: &mut Vec<PathBuf>, explicit: bool) -> std::io::Result<()> {
     let meta = std::fs::metadata(p)?;
     if meta.is_dir() {

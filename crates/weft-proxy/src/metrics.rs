@@ -60,7 +60,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "HTTP requests handled, by response code and flags", requests.clone());
         let request_duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter())
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         });
         registry.register("request_duration_seconds", "Time from request received to response headers sent", request_duration.clone());
         let connections = Family::<ConnLabels, Counter>::default();

@@ -76,8 +76,9 @@ fn proc_stat(pid: u32) -> (f64, u64) {
     (cpu, hwm)
 }
 
-/// For each simulated proxy: when it received each version.
-type Seen = Arc<Mutex<HashMap<usize, Vec<(String, Instant)>>>>;
+/// When a simulated proxy received each version.
+type Received = HashMap<usize, Vec<(String, Instant)>>;
+type Seen = Arc<Mutex<Received>>;
 
 async fn proxy(i: usize, channel: tonic::transport::Channel, seen: Seen) {
     let mut client = ProxyConfigServiceClient::new(channel).max_decoding_message_size(256 << 20);
@@ -87,7 +88,7 @@ async fn proxy(i: usize, channel: tonic::transport::Channel, seen: Seen) {
         workload: format!("sim-{i}"),
         namespace: format!("ns-{}", i % NAMESPACES),
         service_account: "default".into(),
-        labels: [("app".to_string(), format!("svc-{}", (i / NAMESPACES) % SERVICES_PER_NS)), ("track".to_string(), if i % 2 == 0 { "a" } else { "b" }.to_string())].into(),
+        labels: [("app".to_string(), format!("svc-{}", (i / NAMESPACES) % SERVICES_PER_NS)), ("track".to_string(), if i.is_multiple_of(2) { "a" } else { "b" }.to_string())].into(),
         address: format!("10.{}.{}.{}", 100 + i / 62_500, (i / 250) % 250, i % 250 + 1),
         ports: vec![8080],
         ready: true,
@@ -154,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    let wait_all = |pred: &dyn Fn(&HashMap<usize, Vec<(String, Instant)>>) -> bool, limit: Duration| -> bool {
+    let wait_all = |pred: &dyn Fn(&Received) -> bool, limit: Duration| -> bool {
         let start = Instant::now();
         loop {
             if pred(&seen.lock().unwrap_or_else(|e| e.into_inner())) {
