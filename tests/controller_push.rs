@@ -253,3 +253,40 @@ fn proxy_memory_does_not_grow_with_the_size_of_the_mesh() {
     assert!(running_routes >= 10_000, "the unscoped proxy runs {running_routes} routes");
     assert!(unscoped_big > unscoped_small + 2 * 1024, "unscoped proxy RSS went {unscoped_small} -> {unscoped_big} KiB");
 }
+
+#[test]
+fn a_proxy_that_goes_away_leaves_the_endpoints_after_the_grace_period() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("grace")).unwrap();
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    ctl.apply(REVIEWS).unwrap();
+    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    let staying = net.pod("reviews-1").unwrap();
+    staying.start_echo(8080, "v1").unwrap();
+    staying.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    let leaving = net.pod("reviews-2").unwrap();
+    leaving.start_echo(8080, "v1").unwrap();
+    let pid = leaving.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    let endpoints = || String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "endpoints"]).unwrap().stdout).into_owned();
+    let start = Instant::now();
+    while !endpoints().contains(&leaving.ip.to_string()) {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}", endpoints());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The pod's proxy dies; within the grace period (2 s here) it is still an endpoint,
+    // so a blip does not empty a service; after it, it is gone from every config.
+    leaving.signal(pid, "KILL").unwrap();
+    let killed = Instant::now();
+    let gone = loop {
+        if !endpoints().contains(&leaving.ip.to_string()) {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(6), "still an endpoint:\n{}\n{}", endpoints(), statuses(&ctl));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(gone >= Duration::from_millis(1900), "removed after {gone:?}, before the 2 s grace period");
+    assert!(endpoints().contains(&staying.ip.to_string()));
+    let status = statuses(&ctl);
+    assert!(!status.contains("reviews-2"), "{status}");
+}
