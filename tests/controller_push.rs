@@ -186,6 +186,14 @@ fn scaling_a_backend_from_one_to_three_pods_spreads_traffic() {
         *seen.entry(answer(&client)).or_insert(0) += 1;
     }
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), ["reviews-1", "reviews-2", "reviews-3"], "{seen:?}");
+    // New pods only changed endpoints: the client got them as deltas, not whole configs.
+    let stats = client.admin("/stats/prometheus").unwrap();
+    let deltas: f64 = stats
+        .lines()
+        .filter(|l| l.starts_with("weft_config_reloads_total{listener=\"controller-delta\",reason=\"applied\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(deltas >= 1.0, "{stats}");
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -42,6 +42,10 @@ struct Entry {
     wanted_version: String,
     sent_version: String,
     sent_nonce: String,
+    /// The config last sent whole or by delta, to compute the next delta from.
+    sent_config: Option<Arc<weft_proto::config::ProxyConfig>>,
+    /// The last push was an endpoint delta (a NACK of it asks for the whole config).
+    sent_delta: bool,
     acked_version: String,
     last_nack: Option<String>,
     config: Option<Arc<serde_json::Value>>,
@@ -169,11 +173,18 @@ impl ProxyConfigService for PushService {
             // The proxy says which version it runs (after a controller restart, or a
             // reconnect): a push is owed only if that is not the current one.
             let mut entries = registry.lock();
-            let (config, wanted_version) = entries.remove(&id).map(|p| (p.config, p.wanted_version)).unwrap_or_default();
+            let (config, wanted_version, sent_config) = entries
+                .remove(&id)
+                .map(|p| (p.config, p.wanted_version, p.sent_config))
+                .unwrap_or_default();
+            // Deltas may build on what the proxy says it runs, if we know that config.
+            let sent_config = sent_config.filter(|c| c.version == hello.version);
             entries.insert(
                 id.clone(),
                 Entry {
                     wanted_version,
+                    sent_config,
+                    sent_delta: false,
                     sent_version: hello.version.clone(),
                     acked_version: hello.version.clone(),
                     sent_nonce: String::new(),
@@ -201,6 +212,13 @@ impl ProxyConfigService for PushService {
                             if ack.accepted {
                                 e.acked_version = ack.version;
                                 e.last_nack = None;
+                            } else if e.sent_delta {
+                                // The proxy did not run the delta's base: send it the whole config.
+                                tracing::info!(proxy = %id, "endpoint update refused ({}); sending the whole config", ack.error);
+                                e.sent_version.clear();
+                                e.sent_config = None;
+                                drop(entries);
+                                registry.changed.notify_one();
                             } else {
                                 tracing::warn!(proxy = %id, version = %ack.version, "proxy refused config: {}", ack.error);
                                 e.last_nack = Some(ack.error);
@@ -236,6 +254,7 @@ type ScopeKey = (String, Option<String>);
 #[derive(Clone)]
 struct Compiled {
     version: String,
+    config: Arc<weft_proto::config::ProxyConfig>,
     json: bytes::Bytes,
     value: Option<Arc<serde_json::Value>>,
 }
@@ -281,7 +300,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 let labels: BTreeMap<String, String> = e.hello.labels.clone().into_iter().collect();
                 let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
                 let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()));
-                let Compiled { version, json, value } = configs
+                let Compiled { version, config, json, value } = configs
                     .entry(key)
                     .or_insert_with(|| {
                         let mut config = compile::compile(&mesh, &endpoints, &e.hello.namespace, scope);
@@ -291,6 +310,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                             version,
                             json: serde_json::to_vec(&config).unwrap_or_default().into(),
                             value: serde_json::to_value(&config).ok().map(Arc::new),
+                            config: Arc::new(config),
                         }
                     })
                     .clone();
@@ -299,10 +319,35 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                     continue;
                 }
                 let nonce = registry.next_nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_string();
-                e.sent_version = version.clone();
-                e.sent_nonce = nonce.clone();
+                // When only endpoints changed since the config the proxy runs, send just those.
+                let delta = e
+                    .sent_config
+                    .as_ref()
+                    .filter(|_| e.acked_version == e.sent_version)
+                    .and_then(|prev| prev.endpoint_delta(&config))
+                    .and_then(|d| serde_json::to_vec(&d).ok());
+                let push = match delta {
+                    Some(endpoints) => ConfigPush {
+                        version: version.clone(),
+                        nonce: nonce.clone(),
+                        config_json: bytes::Bytes::new(),
+                        endpoints_json: endpoints.into(),
+                        base_version: e.sent_version.clone(),
+                    },
+                    None => ConfigPush {
+                        version: version.clone(),
+                        nonce: nonce.clone(),
+                        config_json: json,
+                        endpoints_json: bytes::Bytes::new(),
+                        base_version: String::new(),
+                    },
+                };
+                e.sent_delta = push.config_json.is_empty();
+                e.sent_version = version;
+                e.sent_nonce = nonce;
+                e.sent_config = Some(config);
                 e.config = value;
-                sends.push((id.clone(), sender, ConfigPush { version, nonce, config_json: json }));
+                sends.push((id.clone(), sender, push));
             }
         }
         for (id, sender, push) in sends {

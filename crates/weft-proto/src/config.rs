@@ -232,6 +232,39 @@ impl ProxyConfig {
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
     }
+
+    /// The endpoint changes that turn `self` into `next`, when that is all
+    /// that differs (same listeners, routes, limits and cluster settings);
+    /// `None` when something else changed and the whole config must be sent.
+    pub fn endpoint_delta(&self, next: &ProxyConfig) -> Option<BTreeMap<String, Vec<SocketAddr>>> {
+        if self.listeners != next.listeners || self.routes != next.routes || self.limits != next.limits || self.clusters.len() != next.clusters.len() {
+            return None;
+        }
+        let mut delta = BTreeMap::new();
+        for (a, b) in self.clusters.iter().zip(&next.clusters) {
+            if a.name != b.name || a.connect_timeout != b.connect_timeout {
+                return None;
+            }
+            if a.endpoints != b.endpoints {
+                delta.insert(b.name.clone(), b.endpoints.clone());
+            }
+        }
+        Some(delta)
+    }
+
+    /// Applies an endpoint delta; fails if it names a cluster this config lacks.
+    pub fn with_endpoints(&self, delta: &BTreeMap<String, Vec<SocketAddr>>) -> Result<ProxyConfig, String> {
+        let mut next = self.clone();
+        for (name, endpoints) in delta {
+            let c = next
+                .clusters
+                .iter_mut()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| format!("endpoint update for unknown cluster {name:?}"))?;
+            c.endpoints = endpoints.clone();
+        }
+        Ok(next)
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +293,24 @@ mod tests {
         assert_eq!(cfg.check().unwrap_err(), "listener \"redis\" refers to unknown cluster \"redis\"");
         let cfg: ProxyConfig = serde_norway::from_str("routes:\n- {name: r, cluster: nope}\n").unwrap();
         assert_eq!(cfg.check().unwrap_err(), "route \"r\" refers to unknown cluster \"nope\"");
+    }
+
+    #[test]
+    fn endpoint_deltas() {
+        let base: ProxyConfig = serde_norway::from_str(
+            "clusters:\n- {name: a, endpoints: [\"10.0.0.1:80\"]}\n- {name: b, endpoints: [\"10.0.0.2:80\"]}\nroutes:\n- {name: r, hosts: [a], cluster: a}\n",
+        )
+        .unwrap();
+        let mut next = base.clone();
+        next.clusters[1].endpoints.push("10.0.0.3:80".parse().unwrap());
+        let delta = base.endpoint_delta(&next).unwrap();
+        assert_eq!(delta.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(base.with_endpoints(&delta).unwrap(), next);
+        let mut rerouted = next.clone();
+        rerouted.routes[0].cluster = "b".into();
+        assert!(base.endpoint_delta(&rerouted).is_none(), "a route change needs the whole config");
+        let bad: BTreeMap<String, Vec<SocketAddr>> = [("zz".to_string(), vec![])].into();
+        assert_eq!(base.with_endpoints(&bad).unwrap_err(), "endpoint update for unknown cluster \"zz\"");
     }
 
     #[test]

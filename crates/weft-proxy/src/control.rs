@@ -58,7 +58,8 @@ async fn session(opts: &ControlOptions, proxy: &Arc<Proxy>, tx: &watch::Sender<A
     while let Some(push) = pushes.message().await? {
         let result = apply(&push, proxy, tx);
         let outcome = if result.is_ok() { "applied" } else { "rejected" };
-        proxy.metrics.config_reloads.get_or_create(&RejectLabels { listener: "controller".into(), reason: outcome.into() }).inc();
+        let source = if push.config_json.is_empty() { "controller-delta" } else { "controller" };
+        proxy.metrics.config_reloads.get_or_create(&RejectLabels { listener: source.into(), reason: outcome.into() }).inc();
         let ack = match result {
             Ok(()) => {
                 tracing::info!(version = %push.version, "config from the controller applied");
@@ -74,12 +75,24 @@ async fn session(opts: &ControlOptions, proxy: &Arc<Proxy>, tx: &watch::Sender<A
     Ok(())
 }
 
-/// Checks a pushed config and swaps it in; the error is the NACK reason.
+/// Checks a pushed config (or endpoint delta) and swaps it in; the error is the NACK reason.
 fn apply(push: &ConfigPush, proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>) -> Result<(), String> {
-    let mut cfg: ProxyConfig = serde_json::from_slice(&push.config_json).map_err(|e| format!("config does not parse: {e}"))?;
+    let previous = proxy.snapshot.borrow().clone();
+    let mut cfg: ProxyConfig = if push.config_json.is_empty() {
+        if previous.config.version != push.base_version {
+            return Err(format!(
+                "endpoint update is for version {:?} but this proxy runs {:?}; send the whole config",
+                push.base_version, previous.config.version
+            ));
+        }
+        let delta: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>> =
+            serde_json::from_slice(&push.endpoints_json).map_err(|e| format!("endpoint update does not parse: {e}"))?;
+        previous.config.with_endpoints(&delta)?
+    } else {
+        serde_json::from_slice(&push.config_json).map_err(|e| format!("config does not parse: {e}"))?
+    };
     cfg.version = push.version.clone();
     cfg.check()?;
-    let previous = proxy.snapshot.borrow().clone();
     if cfg.listeners != previous.config.listeners {
         return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
     }
