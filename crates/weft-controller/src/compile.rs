@@ -163,6 +163,18 @@ mod tests {
     }
 
     #[test]
+    fn pods_with_an_ip_and_workload_entries_are_endpoints_without_a_proxy() {
+        let extra = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: r1, namespace: prod, labels: {app: reviews, version: v1}}\nspec: {}\nstatus: {podIP: 10.1.0.9}\n---\n\
+            apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: vm, namespace: prod}\nspec: {address: 10.2.0.3, labels: {app: reviews, version: v2}}\n---\n\
+            apiVersion: v1\nkind: Pod\nmetadata: {name: pending, namespace: prod, labels: {app: reviews}}\nspec: {}\n";
+        let m = mesh(&format!("{BASE}{extra}"));
+        let eps = declared_endpoints(&m);
+        assert_eq!(eps.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(), ["10.1.0.9", "10.2.0.3"], "a pod without an IP is not an endpoint");
+        let cfg = compile(&m, &eps, "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints, vec!["10.1.0.9:8080".parse::<SocketAddr>().unwrap(), "10.2.0.3:8080".parse().unwrap()]);
+    }
+
+    #[test]
     fn a_sidecar_scope_limits_what_a_proxy_is_sent() {
         let more = "---\napiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: prod}\nspec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}\n---\n\
             apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\nspec: {selector: {app: db}, ports: [{name: tcp, port: 5432}]}\n---\n\
