@@ -1,0 +1,232 @@
+//! Proxy-to-proxy mTLS with rustls (TLS 1.3 only, one crypto provider: ring).
+//! Certificates carry SPIFFE IDs, not DNS names, so the checks are ours:
+//! the server requires a client certificate that chains to the trust bundle
+//! and names an identity in the trust domain; the client verifies the chain
+//! and that the server is one of the identities expected for the destination.
+
+use crate::{IdentityError, SpiffeId};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::sync::Arc;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A workload's certificate chain and private key.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Identity, IdentityError> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| IdentityError::Pem(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(IdentityError::Pem("no certificate in the chain".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| IdentityError::Pem(e.to_string()))?;
+        Ok(Identity { chain, key })
+    }
+
+    /// The SPIFFE ID in the leaf certificate.
+    pub fn spiffe_id(&self) -> Result<SpiffeId, IdentityError> {
+        spiffe_id_of(&self.chain[0])
+    }
+}
+
+/// The roots peers are verified against, and the trust domain they must be in.
+#[derive(Clone)]
+pub struct TrustBundle {
+    pub trust_domain: String,
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
+impl TrustBundle {
+    pub fn from_pem(trust_domain: &str, roots_pem: &str) -> Result<TrustBundle, IdentityError> {
+        let roots: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(roots_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| IdentityError::Pem(e.to_string()))?;
+        if roots.is_empty() {
+            return Err(IdentityError::Pem("no root certificate in the trust bundle".into()));
+        }
+        Ok(TrustBundle { trust_domain: trust_domain.to_string(), roots })
+    }
+
+    fn root_store(&self) -> Result<Arc<rustls::RootCertStore>, IdentityError> {
+        let mut store = rustls::RootCertStore::empty();
+        for r in &self.roots {
+            store.add(r.clone()).map_err(|e| IdentityError::Tls(format!("root certificate: {e}")))?;
+        }
+        Ok(Arc::new(store))
+    }
+}
+
+/// The SPIFFE ID (URI SAN) of a certificate.
+pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Result<SpiffeId, IdentityError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    let san = parsed
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?
+        .ok_or_else(|| IdentityError::Certificate("the certificate has no subject alternative name".into()))?;
+    for name in &san.value.general_names {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name {
+            if uri.starts_with("spiffe://") {
+                return uri.parse();
+            }
+        }
+    }
+    Err(IdentityError::Certificate("the certificate has no spiffe:// URI".into()))
+}
+
+/// The peer's SPIFFE ID after a handshake, from its certificates.
+pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
+    certs.and_then(|c| c.first()).and_then(|c| spiffe_id_of(c).ok())
+}
+
+/// The server side. `require_client_cert: false` is PERMISSIVE: plaintext is
+/// handled before TLS, and a TLS client without a certificate is accepted too.
+pub fn server_config(identity: &Identity, bundle: &TrustBundle, require_client_cert: bool) -> Result<Arc<rustls::ServerConfig>, IdentityError> {
+    let provider = provider();
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(bundle.root_store()?, provider.clone());
+    if !require_client_cert {
+        builder = builder.allow_unauthenticated();
+    }
+    let webpki = builder.build().map_err(|e| IdentityError::Tls(e.to_string()))?;
+    let verifier = Arc::new(SpiffeClientVerifier { inner: webpki, trust_domain: bundle.trust_domain.clone() });
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| IdentityError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| IdentityError::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// The client side: the server must present one of `expected`.
+pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
+    let provider = provider();
+    let anchors = bundle
+        .roots
+        .iter()
+        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IdentityError::Tls(format!("root certificate: {e}")))?;
+    let verifier = Arc::new(SpiffeServerVerifier { anchors, expected, algorithms: provider.signature_verification_algorithms });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| IdentityError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| IdentityError::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// Any name works for the TLS layer: identity is checked by SPIFFE ID.
+pub fn mesh_server_name() -> ServerName<'static> {
+    ServerName::try_from("weft.mesh").expect("a valid DNS name")
+}
+
+fn webpki_error(e: webpki::Error) -> rustls::Error {
+    use webpki::Error as W;
+    let c = match e {
+        W::CertExpired { .. } => CertificateError::Expired,
+        W::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        W::UnknownIssuer => CertificateError::UnknownIssuer,
+        W::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        other => CertificateError::Other(rustls::OtherError(Arc::new(IdentityError::Tls(format!("{other:?}"))))),
+    };
+    rustls::Error::InvalidCertificate(c)
+}
+
+fn identity_error(msg: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(IdentityError::Tls(msg)))))
+}
+
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    expected: Vec<SpiffeId>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ee = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_error)?;
+        ee.verify_for_usage(self.algorithms.all, &self.anchors, intermediates, now, webpki::KeyUsage::server_auth(), None, None)
+            .map_err(webpki_error)?;
+        let id = spiffe_id_of(end_entity).map_err(|e| identity_error(e.to_string()))?;
+        if !self.expected.contains(&id) {
+            let want: Vec<String> = self.expected.iter().map(|e| e.to_string()).collect();
+            return Err(identity_error(format!("server is {id}, expected {}", want.join(" or "))));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// webpki's client verification (chain, validity, clientAuth), plus: the
+/// client's SPIFFE ID is in our trust domain.
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    trust_domain: String,
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let id = spiffe_id_of(end_entity).map_err(|e| identity_error(e.to_string()))?;
+        if id.trust_domain != self.trust_domain {
+            return Err(identity_error(format!("client {id} is not in trust domain {}", self.trust_domain)));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
