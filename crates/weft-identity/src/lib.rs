@@ -1,6 +1,6 @@
 //! weft-identity: who a workload is and how peers prove it.
 //!
-//! - [`SpiffeId`]: `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT`.
+//! - [`SpiffeId`], the identity: `spiffe://TRUST-DOMAIN/ns/NAMESPACE/sa/SERVICE-ACCOUNT`.
 //! - [`CertificateAuthority`]: the mesh CA, self-signed by default or plugged in
 //!   from files (root, intermediate and key, chain), signing workload CSRs into
 //!   short-lived X.509 SVIDs for exactly the identity granted.
