@@ -19,6 +19,24 @@ pub struct Args {
     /// How long a disconnected proxy's workload stays an endpoint (e.g. `10s`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     endpoint_grace: std::time::Duration,
+    /// The trust domain of workload identities (spiffe://TRUST-DOMAIN/ns/NS/sa/SA).
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Lifetime of workload certificates; proxies renew at about half of it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    cert_ttl: std::time::Duration,
+    /// A plugged-in CA: the signing certificate (usually an intermediate)...
+    #[arg(long, requires_all = ["ca_key", "ca_roots"])]
+    ca_cert: Option<PathBuf>,
+    /// ...its private key (PKCS#8 PEM)...
+    #[arg(long)]
+    ca_key: Option<PathBuf>,
+    /// ...the certificates between it and the root...
+    #[arg(long)]
+    ca_chain: Option<PathBuf>,
+    /// ...and the root(s) workloads trust. Without --ca-cert, a root is created in DATA_DIR/ca.
+    #[arg(long)]
+    ca_roots: Option<PathBuf>,
     /// Namespace whose selector-less policies apply to the whole mesh.
     #[arg(long, default_value = weft_model::mesh::DEFAULT_ROOT_NAMESPACE)]
     root_namespace: String,
@@ -27,16 +45,27 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
     let store = weft_controller::store::RedbStore::open(&args.data_dir)?;
+    let plugged = match (&args.ca_cert, &args.ca_key, &args.ca_roots) {
+        (Some(cert), Some(key), Some(roots)) => Some(weft_controller::identity::PluggedCa {
+            cert: cert.clone(),
+            key: key.clone(),
+            chain: args.ca_chain.clone(),
+            roots: roots.clone(),
+        }),
+        _ => None,
+    };
+    let ca = weft_controller::identity::MeshCa::open(&args.data_dir, &args.trust_domain, plugged.as_ref(), args.cert_ttl)?;
     let controller = weft_controller::api::Controller::new(
         Box::new(store),
         weft_model::analyze::Options { root_namespace: args.root_namespace },
         args.endpoint_grace,
+        ca,
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
-        let push = weft_controller::push::PushService { registry: controller.registry.clone() };
+        let push = weft_controller::push::PushService { registry: controller.registry.clone(), ca: controller.ca.clone() };
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024),

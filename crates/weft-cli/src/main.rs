@@ -58,10 +58,16 @@ enum Command {
     ProxyConfig {
         /// The proxy's id, as `weft proxy-status` lists it.
         proxy: String,
-        #[arg(default_value = "all", value_parser = ["all", "listeners", "routes", "clusters", "endpoints"])]
+        #[arg(default_value = "all", value_parser = ["all", "listeners", "routes", "clusters", "endpoints", "secret"])]
         section: String,
         #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
         output: String,
+    },
+    /// Join tokens: `weft token create --namespace NS --service-account SA` grants a
+    /// proxy that identity's certificate (pass it as `weft-proxy run --token`).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Delete configuration named in files, or by KIND NAME.
     Delete {
@@ -74,6 +80,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token granting one namespace/service-account identity.
+    Create {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+        /// How long the token can be used to obtain certificates.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = (|| match cli.command {
@@ -83,6 +103,9 @@ fn main() -> ExitCode {
         Command::Get { kind, name, namespace, all_namespaces, output } => {
             let ns = (!all_namespaces).then_some(namespace.as_str());
             resources::get(&client::ControllerClient::new(&cli.controller)?, &kind, name.as_deref(), ns, &output)
+        }
+        Command::Token { action: TokenAction::Create { namespace, service_account, ttl } } => {
+            resources::create_token(&client::ControllerClient::new(&cli.controller)?, &namespace, &service_account, &ttl)
         }
         Command::ProxyStatus => resources::proxy_status(&client::ControllerClient::new(&cli.controller)?),
         Command::ProxyConfig { proxy, section, output } => {

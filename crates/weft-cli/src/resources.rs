@@ -185,7 +185,38 @@ pub fn proxy_status(client: &ControllerClient) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn create_token(client: &ControllerClient, namespace: &str, service_account: &str, ttl: &str) -> anyhow::Result<ExitCode> {
+    let ttl = weft_model::values::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let req = serde_json::json!({"namespace": namespace, "service_account": service_account, "ttl_seconds": ttl.as_secs()});
+    let (status, body) = client.call(http::Method::POST, "/api/v1/tokens", Some(req))?;
+    if status >= 400 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("token not created"));
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("token for {} (valid until unix time {})", body["spiffe_id"].as_str().unwrap_or(""), body["expires_unix"]);
+    write_stdout(&format!("{}\n", body["token"].as_str().unwrap_or("")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn proxy_config(client: &ControllerClient, proxy: &str, section: &str, output: &str) -> anyhow::Result<ExitCode> {
+    if section == "secret" {
+        let (status, body) = client.call(http::Method::GET, &format!("/api/v1/proxies/{}/secret", enc(proxy)), None)?;
+        if status == 404 {
+            eprintln!("error: {}", body["error"].as_str().unwrap_or("no certificate"));
+            return Ok(ExitCode::from(1));
+        }
+        if output == "json" {
+            write_stdout(&(serde_json::to_string_pretty(&body)? + "\n"))?;
+        } else {
+            let s = |k: &str| body[k].as_str().map(str::to_string).unwrap_or_else(|| body[k].to_string());
+            let roots: Vec<String> = body["root_fingerprints"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            write_stdout(&table(vec![
+                vec!["SPIFFE ID".into(), "SERIAL".into(), "NOT BEFORE (unix)".into(), "NOT AFTER (unix)".into(), "ROOT SHA-256".into()],
+                vec![s("spiffe_id"), s("serial"), s("not_before_unix"), s("not_after_unix"), roots.join(",")],
+            ]))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (status, body) = client.call(http::Method::GET, &format!("/api/v1/proxies/{}/config", enc(proxy)), None)?;
     if status == 404 {
         eprintln!("error: {}", body["error"].as_str().unwrap_or("no such proxy"));

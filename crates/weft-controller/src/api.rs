@@ -26,6 +26,8 @@ pub struct Controller {
     pub analysis: Options,
     /// Connected proxies and what they were sent.
     pub registry: Arc<crate::push::Registry>,
+    /// The mesh CA: join tokens and workload certificates.
+    pub ca: Arc<crate::identity::MeshCa>,
     /// Wakes the push loop after the store changed.
     pub changed: tokio::sync::Notify,
     /// Serialises apply and delete so validation and commit see one state.
@@ -34,10 +36,11 @@ pub struct Controller {
 
 impl Controller {
     /// `grace`: how long a disconnected proxy's workload stays an endpoint.
-    pub fn new(store: Box<dyn Store>, analysis: Options, grace: std::time::Duration) -> Arc<Controller> {
+    pub fn new(store: Box<dyn Store>, analysis: Options, grace: std::time::Duration, ca: crate::identity::MeshCa) -> Arc<Controller> {
         Arc::new(Controller {
             store,
             analysis,
+            ca: Arc::new(ca),
             registry: crate::push::Registry::new(grace),
             changed: tokio::sync::Notify::new(),
             write_lock: tokio::sync::Mutex::new(()),
@@ -63,6 +66,8 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/analyze", get(analyze_live))
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/proxies/{id}/config", get(proxy_config))
+        .route("/api/v1/proxies/{id}/secret", get(proxy_secret))
+        .route("/api/v1/tokens", post(create_token))
         .with_state(controller)
 }
 
@@ -317,6 +322,27 @@ async fn proxy_config(State(c): State<Arc<Controller>>, axum::extract::Path(id):
     match c.registry.config_of(&id) {
         Some(cfg) => Json(&*cfg).into_response(),
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no proxy {id:?} (see weft proxy-status)")}))).into_response(),
+    }
+}
+
+async fn proxy_secret(State(c): State<Arc<Controller>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match c.ca.issued_to(&id) {
+        Some(info) => Json(info).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no certificate was issued to proxy {id:?}")}))).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    namespace: String,
+    service_account: String,
+    ttl_seconds: u64,
+}
+
+async fn create_token(State(c): State<Arc<Controller>>, Json(req): Json<TokenRequest>) -> Response {
+    match c.ca.create_token(&req.namespace, &req.service_account, std::time::Duration::from_secs(req.ttl_seconds)) {
+        Ok((token, id, expires)) => Json(serde_json::json!({"token": token, "spiffe_id": id.to_string(), "expires_unix": expires})).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
     }
 }
 

@@ -6,4 +6,5 @@
 pub mod api;
 pub mod store;
 pub mod compile;
+pub mod identity;
 pub mod push;

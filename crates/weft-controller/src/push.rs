@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tonic::{Request, Response, Status, Streaming};
-use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_message, ConfigPush, Hello, ProxyMessage};
+use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_message, CertifyRequest, CertifyResponse, ConfigPush, Hello, ProxyMessage};
 
 /// Sync state as `weft proxy-status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -146,14 +146,30 @@ impl Registry {
     }
 }
 
-/// The gRPC service proxies stream with.
+/// The gRPC service proxies stream with (and get their certificates from).
 pub struct PushService {
     pub registry: Arc<Registry>,
+    pub ca: Arc<crate::identity::MeshCa>,
 }
 
 #[tonic::async_trait]
 impl ProxyConfigService for PushService {
     type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<ConfigPush, Status>>;
+
+    async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
+        let r = request.into_inner();
+        let (issued, id, roots_pem) = self.ca.certify(&r.proxy_id, &r.token, &r.csr_pem).map_err(|e| {
+            tracing::warn!(proxy = %r.proxy_id, "certificate refused: {e}");
+            Status::permission_denied(e)
+        })?;
+        Ok(Response::new(CertifyResponse {
+            spiffe_id: id.to_string(),
+            chain_pem: issued.chain_pem,
+            roots_pem,
+            not_after_unix: issued.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            serial: issued.serial,
+        }))
+    }
 
     async fn stream(&self, request: Request<Streaming<ProxyMessage>>) -> Result<Response<Self::StreamStream>, Status> {
         let mut inbound = request.into_inner();

@@ -135,6 +135,16 @@ impl CertificateAuthority {
         &self.trust_domain
     }
 
+    /// The signing certificate, PEM (to persist a generated root).
+    pub fn signing_cert_pem(&self) -> &str {
+        &self.signing_cert_pem
+    }
+
+    /// The signing key, PKCS#8 PEM (to persist a generated root; keep it private).
+    pub fn signing_key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// The roots peers must trust, PEM, one after another.
     pub fn trust_bundle_pem(&self) -> String {
         self.roots_pem.concat()

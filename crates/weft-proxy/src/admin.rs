@@ -83,6 +83,14 @@ fn route(proxy: &Proxy, set_level: &SetLogLevel, req: Request<Incoming>) -> Resp
             }
         }
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n", "text/plain"),
+        (&Method::GET, "/certs") => match proxy.certificate.borrow().clone() {
+            Some(c) => text(
+                StatusCode::OK,
+                serde_json::json!({"spiffe_id": c.spiffe_id.to_string(), "serial": c.serial, "not_after_unix": c.not_after_unix}).to_string() + "\n",
+                "application/json",
+            ),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "no workload certificate yet\n", "text/plain"),
+        },
         (&Method::GET, "/config_dump") => {
             let snapshot = proxy.snapshot.borrow().clone();
             match serde_json::to_string_pretty(&*snapshot.config) {
@@ -105,7 +113,7 @@ fn route(proxy: &Proxy, set_level: &SetLogLevel, req: Request<Incoming>) -> Resp
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "weft-proxy admin: /ready /live /config_dump /stats/prometheus /logging?level=LEVEL\n",
+            "weft-proxy admin: /ready /live /certs /config_dump /stats/prometheus /logging?level=LEVEL\n",
             "text/plain",
         ),
     }

@@ -6,6 +6,7 @@
 //! Start reading at [`proxy`]: the request path top to bottom.
 
 pub mod admin;
+pub mod certs;
 pub mod config {
     //! The proxy config types, shared with the controller (defined in weft-proto).
     pub use weft_proto::config::*;

@@ -19,6 +19,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run the proxy from a config file (YAML or JSON; reloaded on change or SIGHUP).
     Run {
@@ -45,6 +46,13 @@ enum Command {
         /// The workload's IP address, as other workloads reach it.
         #[arg(long, default_value = "")]
         address: String,
+        /// Join token from `weft token create`: obtain (and renew) this workload's
+        /// certificate from the controller.
+        #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Trust domain of the workload's SPIFFE ID.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
         /// Ports the workload serves (comma-separated).
         #[arg(long, value_delimiter = ',')]
         ports: Vec<u32>,
@@ -108,7 +116,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, admin, workers, log } => {
+        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, trust_domain, admin, workers, log } => {
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
             let (filter, handle) = reload::Layer::new(filter);
             tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(true)).init();
@@ -116,12 +124,23 @@ fn real_main() -> anyhow::Result<()> {
                 let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
                 handle.reload(f).map_err(|e| e.to_string())
             });
+            let proxy_id = proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}"));
+            let certificates = match (&controller, token) {
+                (Some(addr), Some(token)) => Some(weft_proxy::certs::CertOptions {
+                    controller: addr.clone(),
+                    proxy_id: proxy_id.clone(),
+                    token,
+                    id: weft_identity::SpiffeId::new(&trust_domain, &namespace, &service_account)?,
+                }),
+                (None, Some(_)) => anyhow::bail!("--token needs --controller"),
+                _ => None,
+            };
             let controller = controller.map(|controller_address| {
                 let labels = labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 weft_proxy::control::ControlOptions {
                     address: controller_address,
                     hello: weft_proto::v1::Hello {
-                        proxy_id: proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}")),
+                        proxy_id: proxy_id.clone(),
                         workload,
                         namespace,
                         service_account,
@@ -133,7 +152,7 @@ fn real_main() -> anyhow::Result<()> {
                     },
                 }
             });
-            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, admin, workers, set_log_level })
+            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, admin, workers, set_log_level })
         }
         Command::Init {
             cleanup,

@@ -29,6 +29,8 @@ pub struct Proxy {
     pub passthrough: HttpClients,
     pub ready: AtomicBool,
     pub drain: Drain,
+    /// The workload certificate, once the controller has issued one.
+    pub certificate: watch::Sender<Option<Arc<crate::certs::WorkloadCert>>>,
 }
 
 /// Graceful shutdown: a signal every accept loop and connection watches, and

@@ -21,6 +21,8 @@ pub struct RunOptions {
     /// and inbound listeners, no routes) and waits for the controller.
     pub config: Option<PathBuf>,
     pub controller: Option<crate::control::ControlOptions>,
+    /// Obtain and renew a workload certificate from the controller.
+    pub certificates: Option<crate::certs::CertOptions>,
     pub admin: Vec<SocketAddr>,
     pub workers: usize,
     pub set_log_level: SetLogLevel,
@@ -50,6 +52,7 @@ async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
         passthrough: HttpClients::new(Duration::from_secs(5), idle_timeout),
         ready: false.into(),
         drain: Drain::default(),
+        certificate: watch::channel(None).0,
     });
     let _admin = admin::spawn(opts.admin.clone(), proxy.clone(), opts.set_log_level.clone())?;
     let mut tasks = Vec::new();
@@ -57,6 +60,9 @@ async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
         let socket = bind(l.address).with_context(|| format!("listener {:?} on {}", l.name, l.address))?;
         tracing::info!(listener = %l.name, address = %l.address, kind = ?l.kind, "listening");
         tasks.push(tokio::spawn(serve_listener(proxy.clone(), l, socket)));
+    }
+    if let Some(c) = opts.certificates.clone() {
+        tokio::spawn(crate::certs::run(c, proxy.clone()));
     }
     if let Some(control) = opts.controller.clone() {
         tokio::spawn(crate::control::run(control, proxy.clone(), tx.clone()));

@@ -386,6 +386,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 /// within one test.
 pub struct ControllerProcess {
     child: Option<Child>,
+    /// Extra `weft controller` arguments.
+    extra: Vec<String>,
     pub api: SocketAddr,
     pub grpc: SocketAddr,
     pub data_dir: PathBuf,
@@ -393,9 +395,14 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(net: &Net, data_dir: &std::path::Path) -> anyhow::Result<ControllerProcess> {
+        Self::start_with(net, data_dir, &[])
+    }
+
+    pub fn start_with(net: &Net, data_dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
         let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let grpc = SocketAddr::from((net.gateway(), free_port()?));
-        let mut c = ControllerProcess { child: None, api, grpc, data_dir: data_dir.to_path_buf() };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut c = ControllerProcess { child: None, extra, api, grpc, data_dir: data_dir.to_path_buf() };
         c.restart()?;
         Ok(c)
     }
@@ -406,6 +413,7 @@ impl ControllerProcess {
         let child = Command::new(workspace_bin("weft"))
             .args(["controller", "--data-dir", self.data_dir.to_str().unwrap_or_default()])
             .args(["--listen", &self.api.to_string(), "--grpc-listen", &self.grpc.to_string(), "--endpoint-grace", "2s"])
+            .args(&self.extra)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;

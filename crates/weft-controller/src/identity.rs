@@ -1,0 +1,209 @@
+//! The controller's certificate authority service: the mesh CA (a root made
+//! on first start and kept in the data directory, or one plugged in from
+//! files), join tokens that grant one identity, and CSR signing for proxies
+//! that present a valid token. The record of what was issued to which proxy
+//! backs `weft proxy-config PROXY secret`.
+
+use ring::hmac;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weft_identity::{CertificateAuthority, SpiffeId};
+
+/// Files of a CA plugged in by the operator.
+#[derive(Debug, Clone)]
+pub struct PluggedCa {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub chain: Option<PathBuf>,
+    pub roots: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedInfo {
+    pub spiffe_id: String,
+    pub serial: String,
+    pub not_before_unix: u64,
+    pub not_after_unix: u64,
+    /// SHA-256 of each trusted root (DER), hex.
+    pub root_fingerprints: Vec<String>,
+}
+
+pub struct MeshCa {
+    ca: CertificateAuthority,
+    token_key: hmac::Key,
+    pub cert_ttl: Duration,
+    issued: Mutex<BTreeMap<String, IssuedInfo>>,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(contents)
+}
+
+impl MeshCa {
+    /// Loads the CA: plugged-in files, else the root kept in `DATA_DIR/ca`, else a new root saved there.
+    pub fn open(data_dir: &Path, trust_domain: &str, plugged: Option<&PluggedCa>, cert_ttl: Duration) -> anyhow::Result<MeshCa> {
+        let dir = data_dir.join("ca");
+        std::fs::create_dir_all(&dir)?;
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        let ca = match plugged {
+            Some(p) => CertificateAuthority::from_pem(
+                trust_domain,
+                &read(&p.cert)?,
+                &read(&p.key)?,
+                &p.chain.as_deref().map(read).transpose()?.unwrap_or_default(),
+                &read(&p.roots)?,
+            )?,
+            None if dir.join("root.pem").exists() => {
+                let root = read(&dir.join("root.pem"))?;
+                CertificateAuthority::from_pem(trust_domain, &root, &read(&dir.join("root-key.pem"))?, "", &root)?
+            }
+            None => {
+                let ca = CertificateAuthority::generate_root(trust_domain)?;
+                std::fs::write(dir.join("root.pem"), ca.signing_cert_pem())?;
+                write_private(&dir.join("root-key.pem"), ca.signing_key_pem().as_bytes())?;
+                tracing::info!(dir = %dir.display(), "created a new mesh root CA");
+                ca
+            }
+        };
+        let secret_path = dir.join("token.key");
+        let secret = match std::fs::read(&secret_path) {
+            Ok(s) if s.len() == 32 => s,
+            _ => {
+                let mut s = vec![0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s).map_err(|_| anyhow::anyhow!("no randomness"))?;
+                write_private(&secret_path, &s)?;
+                s
+            }
+        };
+        Ok(MeshCa { ca, token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret), cert_ttl, issued: Mutex::new(BTreeMap::new()) })
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        self.ca.trust_domain()
+    }
+
+    /// A join token granting `namespace/service_account` until `ttl` from now.
+    pub fn create_token(&self, namespace: &str, service_account: &str, ttl: Duration) -> anyhow::Result<(String, SpiffeId, u64)> {
+        let id = SpiffeId::new(self.trust_domain(), namespace, service_account)?;
+        let expires = unix(SystemTime::now() + ttl);
+        let payload = format!("{namespace}/{service_account}/{expires}");
+        let tag = hmac::sign(&self.token_key, payload.as_bytes());
+        Ok((format!("{}.{}", hex(payload.as_bytes()), hex(tag.as_ref())), id, expires))
+    }
+
+    /// The identity a token grants, if it is genuine and unexpired.
+    pub fn verify_token(&self, token: &str) -> Result<SpiffeId, String> {
+        let (payload_hex, tag_hex) = token.split_once('.').ok_or("malformed token")?;
+        let payload = unhex(payload_hex).ok_or("malformed token")?;
+        let tag = unhex(tag_hex).ok_or("malformed token")?;
+        hmac::verify(&self.token_key, &payload, &tag).map_err(|_| "token not issued by this controller")?;
+        let text = String::from_utf8(payload).map_err(|_| "malformed token")?;
+        let mut parts = text.split('/');
+        let (ns, sa, exp) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let exp: u64 = exp.parse().map_err(|_| "malformed token")?;
+        if exp < unix(SystemTime::now()) {
+            return Err("token expired; create a new one with `weft token create`".into());
+        }
+        SpiffeId::new(self.trust_domain(), ns, sa).map_err(|e| e.to_string())
+    }
+
+    /// Signs a proxy's CSR for the identity its token grants.
+    pub fn certify(&self, proxy_id: &str, token: &str, csr_pem: &str) -> Result<(weft_identity::IssuedCertificate, SpiffeId, String), String> {
+        let id = self.verify_token(token)?;
+        let issued = self.ca.sign_csr(csr_pem, &id, self.cert_ttl).map_err(|e| e.to_string())?;
+        let roots = self.ca.trust_bundle_pem();
+        let fingerprints = weft_identity::TrustBundle::from_pem(self.trust_domain(), &roots)
+            .map(|b| b.roots.iter().map(|r| hex(ring::digest::digest(&ring::digest::SHA256, r.as_ref()).as_ref())).collect())
+            .unwrap_or_default();
+        self.issued.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            proxy_id.to_string(),
+            IssuedInfo {
+                spiffe_id: id.to_string(),
+                serial: issued.serial.clone(),
+                not_before_unix: unix(issued.not_before),
+                not_after_unix: unix(issued.not_after),
+                root_fingerprints: fingerprints,
+            },
+        );
+        tracing::info!(proxy = proxy_id, identity = %id, serial = %issued.serial, "certificate issued");
+        Ok((issued, id, roots))
+    }
+
+    pub fn issued_to(&self, proxy_id: &str) -> Option<IssuedInfo> {
+        self.issued.lock().unwrap_or_else(|e| e.into_inner()).get(proxy_id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(tag: &str) -> (MeshCa, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("weft-meshca-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (MeshCa::open(&dir, "cluster.local", None, Duration::from_secs(60)).unwrap(), dir)
+    }
+
+    #[test]
+    fn tokens_grant_one_identity_and_cannot_be_forged() {
+        let (m, dir) = ca("tokens");
+        let (token, id, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
+        assert_eq!(m.verify_token(&token).unwrap(), id);
+        // Changing the granted identity breaks the signature.
+        let (payload, tag) = token.split_once('.').unwrap();
+        let forged_payload = hex(String::from_utf8(unhex(payload).unwrap()).unwrap().replace("shop", "bank").as_bytes());
+        assert_eq!(m.verify_token(&format!("{forged_payload}.{tag}")).unwrap_err(), "token not issued by this controller");
+        let (old, _, _) = m.create_token("shop", "checkout", Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(m.verify_token(&old).unwrap_err().contains("expired"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_root_and_token_secret_survive_a_restart() {
+        let (m, dir) = ca("restart");
+        let (token, _, _) = m.create_token("a", "b", Duration::from_secs(60)).unwrap();
+        let root = m.ca.trust_bundle_pem();
+        let again = MeshCa::open(&dir, "cluster.local", None, Duration::from_secs(60)).unwrap();
+        assert_eq!(again.ca.trust_bundle_pem(), root);
+        assert!(again.verify_token(&token).is_ok());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.join("ca/root-key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_token_for_one_namespace_cannot_certify_another() {
+        let (m, dir) = ca("grant");
+        let (token, _, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
+        let kc = weft_identity::csr::generate(&SpiffeId::new("cluster.local", "bank", "admin").unwrap()).unwrap();
+        let e = m.certify("p", &token, &kc.csr_pem).unwrap_err();
+        assert!(e.contains("may only get spiffe://cluster.local/ns/shop/sa/checkout"), "{e}");
+        let kc = weft_identity::csr::generate(&SpiffeId::new("cluster.local", "shop", "checkout").unwrap()).unwrap();
+        let (cert, id, _) = m.certify("p", &token, &kc.csr_pem).unwrap();
+        assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/checkout");
+        assert_eq!(m.issued_to("p").unwrap().serial, cert.serial);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,70 @@
+//! The proxy's workload certificate: a key generated here (it never leaves
+//! the process), a CSR sent to the controller with the join token, and
+//! renewal at half the certificate's lifetime. Failures are retried with
+//! backoff while the current certificate, if any, stays in use.
+
+use crate::proxy::Proxy;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weft_identity::{csr, Identity, SpiffeId, TrustBundle};
+use weft_proto::v1::{proxy_config_service_client::ProxyConfigServiceClient, CertifyRequest};
+
+#[derive(Debug, Clone)]
+pub struct CertOptions {
+    pub controller: String,
+    pub proxy_id: String,
+    pub token: String,
+    pub id: SpiffeId,
+}
+
+/// The certificate in use and what it is trusted against.
+pub struct WorkloadCert {
+    pub identity: Identity,
+    pub bundle: TrustBundle,
+    pub spiffe_id: SpiffeId,
+    pub serial: String,
+    pub not_after_unix: i64,
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Keeps a valid certificate in `proxy.certificate`, forever.
+pub async fn run(opts: CertOptions, proxy: Arc<Proxy>) {
+    let mut failures: u32 = 0;
+    loop {
+        match fetch(&opts).await {
+            Ok(cert) => {
+                failures = 0;
+                let lifetime = (cert.not_after_unix - now_unix()).max(0) as u64;
+                tracing::info!(identity = %cert.spiffe_id, serial = %cert.serial, "workload certificate installed; renewing in {}s", lifetime / 2);
+                proxy.certificate.send_replace(Some(Arc::new(cert)));
+                tokio::time::sleep(Duration::from_secs((lifetime / 2).max(1))).await;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = Duration::from_millis((250u64 << failures.min(5)).min(5_000));
+                tracing::warn!("cannot get a workload certificate ({e}); retrying in {}ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn fetch(opts: &CertOptions) -> Result<WorkloadCert, String> {
+    let kc = csr::generate(&opts.id).map_err(|e| e.to_string())?;
+    let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.controller)).await.map_err(|e| format!("controller unreachable: {e}"))?;
+    let resp = client
+        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let identity = Identity::from_pem(&resp.chain_pem, &kc.key_pem).map_err(|e| e.to_string())?;
+    let got = identity.spiffe_id().map_err(|e| e.to_string())?;
+    if got != opts.id {
+        return Err(format!("the controller issued {got}, this proxy serves {}", opts.id));
+    }
+    let bundle = TrustBundle::from_pem(&opts.id.trust_domain, &resp.roots_pem).map_err(|e| e.to_string())?;
+    Ok(WorkloadCert { identity, bundle, spiffe_id: got, serial: resp.serial, not_after_unix: resp.not_after_unix })
+}
