@@ -166,17 +166,25 @@ fn explicit_mode_needs_no_iptables() {
     let net = Net::new().expect("network namespaces");
     let a = net.pod("a").unwrap();
     let b = net.pod("b").unwrap();
+    let c = net.pod("c").unwrap();
     b.start_echo(8080, "v1").unwrap();
+    c.start_echo(8080, "v1").unwrap();
     let config = format!(
-        "listeners:\n- {{name: to-b, kind: explicit, address: \"127.0.0.1:18080\", cluster: b}}\nclusters:\n- {{name: b, endpoints: [\"{}:8080\"]}}\n",
-        b.ip
+        "listeners:\n- {{name: to-b, kind: explicit, address: \"127.0.0.1:18080\", cluster: b}}\nclusters:\n- {{name: b, endpoints: [\"{}:8080\", \"{}:8080\"]}}\n",
+        b.ip, c.ip
     );
     a.start_proxy_without_init(&config).unwrap();
     let rules = a.exec_ok("iptables-save", &["-t", "nat"]).unwrap();
     assert!(!String::from_utf8_lossy(&rules.stdout).contains("WEFT"), "explicit mode installs no rules");
-    let (code, body) = a.curl("http://127.0.0.1:18080/explicit", &[]).unwrap();
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"pod\":\"b\""), "{body}");
+    // Round robin over the cluster's two endpoints: each request to the next one.
+    let mut pods = Vec::new();
+    for _ in 0..4 {
+        let (code, body) = a.curl("http://127.0.0.1:18080/explicit", &[]).unwrap();
+        assert_eq!(code, 200, "{body}");
+        pods.push(body.split("\"pod\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?").to_string());
+    }
+    assert_eq!(pods.iter().filter(|p| *p == "b").count(), 2, "{pods:?}");
+    assert_eq!(pods.iter().filter(|p| *p == "c").count(), 2, "{pods:?}");
 }
 
 #[test]

@@ -372,7 +372,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
     };
     match info.listener.kind {
         ListenerKind::Explicit => {
-            let (route, _, _) = tcp_target(snapshot, info)?;
+            let route: Arc<str> = Arc::from(info.listener.name.as_str());
             let name = info.listener.cluster.as_deref().unwrap_or("");
             let c = snapshot.cluster(name).ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("cluster {name:?} is not configured")))?;
             from_cluster(route, c)
