@@ -69,39 +69,58 @@ enum Command {
     },
     /// Install iptables rules redirecting this network namespace's TCP traffic
     /// to the proxy (outbound to --outbound-port, inbound to --inbound-port).
-    Init {
-        /// Remove exactly the rules init added, and nothing else.
-        #[arg(long)]
-        cleanup: bool,
-        /// The uid the proxy runs as; its own traffic is never redirected.
-        #[arg(long, default_value_t = 1337)]
-        proxy_uid: u32,
-        /// Also exempt traffic from this gid.
-        #[arg(long)]
-        proxy_gid: Option<u32>,
-        #[arg(long, default_value_t = 15001)]
-        outbound_port: u16,
-        #[arg(long, default_value_t = 15006)]
-        inbound_port: u16,
-        /// Inbound ports that bypass the proxy (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        exclude_inbound_ports: Vec<u16>,
-        /// Outbound destination ports that bypass the proxy (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        exclude_outbound_ports: Vec<u16>,
-        /// Outbound destination CIDRs that bypass the proxy (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        exclude_outbound_cidrs: Vec<String>,
-        /// Do not intercept inbound traffic.
-        #[arg(long)]
-        no_inbound: bool,
-        /// Also program ip6tables.
-        #[arg(long)]
-        ipv6: bool,
-        /// Print the iptables commands instead of running them.
-        #[arg(long)]
-        dry_run: bool,
-    },
+    Init(InitArgs),
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// Remove exactly the rules init added, and nothing else.
+    #[arg(long)]
+    cleanup: bool,
+    /// The uid the proxy runs as; its own traffic is never redirected.
+    #[arg(long, default_value_t = 1337)]
+    proxy_uid: u32,
+    /// Also exempt traffic from this gid.
+    #[arg(long)]
+    proxy_gid: Option<u32>,
+    #[arg(long, default_value_t = 15001)]
+    outbound_port: u16,
+    #[arg(long, default_value_t = 15006)]
+    inbound_port: u16,
+    /// Inbound ports that bypass the proxy (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports that bypass the proxy (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_ports: Vec<u16>,
+    /// Outbound destination CIDRs that bypass the proxy (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    exclude_outbound_cidrs: Vec<String>,
+    /// Do not intercept inbound traffic.
+    #[arg(long)]
+    no_inbound: bool,
+    /// Also program ip6tables.
+    #[arg(long)]
+    ipv6: bool,
+    /// Print the iptables commands instead of running them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl From<InitArgs> for InitOptions {
+    fn from(a: InitArgs) -> InitOptions {
+        InitOptions {
+            proxy_uid: a.proxy_uid,
+            proxy_gid: a.proxy_gid,
+            outbound_port: a.outbound_port,
+            inbound_port: a.inbound_port,
+            exclude_inbound_ports: a.exclude_inbound_ports,
+            exclude_outbound_ports: a.exclude_outbound_ports,
+            exclude_outbound_cidrs: a.exclude_outbound_cidrs,
+            inbound: !a.no_inbound,
+            ipv6: a.ipv6,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -154,30 +173,9 @@ fn real_main() -> anyhow::Result<()> {
             });
             weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, admin, workers, set_log_level })
         }
-        Command::Init {
-            cleanup,
-            proxy_uid,
-            proxy_gid,
-            outbound_port,
-            inbound_port,
-            exclude_inbound_ports,
-            exclude_outbound_ports,
-            exclude_outbound_cidrs,
-            no_inbound,
-            ipv6,
-            dry_run,
-        } => {
-            let o = InitOptions {
-                proxy_uid,
-                proxy_gid,
-                outbound_port,
-                inbound_port,
-                exclude_inbound_ports,
-                exclude_outbound_ports,
-                exclude_outbound_cidrs,
-                inbound: !no_inbound,
-                ipv6,
-            };
+        Command::Init(args) => {
+            let (cleanup, dry_run) = (args.cleanup, args.dry_run);
+            let o = InitOptions::from(args);
             if dry_run {
                 let rules = if cleanup { iptables::cleanup_rules() } else { iptables::rules(&o, false) };
                 for r in rules {
@@ -186,7 +184,7 @@ fn real_main() -> anyhow::Result<()> {
                 return Ok(());
             }
             if cleanup {
-                iptables::cleanup(ipv6);
+                iptables::cleanup(o.ipv6);
                 Ok(())
             } else {
                 iptables::init(&o).map_err(|e| anyhow::anyhow!(e))
