@@ -298,3 +298,68 @@ fn a_proxy_that_goes_away_leaves_the_endpoints_after_the_grace_period() {
     let status = statuses(&ctl);
     assert!(!status.contains("reviews-2"), "{status}");
 }
+
+/// `n` requests from `client` to `http://reviews:9080/`, counted by answering pod.
+fn split(client: &Pod, n: usize, header: Option<&str>) -> std::collections::BTreeMap<String, u64> {
+    let n = n.to_string();
+    let mut args = vec!["count", "http://reviews:9080/", n.as_str()];
+    if let Some(h) = header {
+        args.push(h);
+    }
+    let out = client.exec_ok(weft_testkit::workspace_bin("weft-echo"), &args).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn weighted(v1: u32, v2: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - match:\n    - headers: {{x-canary: {{exact: \"true\"}}}}\n    - headers: {{x-beta-user: {{exact: \"true\"}}}}\n    route:\n    - destination: {{host: reviews, subset: v2}}\n  - route:\n    - {{destination: {{host: reviews, subset: v1}}, weight: {v1}}}\n    - {{destination: {{host: reviews, subset: v2}}, weight: {v2}}}\n"
+    )
+}
+
+#[test]
+fn canary_split_90_10_holds_within_3_points_and_header_users_always_reach_v2() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("split")).unwrap();
+    let v1 = net.pod("reviews-v1").unwrap();
+    let v2 = net.pod("reviews-v2").unwrap();
+    for (pod, version) in [(&v1, "v1"), (&v2, "v2")] {
+        pod.start_echo(8080, version).unwrap();
+        pod.start_meshed_proxy(ctl.grpc, "default", &format!("app=reviews,version={version}"), &[]).unwrap();
+    }
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    ctl.apply(&format!("{REVIEWS}---\n{}", weighted(90, 10))).unwrap();
+    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    wait_all_synced(&ctl, 3, Duration::from_secs(5));
+
+    let counts = split(&client, 2000, None);
+    let (a, b) = (counts.get("reviews-v1").copied().unwrap_or(0), counts.get("reviews-v2").copied().unwrap_or(0));
+    assert_eq!(a + b, 2000, "every request answered by v1 or v2: {counts:?}");
+    let share = b as f64 / 2000.0 * 100.0;
+    assert!((7.0..=13.0).contains(&share), "v2 got {share:.1}% of 2000 requests, not 10 +- 3: {counts:?}");
+    for header in ["x-canary:true", "x-beta-user:true"] {
+        assert_eq!(split(&client, 200, Some(header)), [("reviews-v2".to_string(), 200)].into(), "{header} always reaches v2");
+    }
+
+    // 50/50, applied while traffic flows: followed within a second, and no request fails.
+    let mut counter = client.command(weft_testkit::workspace_bin("weft-echo"));
+    counter.args(["count", "http://reviews:9080/", "3000"]);
+    let during = std::thread::spawn(move || counter.output());
+    ctl.apply(&weighted(50, 50)).unwrap();
+    let changed = Instant::now();
+    loop {
+        let c = split(&client, 200, None);
+        let b = c.get("reviews-v2").copied().unwrap_or(0);
+        if (70..=130).contains(&b) {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(1), "still not 50/50 a second after the change: {c:?}");
+    }
+    let during: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&during.join().unwrap().unwrap().stdout).unwrap();
+    assert_eq!(during.keys().filter(|k| k.starts_with("reviews-")).count(), 2, "{during:?}");
+    assert_eq!(during.values().sum::<u64>(), during.get("reviews-v1").copied().unwrap_or(0) + during.get("reviews-v2").copied().unwrap_or(0), "no request failed during the change: {during:?}");
+    let counts = split(&client, 2000, None);
+    let share = counts.get("reviews-v2").copied().unwrap_or(0) as f64 / 20.0;
+    assert!((47.0..=53.0).contains(&share), "v2 got {share:.1}% after 50/50: {counts:?}");
+}

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use weft_model::mesh::{Mesh, RouteAction, Service, SidecarScope};
-use weft_proto::config::{Cluster, ProxyConfig, Route};
+use weft_proto::config::{Cluster, HeaderMatch, HttpRule, ProxyConfig, RequestMatch, Route, StringMatch, WeightedCluster};
 
 /// A live endpoint: a connected proxy's workload, or a declared one (Pod with
 /// an IP, WorkloadEntry).
@@ -97,16 +97,73 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
             }
             .or_else(|| cluster_for(&svc.host, None, p.port));
             let Some(cluster) = cluster else { continue };
+            let http = mesh.routes.get(&svc.host).map(|r| http_rules(&r.http, p.port, &mut cluster_for)).unwrap_or_default();
             cfg.routes.push(Route {
                 name: format!("{}:{}", svc.host, p.port),
                 destinations: svc.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, p.port)).into_iter().collect(),
                 hosts: host_names(svc, p.port, only_port),
                 cluster,
+                http,
             });
         }
     }
     cfg.clusters = clusters.into_values().collect();
     cfg
+}
+
+fn string_match(m: &weft_model::mesh::StringMatch) -> StringMatch {
+    use weft_model::mesh::StringMatch as M;
+    match m {
+        M::Exact(v) => StringMatch::exact(v),
+        M::Prefix(v) => StringMatch::prefix(v),
+        M::Regex(v) => StringMatch::regex(v),
+        M::Present => StringMatch::present(),
+    }
+}
+
+/// A match the proxy can evaluate, or `None` when it has conditions the proxy
+/// does not evaluate yet (query parameters, ports, source labels, gateways,
+/// case-insensitive paths): such a match is left out, so it matches nothing
+/// rather than too much.
+fn request_match(m: &weft_model::mesh::RequestMatch) -> Option<RequestMatch> {
+    let unsupported = m.ignore_case
+        || m.authority.is_some()
+        || !m.query.is_empty()
+        || m.port.is_some()
+        || !m.source_labels.is_empty()
+        || m.source_namespace.is_some()
+        || !m.gateways.is_empty();
+    if unsupported {
+        return None;
+    }
+    Some(RequestMatch {
+        path: m.path.as_ref().map(string_match),
+        method: m.method.clone(),
+        headers: m.headers.iter().map(|h| HeaderMatch { name: h.name.to_ascii_lowercase(), value: string_match(&h.value), invert: h.invert }).collect(),
+    })
+}
+
+/// The proxy's HTTP rules for one host and port. Rules that forward become
+/// weighted clusters; redirects, direct responses and rules none of whose
+/// matches the proxy can evaluate are left out for now.
+fn http_rules(rules: &[weft_model::mesh::HttpRule], port: u16, cluster_for: &mut impl FnMut(&str, Option<&str>, u16) -> Option<String>) -> Vec<HttpRule> {
+    let mut out = Vec::new();
+    for r in rules {
+        let RouteAction::Forward(dests) = &r.action else { continue };
+        let matches: Vec<RequestMatch> = r.matches.iter().filter_map(request_match).collect();
+        if !r.matches.is_empty() && matches.is_empty() {
+            continue;
+        }
+        let clusters: Vec<WeightedCluster> = dests
+            .iter()
+            .filter_map(|d| Some(WeightedCluster { cluster: cluster_for(&d.host, d.subset.as_deref(), d.port.unwrap_or(port))?, weight: d.weight }))
+            .collect();
+        if clusters.iter().all(|c| c.weight == 0) {
+            continue;
+        }
+        out.push(HttpRule { name: r.name.clone(), matches, clusters });
+    }
+    out
 }
 
 /// A stable version for a config: the same config always gets the same version.
@@ -157,6 +214,13 @@ mod tests {
         let vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: prod}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {x-canary: {exact: \"true\"}}}]\n    route: [{destination: {host: reviews, subset: v1}}]\n  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 10}\n    - {destination: {host: reviews, subset: v2}, weight: 90}\n";
         let cfg = compile(&mesh(&format!("{BASE}{vs}")), &[ep("10.0.0.1", "v1"), ep("10.0.0.2", "v2")], "prod", None);
         assert_eq!(cfg.routes[0].cluster, "outbound|9080|v2|reviews.prod.svc.cluster.local");
+        let http = &cfg.routes[0].http;
+        assert_eq!(http.len(), 2);
+        assert_eq!(http[0].matches[0].headers[0].name, "x-canary");
+        assert_eq!(http[0].clusters, vec![WeightedCluster { cluster: "outbound|9080|v1|reviews.prod.svc.cluster.local".into(), weight: 100 }]);
+        assert_eq!(http[1].clusters.iter().map(|c| c.weight).collect::<Vec<_>>(), [10, 90]);
+        assert!(http[1].matches.is_empty());
+        assert!(cfg.check().is_ok(), "{:?}", cfg.check());
         let c = cfg.clusters.iter().find(|c| c.name == cfg.routes[0].cluster).unwrap();
         assert_eq!(c.endpoints, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
         assert_eq!(version_of(&cfg), version_of(&cfg.clone()));

@@ -81,7 +81,88 @@ pub struct Route {
     /// Host names (`reviews`, `reviews.prod.svc.cluster.local`, optionally `:port`).
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Where opaque TCP goes, and HTTP when `http` is empty.
     pub cluster: String,
+    /// HTTP rules, tried in order; the first that matches picks among its
+    /// weighted clusters. A request no rule matches is answered 404 (NR).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Any of these matches the rule; empty matches every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RequestMatch>,
+    pub clusters: Vec<WeightedCluster>,
+}
+
+/// Every set condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Lowercase header name.
+    pub name: String,
+    pub value: StringMatch,
+    /// Match when the header does not match.
+    #[serde(default)]
+    pub invert: bool,
+}
+
+/// Exactly one of the fields is set (`{exact: v}`, `{prefix: v}`, `{regex: v}`,
+/// `{present: true}`), as in Istio's StringMatch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StringMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// RE2 syntax, matched against the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Present with any value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub present: bool,
+}
+
+impl StringMatch {
+    pub fn exact(v: &str) -> StringMatch {
+        StringMatch { exact: Some(v.into()), ..StringMatch::default() }
+    }
+    pub fn prefix(v: &str) -> StringMatch {
+        StringMatch { prefix: Some(v.into()), ..StringMatch::default() }
+    }
+    pub fn regex(v: &str) -> StringMatch {
+        StringMatch { regex: Some(v.into()), ..StringMatch::default() }
+    }
+    pub fn present() -> StringMatch {
+        StringMatch { present: true, ..StringMatch::default() }
+    }
+    fn set_count(&self) -> usize {
+        [self.exact.is_some(), self.prefix.is_some(), self.regex.is_some(), self.present].iter().filter(|b| **b).count()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedCluster {
+    pub cluster: String,
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +306,22 @@ impl ProxyConfig {
             if !clusters.contains_key(r.cluster.as_str()) {
                 return Err(format!("route {:?} refers to unknown cluster {:?}", r.name, r.cluster));
             }
+            for (i, rule) in r.http.iter().enumerate() {
+                let matchers = rule.matches.iter().flat_map(|m| m.path.iter().chain(m.headers.iter().map(|h| &h.value)));
+                for sm in matchers {
+                    if sm.set_count() != 1 {
+                        return Err(format!("route {:?} rule {i}: a string match needs exactly one of exact, prefix, regex, present", r.name));
+                    }
+                }
+                if rule.clusters.iter().map(|c| c.weight as u64).sum::<u64>() == 0 {
+                    return Err(format!("route {:?} rule {i} has no cluster with a weight above 0", r.name));
+                }
+                for c in &rule.clusters {
+                    if !clusters.contains_key(c.cluster.as_str()) {
+                        return Err(format!("route {:?} rule {i} refers to unknown cluster {:?}", r.name, c.cluster));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -311,6 +408,22 @@ mod tests {
         assert!(base.endpoint_delta(&rerouted).is_none(), "a route change needs the whole config");
         let bad: BTreeMap<String, Vec<SocketAddr>> = [("zz".to_string(), vec![])].into();
         assert_eq!(base.with_endpoints(&bad).unwrap_err(), "endpoint update for unknown cluster \"zz\"");
+    }
+
+    #[test]
+    fn http_rules_parse_and_are_checked() {
+        let cfg: ProxyConfig = serde_norway::from_str(
+            "clusters:\n- {name: v1, endpoints: []}\n- {name: v2, endpoints: []}\nroutes:\n- name: r\n  hosts: [r]\n  cluster: v1\n  http:\n  - matches: [{headers: [{name: x-canary, value: {exact: \"true\"}}]}, {path: {regex: \"/api/v[0-9]+\"}, method: GET}]\n    clusters: [{cluster: v2, weight: 100}]\n  - clusters: [{cluster: v1, weight: 90}, {cluster: v2, weight: 10}]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.routes[0].http[0].matches[1].path, Some(StringMatch::regex("/api/v[0-9]+")));
+        assert!(cfg.check().is_ok());
+        let mut bad = cfg.clone();
+        bad.routes[0].http[1].clusters[0].cluster = "v9".into();
+        assert_eq!(bad.check().unwrap_err(), "route \"r\" rule 1 refers to unknown cluster \"v9\"");
+        let mut zero = cfg;
+        zero.routes[0].http[0].clusters[0].weight = 0;
+        assert!(zero.check().unwrap_err().contains("no cluster with a weight above 0"));
     }
 
     #[test]

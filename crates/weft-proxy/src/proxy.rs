@@ -8,7 +8,7 @@ use crate::config::{Listener, ListenerKind, Protocol};
 use crate::detect::{detect, Detected};
 use crate::local_reply::{Flag, LocalReply};
 use crate::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
-use crate::snapshot::{ClusterState, Snapshot};
+use crate::snapshot::{ClusterState, RouteTarget, Snapshot};
 use crate::upstream::{self, Body, HttpClients};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -325,23 +325,25 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-fn request_id() -> HeaderValue {
+/// A fast, non-cryptographic random number (xorshift64*, seeded per thread):
+/// for request ids and weighted picks.
+fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new(std::collections::hash_map::RandomState::new().build_hasher().finish() | 1);
     }
-    // xorshift64*: unique enough for tracing ids, and cheap.
-    let next = || {
-        STATE.with(|s| {
-            let mut x = s.get();
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            s.set(x);
-            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        })
-    };
-    let (a, b) = (next(), next());
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+fn request_id() -> HeaderValue {
+    let (a, b) = (random_u64(), random_u64());
     let id = format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
         a >> 32,
@@ -360,7 +362,28 @@ struct Chosen {
     endpoint: SocketAddr,
 }
 
-fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>) -> Result<Chosen, LocalReply> {
+/// Applies a route's HTTP rules: the first rule that matches picks a cluster by weight.
+fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<(Arc<str>, Arc<ClusterState>), LocalReply> {
+    if target.rules.is_empty() {
+        return Ok((target.route.clone(), target.cluster.clone()));
+    }
+    let path = req.uri().path();
+    let rule = target
+        .rules
+        .iter()
+        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(req.method(), path, req.headers())))
+        .ok_or_else(|| LocalReply::new(404, Flag::NoRouteFound, format!("no rule of route {} matches {} {path}", target.route, req.method())))?;
+    let cluster = rule
+        .pick(random_u64())
+        .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", target.route)))?;
+    let route = match &rule.name {
+        Some(n) => Arc::from(format!("{}/{n}", target.route)),
+        None => target.route.clone(),
+    };
+    Ok((route, cluster.clone()))
+}
+
+fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Chosen, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
         pick(c).map(|endpoint| Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint })
     };
@@ -382,14 +405,18 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
             Ok(passthrough("inbound", dst))
         }
         ListenerKind::Outbound => {
-            if let Some(t) = host.and_then(|h| snapshot.route_for_host(h)) {
-                return from_cluster(t.route.clone(), &t.cluster);
-            }
-            let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
-            match snapshot.route_for_destination(dst) {
-                Some(t) => from_cluster(t.route.clone(), &t.cluster),
-                None => Ok(passthrough("passthrough", dst)),
-            }
+            let target = match host.and_then(|h| snapshot.route_for_host(h)) {
+                Some(t) => t,
+                None => {
+                    let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
+                    match snapshot.route_for_destination(dst) {
+                        Some(t) => t,
+                        None => return Ok(passthrough("passthrough", dst)),
+                    }
+                }
+            };
+            let (route, cluster) = routed(target, req)?;
+            from_cluster(route, &cluster)
         }
     }
 }
@@ -409,35 +436,23 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
     let chosen = if head_bytes > limit {
         Err(LocalReply::new(431, Flag::DownstreamProtocolError, format!("request headers are {head_bytes} bytes, over the {limit}-byte limit")))
     } else {
-        http_target(proxy, &snapshot, info, host.as_deref())
+        http_target(proxy, &snapshot, info, host.as_deref(), &req)
     };
     let (route, cluster) = match &chosen {
         Ok(c) => (c.route.clone(), c.cluster_name.clone()),
         Err(_) => (Arc::from("-"), "-".to_string()),
     };
-    let (resp, flag, reason, endpoint) = match chosen {
-        Err(reply) => (None, Some(reply.flag), Some(reply.reason.clone()), None),
+    let (outcome, endpoint) = match chosen {
+        Err(reply) => (Err(reply), None),
         Ok(chosen) => {
             let endpoint = chosen.endpoint;
-            match forward(req, chosen, host.as_deref()).await {
-                Ok(resp) => (Some(resp), None, None, Some(endpoint)),
-                Err(reply) => (None, Some(reply.flag), Some(reply.reason), Some(endpoint)),
-            }
+            (forward(req, chosen, host.as_deref()).await, Some(endpoint))
         }
     };
-    let resp = match resp {
-        Some(r) => r,
-        None => LocalReply::new(
-            match flag {
-                Some(Flag::UpstreamProtocolError) => 502,
-                Some(Flag::UpstreamRequestTimeout) => 504,
-                Some(Flag::DownstreamProtocolError) => 431,
-                _ => 503,
-            },
-            flag.unwrap_or(Flag::NoRouteFound),
-            reason.clone().unwrap_or_default(),
-        )
-        .into_response(),
+    // A reply the proxy writes itself keeps its own status; its flag and reason go to metrics and the log.
+    let (resp, flag, reason) = match outcome {
+        Ok(resp) => (resp, None, None),
+        Err(reply) => (reply.clone().into_response(), Some(reply.flag), Some(reply.reason)),
     };
     let status = resp.status().as_u16();
     let flags = flag.map(|f| f.code()).unwrap_or("-");

@@ -4,7 +4,7 @@
 //! `Arc<Snapshot>` for their whole life, so a reload never changes a request
 //! mid-flight.
 
-use crate::config::{Cluster, ProxyConfig};
+use crate::config::{Cluster, HttpRule, ProxyConfig, StringMatch};
 use crate::upstream::HttpClients;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +15,109 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct RouteTarget {
     pub route: Arc<str>,
+    /// For opaque TCP, and HTTP when there are no rules.
     pub cluster: Arc<ClusterState>,
+    /// HTTP rules in order; the first match wins.
+    pub rules: Arc<Vec<CompiledRule>>,
+}
+
+/// A string matcher with its regex compiled once per config.
+#[derive(Debug)]
+pub enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Regex(regex::Regex),
+    Present,
+}
+
+impl Matcher {
+    fn new(m: &StringMatch) -> Option<Matcher> {
+        Some(if let Some(e) = &m.exact {
+            Matcher::Exact(e.clone())
+        } else if let Some(p) = &m.prefix {
+            Matcher::Prefix(p.clone())
+        } else if let Some(r) = &m.regex {
+            // Envoy and Istio match the whole value.
+            Matcher::Regex(regex::Regex::new(&format!("^(?:{r})$")).ok()?)
+        } else {
+            Matcher::Present
+        })
+    }
+
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        match (self, value) {
+            (Matcher::Present, v) => v.is_some(),
+            (_, None) => false,
+            (Matcher::Exact(e), Some(v)) => e == v,
+            (Matcher::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
+            (Matcher::Regex(r), Some(v)) => r.is_match(v),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledMatch {
+    pub path: Option<Matcher>,
+    pub method: Option<http::Method>,
+    pub headers: Vec<(http::HeaderName, Matcher, bool)>,
+}
+
+impl CompiledMatch {
+    pub fn matches(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method)
+            && self.path.as_ref().is_none_or(|p| p.matches(Some(path)))
+            && self.headers.iter().all(|(name, m, invert)| {
+                let v = headers.get(name).and_then(|v| v.to_str().ok());
+                m.matches(v) != *invert
+            })
+    }
+}
+
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub name: Option<String>,
+    /// Empty: every request.
+    pub matches: Vec<CompiledMatch>,
+    pub clusters: Vec<(Arc<ClusterState>, u32)>,
+    pub total_weight: u64,
+}
+
+impl CompiledRule {
+    /// Picks a cluster by weight, given a uniformly random number.
+    pub fn pick(&self, random: u64) -> Option<&Arc<ClusterState>> {
+        let mut point = random % self.total_weight.max(1);
+        for (c, w) in &self.clusters {
+            if point < *w as u64 {
+                return Some(c);
+            }
+            point -= *w as u64;
+        }
+        None
+    }
+}
+
+fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState>>) -> Vec<CompiledRule> {
+    rules
+        .iter()
+        .map(|r| CompiledRule {
+            name: r.name.clone(),
+            matches: r
+                .matches
+                .iter()
+                .map(|m| CompiledMatch {
+                    path: m.path.as_ref().and_then(Matcher::new),
+                    method: m.method.as_deref().and_then(|x| http::Method::from_bytes(x.as_bytes()).ok()),
+                    headers: m
+                        .headers
+                        .iter()
+                        .filter_map(|h| Some((http::HeaderName::from_bytes(h.name.as_bytes()).ok()?, Matcher::new(&h.value)?, h.invert)))
+                        .collect(),
+                })
+                .collect(),
+            clusters: r.clusters.iter().filter_map(|w| Some((clusters.get(&w.cluster)?.clone(), w.weight))).collect(),
+            total_weight: r.clusters.iter().map(|w| w.weight as u64).sum(),
+        })
+        .collect()
 }
 
 pub struct ClusterState {
@@ -76,7 +178,7 @@ impl Snapshot {
         for r in &config.routes {
             // `check()` guarantees the cluster exists.
             let Some(cluster) = clusters.get(&r.cluster) else { continue };
-            let target = RouteTarget { route: r.name.as_str().into(), cluster: cluster.clone() };
+            let target = RouteTarget { route: r.name.as_str().into(), cluster: cluster.clone(), rules: Arc::new(compile_rules(&r.http, &clusters)) };
             for d in &r.destinations {
                 by_destination.entry(*d).or_insert_with(|| target.clone());
             }
@@ -102,5 +204,47 @@ impl Snapshot {
             let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host);
             self.by_host.get(bare)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let cfg: ProxyConfig = serde_norway::from_str(
+            "clusters:\n- {name: v1, endpoints: [\"10.0.0.1:80\"]}\n- {name: v2, endpoints: [\"10.0.0.2:80\"]}\nroutes:\n- name: r\n  hosts: [r]\n  cluster: v1\n  http:\n  - matches: [{headers: [{name: x-canary, value: {exact: \"true\"}}]}, {path: {regex: \"/api/v[0-9]+/.*\"}, method: POST}]\n    clusters: [{cluster: v2, weight: 1}]\n  - matches: [{headers: [{name: x-debug, value: {present: true}, invert: true}]}]\n    clusters: [{cluster: v1, weight: 90}, {cluster: v2, weight: 10}]\n",
+        )
+        .unwrap();
+        Snapshot::build(cfg, None)
+    }
+
+    fn first_match<'a>(t: &'a RouteTarget, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a CompiledRule> {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+        t.rules.iter().find(|r| r.matches.is_empty() || r.matches.iter().any(|x| x.matches(&m, path, &h)))
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let s = snapshot();
+        let t = s.route_for_host("r").unwrap();
+        let name = |r: Option<&CompiledRule>| r.map(|r| r.clusters.len());
+        assert_eq!(name(first_match(t, "GET", "/", &[("x-canary", "true")])), Some(1));
+        assert_eq!(name(first_match(t, "POST", "/api/v2/items", &[])), Some(1));
+        assert_eq!(name(first_match(t, "GET", "/api/v2/items", &[])), Some(2), "method must match too");
+        assert_eq!(name(first_match(t, "POST", "/api/v2", &[])), Some(2), "regex matches the whole path");
+        assert!(first_match(t, "GET", "/", &[("x-debug", "1")]).is_none(), "inverted header match");
+    }
+
+    #[test]
+    fn weights_split_traffic() {
+        let s = snapshot();
+        let rule = &s.route_for_host("r").unwrap().rules[1];
+        let v2 = (0..1000u64).filter(|i| rule.pick(*i).unwrap().name() == "v2").count();
+        assert_eq!(v2, 100, "10 of every 100 points");
     }
 }

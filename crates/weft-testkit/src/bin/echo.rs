@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         Some("upgrade") => client_upgrade(&args[1], &args[2]).await,
         Some("banner-client") => client_banner(&args[1]).await,
         Some("upload") => client_upload(&args[1], args[2].parse()?).await,
+        Some("count") => client_count(&args[1], args[2].parse()?, args.get(3).map(String::as_str)).await,
         Some("load") => {
             let rate: f64 = arg(&args, "--rate", "1000").parse()?;
             let conns: usize = arg(&args, "--connections", "16").parse()?;
@@ -172,6 +173,40 @@ async fn client_upgrade(url: &str, text: &str) -> anyhow::Result<()> {
     let mut buf = vec![0u8; text.len()];
     io.read_exact(&mut buf).await?;
     println!("{}", String::from_utf8_lossy(&buf));
+    Ok(())
+}
+
+/// Sends `n` GETs over one keep-alive connection and prints how many each pod
+/// answered (`x-echo-pod`), as JSON. `header` is `name:value`, sent with each.
+async fn client_count(url: &str, n: usize, header: Option<&str>) -> anyhow::Result<()> {
+    let uri: http::Uri = url.parse()?;
+    let addr = format!("{}:{}", uri.host().unwrap_or("127.0.0.1"), uri.port_u16().unwrap_or(80));
+    let stream = tokio::net::TcpStream::connect(&addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for _ in 0..n {
+        let mut req = Request::get(uri.path()).header("host", uri.host().unwrap_or(""));
+        if let Some((k, v)) = header.and_then(|h| h.split_once(':')) {
+            req = req.header(k, v);
+        }
+        sender.ready().await?;
+        let key = match sender.send_request(req.body(http_body_util::Empty::<Bytes>::new())?).await {
+            Ok(resp) if resp.status() == 200 => {
+                let pod = resp.headers().get("x-echo-pod").and_then(|v| v.to_str().ok()).unwrap_or("?").to_string();
+                let _ = resp.into_body().collect().await;
+                pod
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await;
+                format!("status {status}")
+            }
+            Err(_) => "error".into(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    println!("{}", serde_json::to_string(&counts)?);
     Ok(())
 }
 
