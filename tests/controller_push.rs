@@ -363,3 +363,61 @@ fn canary_split_90_10_holds_within_3_points_and_header_users_always_reach_v2() {
     let share = counts.get("reviews-v2").copied().unwrap_or(0) as f64 / 20.0;
     assert!((47.0..=53.0).contains(&share), "v2 got {share:.1}% after 50/50: {counts:?}");
 }
+
+#[test]
+fn route_actions_rewrite_headers_redirect_direct_response_and_timeout() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("actions")).unwrap();
+    let backend = net.pod("reviews-v1").unwrap();
+    backend.start_echo(8080, "v1").unwrap();
+    backend.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    rewrite: {uri: /new/}
+    headers:
+      request: {set: {x-env: prod}, remove: [x-drop]}
+      response: {set: {x-served-by: weft}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {exact: /moved}}]
+    redirect: {uri: /here, authority: example.com, redirectCode: 308}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout\n"}}
+  - match: [{uri: {prefix: /delay/}}]
+    timeout: 300ms
+    route: [{destination: {host: reviews, subset: v1}}]
+"#;
+    ctl.apply(&format!("{REVIEWS}---\n{vs}")).unwrap();
+    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+
+    let (code, out) = client.curl("http://reviews:9080/old/page?q=1", &["-i", "-H", "x-drop: secret"]).unwrap();
+    assert_eq!(code, 200, "{out}");
+    assert!(out.contains("\"path\":\"/new/page\""), "prefix rewritten, rest kept: {out}");
+    assert!(out.contains("\"x-env\":\"prod\"") && !out.contains("x-drop"), "request headers set and removed: {out}");
+    assert!(out.to_ascii_lowercase().contains("x-served-by: weft"), "response header set: {out}");
+
+    let (code, out) = client.curl("http://reviews:9080/moved", &["-i"]).unwrap();
+    assert_eq!(code, 308, "{out}");
+    assert!(out.to_ascii_lowercase().contains("location: http://example.com/here"), "{out}");
+
+    let (code, body) = client.curl("http://reviews:9080/teapot", &[]).unwrap();
+    assert_eq!((code, body.as_str()), (418, "short and stout\n"));
+
+    let start = Instant::now();
+    let (code, out) = client.curl("http://reviews:9080/delay/3000", &["-i"]).unwrap();
+    let took = start.elapsed();
+    assert_eq!(code, 504, "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-weft-flags: ut"), "{out}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}, not at the 300 ms route timeout");
+
+    let (code, _) = client.curl("http://reviews:9080/nothing-matches", &[]).unwrap();
+    assert_eq!(code, 404, "no rule matched: 404 NR");
+}

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use weft_model::mesh::{Mesh, RouteAction, Service, SidecarScope};
-use weft_proto::config::{Cluster, HeaderMatch, HttpRule, ProxyConfig, RequestMatch, Route, StringMatch, WeightedCluster};
+use weft_proto::config::{Cluster, DirectResponse, HeaderMatch, HttpRule, ProxyConfig, Redirect, RequestMatch, Rewrite, Route, StringMatch, WeightedCluster};
 
 /// A live endpoint: a connected proxy's workload, or a declared one (Pod with
 /// an IP, WorkloadEntry).
@@ -143,25 +143,53 @@ fn request_match(m: &weft_model::mesh::RequestMatch) -> Option<RequestMatch> {
     })
 }
 
-/// The proxy's HTTP rules for one host and port. Rules that forward become
-/// weighted clusters; redirects, direct responses and rules none of whose
-/// matches the proxy can evaluate are left out for now.
+fn header_ops(h: &weft_model::mesh::HeaderOps) -> weft_proto::config::HeaderOps {
+    weft_proto::config::HeaderOps {
+        set: h.set.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        add: h.add.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        remove: h.remove.iter().map(|k| k.to_ascii_lowercase()).collect(),
+    }
+}
+
+/// The proxy's HTTP rules for one host and port: forwards become weighted
+/// clusters; redirects and direct responses are answered by the proxy.
+/// Rules none of whose matches the proxy can evaluate are left out.
 fn http_rules(rules: &[weft_model::mesh::HttpRule], port: u16, cluster_for: &mut impl FnMut(&str, Option<&str>, u16) -> Option<String>) -> Vec<HttpRule> {
     let mut out = Vec::new();
     for r in rules {
-        let RouteAction::Forward(dests) = &r.action else { continue };
         let matches: Vec<RequestMatch> = r.matches.iter().filter_map(request_match).collect();
         if !r.matches.is_empty() && matches.is_empty() {
             continue;
         }
-        let clusters: Vec<WeightedCluster> = dests
-            .iter()
-            .filter_map(|d| Some(WeightedCluster { cluster: cluster_for(&d.host, d.subset.as_deref(), d.port.unwrap_or(port))?, weight: d.weight }))
-            .collect();
-        if clusters.iter().all(|c| c.weight == 0) {
-            continue;
+        let mut rule = HttpRule {
+            name: r.name.clone(),
+            matches,
+            clusters: vec![],
+            redirect: None,
+            direct_response: None,
+            rewrite: r.rewrite.as_ref().map(|w| Rewrite { path: w.path.clone(), prefix_only: w.prefix_only, authority: w.authority.clone() }),
+            request_headers: header_ops(&r.request_headers),
+            response_headers: header_ops(&r.response_headers),
+            timeout: r.timeout,
+        };
+        match &r.action {
+            RouteAction::Forward(dests) => {
+                rule.clusters = dests
+                    .iter()
+                    .filter_map(|d| Some(WeightedCluster { cluster: cluster_for(&d.host, d.subset.as_deref(), d.port.unwrap_or(port))?, weight: d.weight }))
+                    .collect();
+                if rule.clusters.iter().all(|c| c.weight == 0) {
+                    continue;
+                }
+            }
+            RouteAction::Redirect { scheme, authority, path, port, status } => {
+                rule.redirect = Some(Redirect { scheme: scheme.clone(), authority: authority.clone(), path: path.clone(), port: *port, status: *status });
+            }
+            RouteAction::DirectResponse { status, body } => {
+                rule.direct_response = Some(DirectResponse { status: *status, body: body.clone() });
+            }
         }
-        out.push(HttpRule { name: r.name.clone(), matches, clusters });
+        out.push(rule);
     }
     out
 }

@@ -9,6 +9,7 @@ use crate::detect::{detect, Detected};
 use crate::local_reply::{Flag, LocalReply};
 use crate::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
 use crate::snapshot::{ClusterState, RouteTarget, Snapshot};
+use weft_proto::config::HttpRule;
 use crate::upstream::{self, Body, HttpClients};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
@@ -360,38 +361,98 @@ struct Chosen {
     cluster_name: String,
     clients: HttpClients,
     endpoint: SocketAddr,
+    /// The matched rule's actions, and the path prefix it matched on.
+    actions: Option<(Arc<HttpRule>, Option<String>)>,
 }
 
-/// Applies a route's HTTP rules: the first rule that matches picks a cluster by weight.
-fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<(Arc<str>, Arc<ClusterState>), LocalReply> {
+/// What to do with a request.
+enum Plan {
+    Forward(Chosen),
+    /// The route answers itself (redirect, direct response).
+    Respond { route: Arc<str>, response: Box<Response<Body>> },
+}
+
+/// The outcome of a route's HTTP rules for one request.
+struct Routed {
+    route: Arc<str>,
+    cluster: Option<Arc<ClusterState>>,
+    actions: Option<(Arc<HttpRule>, Option<String>)>,
+}
+
+/// Applies a route's HTTP rules: the first rule that matches either answers
+/// the request itself or picks a cluster by weight.
+fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<Routed, LocalReply> {
     if target.rules.is_empty() {
-        return Ok((target.route.clone(), target.cluster.clone()));
+        return Ok(Routed { route: target.route.clone(), cluster: Some(target.cluster.clone()), actions: None });
     }
     let path = req.uri().path();
-    let rule = target
+    let (rule, matched) = target
         .rules
         .iter()
-        .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(req.method(), path, req.headers())))
+        .find_map(|r| {
+            if r.matches.is_empty() {
+                return Some((r, None));
+            }
+            r.matches.iter().find(|m| m.matches(req.method(), path, req.headers())).map(|m| (r, Some(m)))
+        })
         .ok_or_else(|| LocalReply::new(404, Flag::NoRouteFound, format!("no rule of route {} matches {} {path}", target.route, req.method())))?;
-    let cluster = rule
-        .pick(random_u64())
-        .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", target.route)))?;
     let route = match &rule.name {
         Some(n) => Arc::from(format!("{}/{n}", target.route)),
         None => target.route.clone(),
     };
-    Ok((route, cluster.clone()))
+    let actions = Some((rule.actions.clone(), matched.and_then(|m| m.prefix()).map(str::to_string)));
+    if rule.actions.redirect.is_some() || rule.actions.direct_response.is_some() {
+        return Ok(Routed { route, cluster: None, actions });
+    }
+    let cluster = rule
+        .pick(random_u64())
+        .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", target.route)))?;
+    Ok(Routed { route, cluster: Some(cluster.clone()), actions })
 }
 
-fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Chosen, LocalReply> {
+/// The response of a rule that answers itself.
+fn own_answer(rule: &HttpRule, req: &Request<Incoming>, host: Option<&str>) -> Option<Response<Body>> {
+    let full = |b: String| http_body_util::Full::new(bytes::Bytes::from(b)).map_err(|never| match never {}).boxed();
+    if let Some(d) = &rule.direct_response {
+        let mut r = Response::new(full(d.body.clone().unwrap_or_default()));
+        *r.status_mut() = http::StatusCode::from_u16(d.status).unwrap_or(http::StatusCode::OK);
+        return Some(r);
+    }
+    let rd = rule.redirect.as_ref()?;
+    let host = rd.authority.clone().or(host.map(|h| h.split(':').next().unwrap_or(h).to_string())).unwrap_or_default();
+    let port = rd.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let path = rd.path.clone().unwrap_or_else(|| req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or("/".into()));
+    let location = format!("{}://{host}{port}{path}", rd.scheme.as_deref().unwrap_or("http"));
+    let mut r = Response::new(full(String::new()));
+    *r.status_mut() = http::StatusCode::from_u16(rd.status).unwrap_or(http::StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Some(r)
+}
+
+fn apply_header_ops(headers: &mut HeaderMap, ops: &weft_proto::config::HeaderOps) {
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (k, v) in &ops.set {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            headers.insert(k, v);
+        }
+    }
+    for (k, v) in &ops.add {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            headers.append(k, v);
+        }
+    }
+}
+
+fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Plan, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
-        pick(c).map(|endpoint| Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint })
+        pick(c).map(|endpoint| Plan::Forward(Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint, actions: None }))
     };
-    let passthrough = |name: &str, dst: SocketAddr| Chosen {
-        route: Arc::from(name),
-        cluster_name: name.to_string(),
-        clients: proxy.passthrough.clone(),
-        endpoint: dst,
+    let passthrough = |name: &str, dst: SocketAddr| {
+        Plan::Forward(Chosen { route: Arc::from(name), cluster_name: name.to_string(), clients: proxy.passthrough.clone(), endpoint: dst, actions: None })
     };
     match info.listener.kind {
         ListenerKind::Explicit => {
@@ -415,8 +476,23 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
                     }
                 }
             };
-            let (route, cluster) = routed(target, req)?;
-            from_cluster(route, &cluster)
+            let r = routed(target, req)?;
+            match r.cluster {
+                None => {
+                    let rule = r.actions.as_ref().map(|(a, _)| a.clone());
+                    let response = rule.as_deref().and_then(|a| own_answer(a, req, host)).ok_or_else(|| {
+                        LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", r.route))
+                    })?;
+                    Ok(Plan::Respond { route: r.route, response: Box::new(response) })
+                }
+                Some(cluster) => match from_cluster(r.route, &cluster)? {
+                    Plan::Forward(mut c) => {
+                        c.actions = r.actions;
+                        Ok(Plan::Forward(c))
+                    }
+                    other => Ok(other),
+                },
+            }
         }
     }
 }
@@ -439,12 +515,14 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
         http_target(proxy, &snapshot, info, host.as_deref(), &req)
     };
     let (route, cluster) = match &chosen {
-        Ok(c) => (c.route.clone(), c.cluster_name.clone()),
+        Ok(Plan::Forward(c)) => (c.route.clone(), c.cluster_name.clone()),
+        Ok(Plan::Respond { route, .. }) => (route.clone(), "-".to_string()),
         Err(_) => (Arc::from("-"), "-".to_string()),
     };
     let (outcome, endpoint) = match chosen {
         Err(reply) => (Err(reply), None),
-        Ok(chosen) => {
+        Ok(Plan::Respond { response, .. }) => (Ok(*response), None),
+        Ok(Plan::Forward(chosen)) => {
             let endpoint = chosen.endpoint;
             (forward(req, chosen, host.as_deref()).await, Some(endpoint))
         }
@@ -496,7 +574,17 @@ async fn forward(mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>)
     let http2 = req.version() == http::Version::HTTP_2;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    if let Some((rule, prefix)) = &chosen.actions {
+        if let Some(path) = rule.rewrite.as_ref().and_then(|r| r.path.as_ref().map(|p| (p, r.prefix_only))) {
+            let (old_path, query) = pq.split_once('?').map(|(p, q)| (p.to_string(), format!("?{q}"))).unwrap_or((pq.clone(), String::new()));
+            pq = match (path.1, prefix.as_deref()) {
+                // Replace the matched prefix, keep the rest (Istio `rewrite.uri` after a prefix match).
+                (true, Some(pre)) if old_path.starts_with(pre) => format!("{}{}{query}", path.0, &old_path[pre.len()..]),
+                _ => format!("{}{query}", path.0),
+            };
+        }
+    }
     parts.uri = match format!("http://{endpoint}{pq}").parse() {
         Ok(u) => u,
         Err(_) => return Err(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid"))),
@@ -518,12 +606,28 @@ async fn forward(mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>)
     if upgrade {
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    let actions = chosen.actions.as_ref().map(|(rule, _)| rule.clone());
+    if let Some(rule) = &actions {
+        apply_header_ops(headers, &rule.request_headers);
+        if let Some(authority) = rule.rewrite.as_ref().and_then(|r| r.authority.as_deref()) {
+            if let Ok(v) = HeaderValue::from_str(authority) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+    }
     let up_req = Request::from_parts(parts, body);
     let client = if http2 { &chosen.clients.http2 } else { &chosen.clients.http1 };
-    let mut resp = client
-        .request(up_req)
-        .await
-        .map_err(|e| upstream::explain(&e, endpoint, chosen.clients.connect_timeout))?;
+    let sent = client.request(up_req);
+    let result = match actions.as_ref().and_then(|r| r.timeout) {
+        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
+            LocalReply::new(504, Flag::UpstreamRequestTimeout, format!("{endpoint} did not respond within the route timeout of {}ms", limit.as_millis()))
+        })?,
+        None => sent.await,
+    };
+    let mut resp = result.map_err(|e| upstream::explain(&e, endpoint, chosen.clients.connect_timeout))?;
+    if let Some(rule) = &actions {
+        apply_header_ops(resp.headers_mut(), &rule.response_headers);
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down) = downstream_upgrade {
             let up = hyper::upgrade::on(&mut resp);

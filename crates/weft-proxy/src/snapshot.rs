@@ -63,6 +63,14 @@ pub struct CompiledMatch {
 }
 
 impl CompiledMatch {
+    /// The path prefix this match requires, for prefix rewrites.
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            Some(Matcher::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) -> bool {
         self.method.as_ref().is_none_or(|m| m == method)
             && self.path.as_ref().is_none_or(|p| p.matches(Some(path)))
@@ -76,6 +84,8 @@ impl CompiledMatch {
 #[derive(Debug)]
 pub struct CompiledRule {
     pub name: Option<String>,
+    /// The rule as configured: its actions (redirect, rewrite, headers, timeout...).
+    pub actions: Arc<HttpRule>,
     /// Empty: every request.
     pub matches: Vec<CompiledMatch>,
     pub clusters: Vec<(Arc<ClusterState>, u32)>,
@@ -101,6 +111,7 @@ fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState
         .iter()
         .map(|r| CompiledRule {
             name: r.name.clone(),
+            actions: Arc::new(r.clone()),
             matches: r
                 .matches
                 .iter()
