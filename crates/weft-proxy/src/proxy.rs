@@ -367,9 +367,9 @@ struct Chosen {
 
 /// What to do with a request.
 enum Plan {
-    Forward(Chosen),
+    Forward(Box<Chosen>),
     /// The route answers itself (redirect, direct response).
-    Respond { route: Arc<str>, response: Box<Response<Body>> },
+    Respond { route: Arc<str>, response: Response<Body> },
 }
 
 /// The outcome of a route's HTTP rules for one request.
@@ -449,10 +449,10 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &weft_proto::config::HeaderOps
 
 fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Plan, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
-        pick(c).map(|endpoint| Plan::Forward(Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint, actions: None }))
+        pick(c).map(|endpoint| Plan::Forward(Box::new(Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint, actions: None })))
     };
     let passthrough = |name: &str, dst: SocketAddr| {
-        Plan::Forward(Chosen { route: Arc::from(name), cluster_name: name.to_string(), clients: proxy.passthrough.clone(), endpoint: dst, actions: None })
+        Plan::Forward(Box::new(Chosen { route: Arc::from(name), cluster_name: name.to_string(), clients: proxy.passthrough.clone(), endpoint: dst, actions: None }))
     };
     match info.listener.kind {
         ListenerKind::Explicit => {
@@ -483,7 +483,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
                     let response = rule.as_deref().and_then(|a| own_answer(a, req, host)).ok_or_else(|| {
                         LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", r.route))
                     })?;
-                    Ok(Plan::Respond { route: r.route, response: Box::new(response) })
+                    Ok(Plan::Respond { route: r.route, response })
                 }
                 Some(cluster) => match from_cluster(r.route, &cluster)? {
                     Plan::Forward(mut c) => {
@@ -521,10 +521,10 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
     };
     let (outcome, endpoint) = match chosen {
         Err(reply) => (Err(reply), None),
-        Ok(Plan::Respond { response, .. }) => (Ok(*response), None),
+        Ok(Plan::Respond { response, .. }) => (Ok(response), None),
         Ok(Plan::Forward(chosen)) => {
             let endpoint = chosen.endpoint;
-            (forward(req, chosen, host.as_deref()).await, Some(endpoint))
+            (forward(req, *chosen, host.as_deref()).await, Some(endpoint))
         }
     };
     // A reply the proxy writes itself keeps its own status; its flag and reason go to metrics and the log.
