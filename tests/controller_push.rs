@@ -421,3 +421,52 @@ spec:
     let (code, _) = client.curl("http://reviews:9080/nothing-matches", &[]).unwrap();
     assert_eq!(code, 404, "no rule matched: 404 NR");
 }
+
+fn backend_served(pod: &Pod) -> u64 {
+    let (_, body) = pod.curl("http://127.0.0.1:8080/stats", &[]).unwrap();
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["requests"].as_u64().unwrap()
+}
+
+#[test]
+fn retries_hide_a_flaky_backend_and_a_budget_caps_them() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("retries")).unwrap();
+    let backend = net.pod("reviews-v1").unwrap();
+    backend.start_echo(8080, "v1").unwrap();
+    backend.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: reviews}}]\n";
+    ctl.apply(&format!("{REVIEWS}---\n{vs}")).unwrap();
+    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    let count = |n: usize| {
+        let out = client.exec_ok(weft_testkit::workspace_bin("weft-echo"), &["count", "http://reviews:9080/flaky/3", &n.to_string()]).unwrap();
+        serde_json::from_slice::<std::collections::BTreeMap<String, u64>>(&out.stdout).unwrap()
+    };
+
+    // One request in three fails at the backend; with 3 retries the client sees none of it.
+    let c = count(1000);
+    let ok = c.get("reviews-v1").copied().unwrap_or(0);
+    assert!(ok >= 999, "{ok} of 1000 succeeded: {c:?}");
+    let stats = client.admin("/stats/prometheus").unwrap();
+    let retried: f64 = stats.lines().filter(|l| l.starts_with("weft_upstream_retries_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert!(retried >= 300.0, "retries visible in metrics: {retried}\n{stats}");
+
+    // A budget of 20% (Linkerd's ServiceProfile, which applies under the VirtualService):
+    // the backend never sees more than 1.2x the client's requests, plus the minimum.
+    let profile = "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata: {name: reviews.default.svc.cluster.local, namespace: default}\nspec:\n  routes: [{name: all, condition: {pathRegex: \"/.*\"}}]\n  retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 1, ttl: 10s}\n";
+    ctl.apply(profile).unwrap();
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes", "-o", "json"]).unwrap().stdout).contains("\"ratio\": 0.2") {
+        assert!(start.elapsed() < Duration::from_secs(5), "budget not pushed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_all_synced(&ctl, 2, Duration::from_secs(5));
+    let before = backend_served(&backend);
+    count(1000);
+    let received = backend_served(&backend) - before;
+    let cap = 1000.0 * 1.2 + 10.0; // 20% plus minRetriesPerSecond x ttl
+    assert!(received as f64 <= cap, "backend received {received} for 1000 client requests (cap {cap})");
+    assert!(received > 1000, "some retries still happen within the budget: {received}");
+}

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use weft_model::mesh::{Mesh, RouteAction, Service, SidecarScope};
-use weft_proto::config::{Cluster, DirectResponse, HeaderMatch, HttpRule, ProxyConfig, Redirect, RequestMatch, Rewrite, Route, StringMatch, WeightedCluster};
+use weft_proto::config::{Cluster, DirectResponse, HeaderMatch, HttpRule, ProxyConfig, Redirect, RequestMatch, RetryPolicy, Rewrite, Route, StringMatch, WeightedCluster};
 
 /// A live endpoint: a connected proxy's workload, or a declared one (Pod with
 /// an IP, WorkloadEntry).
@@ -97,7 +97,11 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
             }
             .or_else(|| cluster_for(&svc.host, None, p.port));
             let Some(cluster) = cluster else { continue };
-            let http = mesh.routes.get(&svc.host).map(|r| http_rules(&r.http, p.port, &mut cluster_for)).unwrap_or_default();
+            let http = mesh
+                .routes
+                .get(&svc.host)
+                .map(|r| http_rules(&r.http, r.retry_budget.as_ref(), p.port, &mut cluster_for))
+                .unwrap_or_default();
             cfg.routes.push(Route {
                 name: format!("{}:{}", svc.host, p.port),
                 destinations: svc.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, p.port)).into_iter().collect(),
@@ -154,7 +158,12 @@ fn header_ops(h: &weft_model::mesh::HeaderOps) -> weft_proto::config::HeaderOps 
 /// The proxy's HTTP rules for one host and port: forwards become weighted
 /// clusters; redirects and direct responses are answered by the proxy.
 /// Rules none of whose matches the proxy can evaluate are left out.
-fn http_rules(rules: &[weft_model::mesh::HttpRule], port: u16, cluster_for: &mut impl FnMut(&str, Option<&str>, u16) -> Option<String>) -> Vec<HttpRule> {
+fn http_rules(
+    rules: &[weft_model::mesh::HttpRule],
+    budget: Option<&weft_model::mesh::RetryBudget>,
+    port: u16,
+    cluster_for: &mut impl FnMut(&str, Option<&str>, u16) -> Option<String>,
+) -> Vec<HttpRule> {
     let mut out = Vec::new();
     for r in rules {
         let matches: Vec<RequestMatch> = r.matches.iter().filter_map(request_match).collect();
@@ -171,6 +180,15 @@ fn http_rules(rules: &[weft_model::mesh::HttpRule], port: u16, cluster_for: &mut
             request_headers: header_ops(&r.request_headers),
             response_headers: header_ops(&r.response_headers),
             timeout: r.timeout,
+            retry: r.retry.as_ref().filter(|p| p.attempts > 0).map(|p| RetryPolicy {
+                attempts: p.attempts,
+                per_try_timeout: p.per_try_timeout,
+                retry_on: p.retry_on.clone(),
+                backoff: p.backoff,
+                // A rule that only matches POST/PATCH asked for those to be retried.
+                non_idempotent: !r.matches.is_empty() && r.matches.iter().all(|m| matches!(m.method.as_deref(), Some("POST" | "PATCH"))),
+                budget: budget.map(|b| weft_proto::config::RetryBudget { ratio: b.ratio, min_per_second: b.min_per_second, ttl: b.ttl }),
+            }),
         };
         match &r.action {
             RouteAction::Forward(dests) => {

@@ -113,7 +113,42 @@ pub struct HttpRule {
     /// The whole request, all tries included; on expiry the client gets 504 (UT).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
     pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first try.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
+    pub per_try_timeout: Option<Duration>,
+    /// Envoy/Istio conditions: 5xx, gateway-error, reset, connect-failure, refused-stream,
+    /// retriable-4xx, status codes like "503", and gRPC cancelled, deadline-exceeded,
+    /// resource-exhausted, unavailable.
+    pub retry_on: Vec<String>,
+    /// Base of the jittered exponential backoff between tries (default 25ms).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
+    pub backoff: Option<Duration>,
+    /// Retry methods that are not idempotent (POST, PATCH) too.
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// Retries may add at most `ratio` of the requests, plus `min_per_second` (Linkerd's budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RetryBudget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_per_second: u32,
+    #[serde(with = "duration_text")]
+    pub ttl: Duration,
+}
+
+impl Eq for RetryBudget {}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -18,6 +18,7 @@ pub mod local_reply;
 pub mod metrics;
 pub mod orig_dst;
 pub mod proxy;
+pub mod retry;
 pub mod run;
 pub mod snapshot;
 pub mod upstream;

@@ -32,6 +32,8 @@ pub enum Flag {
     UpstreamProtocolError,
     /// DPE: downstream protocol error (a request the proxy will not forward).
     DownstreamProtocolError,
+    /// URX: the retry limit was reached and the last try still failed.
+    UpstreamRetryLimitExceeded,
 }
 
 impl Flag {
@@ -46,6 +48,7 @@ impl Flag {
             Flag::DownstreamConnectionTermination => "DC",
             Flag::UpstreamProtocolError => "UPE",
             Flag::DownstreamProtocolError => "DPE",
+            Flag::UpstreamRetryLimitExceeded => "URX",
         }
     }
 }

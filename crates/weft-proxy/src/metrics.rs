@@ -52,6 +52,8 @@ pub struct Metrics {
     pub tcp_sent_bytes: Family<ListenerLabels, Counter>,
     pub tcp_received_bytes: Family<ListenerLabels, Counter>,
     pub config_reloads: Family<RejectLabels, Counter>,
+    /// Retries, by route (`listener` label) and cluster (`reason` label).
+    pub retries: Family<RejectLabels, Counter>,
 }
 
 impl Metrics {
@@ -75,7 +77,10 @@ impl Metrics {
         registry.register("tcp_received_bytes", "Bytes received from downstream on opaque TCP connections", tcp_received_bytes.clone());
         let config_reloads = Family::<RejectLabels, Counter>::default();
         registry.register("config_reloads", "Config reloads, by result (listener label is the source)", config_reloads.clone());
+        let retries = Family::<RejectLabels, Counter>::default();
+        registry.register("upstream_retries", "Retries sent, labelled listener=ROUTE reason=CLUSTER", retries.clone());
         Metrics {
+            retries,
             registry,
             requests,
             request_duration,

@@ -363,6 +363,9 @@ struct Chosen {
     endpoint: SocketAddr,
     /// The matched rule's actions, and the path prefix it matched on.
     actions: Option<(Arc<HttpRule>, Option<String>)>,
+    /// For retries: where to pick another endpoint, and the budget they draw on.
+    cluster: Option<Arc<ClusterState>>,
+    budget: Option<Arc<crate::retry::BudgetState>>,
 }
 
 /// What to do with a request.
@@ -377,13 +380,14 @@ struct Routed {
     route: Arc<str>,
     cluster: Option<Arc<ClusterState>>,
     actions: Option<(Arc<HttpRule>, Option<String>)>,
+    budget: Option<Arc<crate::retry::BudgetState>>,
 }
 
 /// Applies a route's HTTP rules: the first rule that matches either answers
 /// the request itself or picks a cluster by weight.
 fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<Routed, LocalReply> {
     if target.rules.is_empty() {
-        return Ok(Routed { route: target.route.clone(), cluster: Some(target.cluster.clone()), actions: None });
+        return Ok(Routed { route: target.route.clone(), cluster: Some(target.cluster.clone()), actions: None, budget: None });
     }
     let path = req.uri().path();
     let (rule, matched) = target
@@ -402,12 +406,12 @@ fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<Routed, Local
     };
     let actions = Some((rule.actions.clone(), matched.and_then(|m| m.prefix()).map(str::to_string)));
     if rule.actions.redirect.is_some() || rule.actions.direct_response.is_some() {
-        return Ok(Routed { route, cluster: None, actions });
+        return Ok(Routed { route, cluster: None, actions, budget: None });
     }
     let cluster = rule
         .pick(random_u64())
         .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", target.route)))?;
-    Ok(Routed { route, cluster: Some(cluster.clone()), actions })
+    Ok(Routed { route, cluster: Some(cluster.clone()), actions, budget: rule.budget.clone() })
 }
 
 /// The response of a rule that answers itself.
@@ -449,10 +453,28 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &weft_proto::config::HeaderOps
 
 fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Plan, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
-        pick(c).map(|endpoint| Plan::Forward(Box::new(Chosen { route, cluster_name: c.name().to_string(), clients: c.clients.clone(), endpoint, actions: None })))
+        pick(c).map(|endpoint| {
+            Plan::Forward(Box::new(Chosen {
+                route,
+                cluster_name: c.name().to_string(),
+                clients: c.clients.clone(),
+                endpoint,
+                actions: None,
+                cluster: Some(c.clone()),
+                budget: None,
+            }))
+        })
     };
     let passthrough = |name: &str, dst: SocketAddr| {
-        Plan::Forward(Box::new(Chosen { route: Arc::from(name), cluster_name: name.to_string(), clients: proxy.passthrough.clone(), endpoint: dst, actions: None }))
+        Plan::Forward(Box::new(Chosen {
+            route: Arc::from(name),
+            cluster_name: name.to_string(),
+            clients: proxy.passthrough.clone(),
+            endpoint: dst,
+            actions: None,
+            cluster: None,
+            budget: None,
+        }))
     };
     match info.listener.kind {
         ListenerKind::Explicit => {
@@ -488,6 +510,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
                 Some(cluster) => match from_cluster(r.route, &cluster)? {
                     Plan::Forward(mut c) => {
                         c.actions = r.actions;
+                        c.budget = r.budget;
                         Ok(Plan::Forward(c))
                     }
                     other => Ok(other),
@@ -524,7 +547,7 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
         Ok(Plan::Respond { response, .. }) => (Ok(response), None),
         Ok(Plan::Forward(chosen)) => {
             let endpoint = chosen.endpoint;
-            (forward(req, *chosen, host.as_deref()).await, Some(endpoint))
+            (forward(proxy, req, *chosen, host.as_deref()).await, Some(endpoint))
         }
     };
     // A reply the proxy writes itself keeps its own status; its flag and reason go to metrics and the log.
@@ -565,7 +588,7 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
 
 /// Sends the request to the chosen endpoint and returns its response,
 /// streaming bodies both ways.
-async fn forward(mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>) -> Result<Response<Body>, LocalReply> {
+async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>) -> Result<Response<Body>, LocalReply> {
     let endpoint = chosen.endpoint;
     if req.method() == http::Method::CONNECT {
         return tunnel(req, endpoint, chosen.clients.connect_timeout).await;
@@ -615,16 +638,14 @@ async fn forward(mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>)
             }
         }
     }
-    let up_req = Request::from_parts(parts, body);
-    let client = if http2 { &chosen.clients.http2 } else { &chosen.clients.http1 };
-    let sent = client.request(up_req);
-    let result = match actions.as_ref().and_then(|r| r.timeout) {
-        Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
+    let route_timeout = actions.as_ref().and_then(|r| r.timeout);
+    let tries = send_with_retries(proxy, parts, body, &chosen, actions.as_ref().and_then(|r| r.retry.as_ref()), upgrade, &pq);
+    let mut resp = match route_timeout {
+        Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
             LocalReply::new(504, Flag::UpstreamRequestTimeout, format!("{endpoint} did not respond within the route timeout of {}ms", limit.as_millis()))
-        })?,
-        None => sent.await,
+        })??,
+        None => tries.await?,
     };
-    let mut resp = result.map_err(|e| upstream::explain(&e, endpoint, chosen.clients.connect_timeout))?;
     if let Some(rule) = &actions {
         apply_header_ops(resp.headers_mut(), &rule.response_headers);
     }
@@ -641,6 +662,104 @@ async fn forward(mut req: Request<Incoming>, chosen: Chosen, host: Option<&str>)
         strip_hop_by_hop(resp.headers_mut(), false);
     }
     Ok(resp.map(|b| b.boxed()))
+}
+
+/// Requests at most this large are kept so they can be replayed by a retry.
+const MAX_REPLAY_BYTES: u64 = 64 * 1024;
+
+/// Sends the request, and retries it as the route's policy allows: only
+/// outcomes `retry_on` names, only idempotent methods unless the route says
+/// otherwise, only bodies small enough to replay, each retry to another pick
+/// of the cluster, after a jittered backoff, within the retry budget.
+async fn send_with_retries(
+    proxy: &Proxy,
+    parts: http::request::Parts,
+    body: Incoming,
+    chosen: &Chosen,
+    policy: Option<&weft_proto::config::RetryPolicy>,
+    upgrade: bool,
+    pq: &str,
+) -> Result<Response<Incoming>, LocalReply> {
+    use crate::retry::{retriable, TryOutcome};
+    let client = if parts.version == http::Version::HTTP_2 { &chosen.clients.http2 } else { &chosen.clients.http1 };
+    let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
+    let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent) && !upgrade);
+    let (replay, mut body) = match may_retry {
+        Some(_) if hyper::body::Body::size_hint(&body).exact().is_some_and(|n| n <= MAX_REPLAY_BYTES) => {
+            let bytes = body.collect().await.map_err(|e| LocalReply::new(400, Flag::DownstreamConnectionTermination, format!("request body: {e}")))?;
+            (Some(bytes.to_bytes()), None)
+        }
+        _ => (None, Some(body)),
+    };
+    if let Some(b) = &chosen.budget {
+        b.record_request();
+    }
+    let mut endpoint = chosen.endpoint;
+    let mut retries = 0u32;
+    loop {
+        let this_body: Body = match (&replay, body.take()) {
+            (Some(bytes), _) => http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
+            (None, Some(b)) => b.boxed(),
+            (None, None) => unreachable!("a body that cannot be replayed is sent once"),
+        };
+        let mut req = Request::new(this_body);
+        *req.method_mut() = parts.method.clone();
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = parts.headers.clone();
+        *req.uri_mut() = format!("http://{endpoint}{pq}")
+            .parse()
+            .map_err(|_| LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid")))?;
+        let sent = client.request(req);
+        let per_try = may_retry.and_then(|p| p.per_try_timeout);
+        let result = match per_try {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(r) => r.map_err(Some),
+                Err(_) => Err(None),
+            },
+            None => sent.await.map_err(Some),
+        };
+        let outcome = match &result {
+            Ok(resp) => TryOutcome::Response {
+                status: resp.status().as_u16(),
+                grpc: resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()),
+            },
+            Err(Some(e)) if e.is_connect() => TryOutcome::ConnectFailure,
+            Err(Some(_)) => TryOutcome::Reset,
+            Err(None) => TryOutcome::Timeout,
+        };
+        let retry = may_retry.filter(|p| {
+            (replay.is_some() || body.is_some()) && retries < p.attempts && retriable(&p.retry_on, outcome) && chosen.budget.as_ref().is_none_or(|b| b.try_retry())
+        });
+        let Some(policy) = retry else {
+            let exhausted = retries > 0 && may_retry.is_some_and(|p| retriable(&p.retry_on, outcome));
+            return match result {
+                Ok(resp) => Ok(resp),
+                Err(Some(e)) => {
+                    let mut reply = upstream::explain(&e, endpoint, chosen.clients.connect_timeout);
+                    if exhausted {
+                        reply.flag = Flag::UpstreamRetryLimitExceeded;
+                        reply.reason = format!("{} (after {retries} retries)", reply.reason);
+                    }
+                    Err(reply)
+                }
+                Err(None) => Err(LocalReply::new(
+                    504,
+                    if exhausted { Flag::UpstreamRetryLimitExceeded } else { Flag::UpstreamRequestTimeout },
+                    format!("{endpoint} did not respond within the per-try timeout of {}ms{}", per_try.unwrap_or_default().as_millis(), if exhausted { format!(" (after {retries} retries)") } else { String::new() }),
+                )),
+            };
+        };
+        retries += 1;
+        proxy
+            .metrics
+            .retries
+            .get_or_create(&RejectLabels { listener: chosen.route.to_string(), reason: chosen.cluster_name.clone() })
+            .inc();
+        tokio::time::sleep(crate::retry::backoff(policy.backoff.unwrap_or(std::time::Duration::from_millis(25)), retries, random_u64())).await;
+        if let Some(next) = chosen.cluster.as_ref().and_then(|c| c.pick()) {
+            endpoint = next;
+        }
+    }
 }
 
 /// HTTP CONNECT: open a TCP tunnel to the authority (resolved to `endpoint`).

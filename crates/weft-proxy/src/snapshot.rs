@@ -90,6 +90,8 @@ pub struct CompiledRule {
     pub matches: Vec<CompiledMatch>,
     pub clusters: Vec<(Arc<ClusterState>, u32)>,
     pub total_weight: u64,
+    /// The rule's retry budget, shared by all its requests.
+    pub budget: Option<Arc<crate::retry::BudgetState>>,
 }
 
 impl CompiledRule {
@@ -127,6 +129,7 @@ fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState
                 .collect(),
             clusters: r.clusters.iter().filter_map(|w| Some((clusters.get(&w.cluster)?.clone(), w.weight))).collect(),
             total_weight: r.clusters.iter().map(|w| w.weight as u64).sum(),
+            budget: r.retry.as_ref().and_then(|p| p.budget.clone()).map(|b| Arc::new(crate::retry::BudgetState::new(b))),
         })
         .collect()
 }

@@ -16,8 +16,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// One HTTP/1.1 and one HTTP/2 client; each pools connections per endpoint.
 #[derive(Clone)]
 pub struct HttpClients {
-    pub http1: Client<HttpConnector, hyper::body::Incoming>,
-    pub http2: Client<HttpConnector, hyper::body::Incoming>,
+    pub http1: Client<HttpConnector, Body>,
+    pub http2: Client<HttpConnector, Body>,
     pub connect_timeout: Duration,
 }
 

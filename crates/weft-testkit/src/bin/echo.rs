@@ -74,8 +74,25 @@ async fn serve(addr: &str, id: Arc<Identity>) -> anyhow::Result<()> {
     }
 }
 
+/// Requests served (all paths but /stats), for tests that count what reached the backend.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 async fn handle(mut req: Request<Incoming>, id: Arc<Identity>, peer: std::net::SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/stats" {
+        let n = SERVED.load(std::sync::atomic::Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::from(format!("{{\"requests\":{n}}}\n")))));
+    }
+    let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // `/flaky/N`: every Nth request fails with 503.
+    if let Some(n) = path.strip_prefix("/flaky/").and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0) {
+        if served % n == n - 1 {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"flaky failure\n")));
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut().insert("x-echo-pod", http::HeaderValue::from_str(&id.name).unwrap_or(http::HeaderValue::from_static("?")));
+            return Ok(r);
+        }
+    }
     if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
