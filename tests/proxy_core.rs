@@ -58,7 +58,7 @@ fn h2c_prior_knowledge_is_forwarded_as_http2() {
     assert!(body.contains("\"http_version\":\"HTTP/2.0\""), "{body}");
     assert!(body.contains("\"body_bytes\":4"), "{body}");
     let stats = a.admin("/stats/prometheus").unwrap();
-    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\"}"), 1.0, "{stats}");
+    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\",connection_security_policy=\"none\"}"), 1.0, "{stats}");
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn redis_set_and_get_through_opaque_tcp() {
     let get = a.exec_ok("redis-cli", &["-h", &host, "GET", "mesh"]).unwrap();
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "weft");
     let stats = a.admin("/stats/prometheus").unwrap();
-    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"tcp\"}"), 2.0, "{stats}");
+    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"tcp\",connection_security_policy=\"none\"}"), 2.0, "{stats}");
     assert!(metric(&stats, "weft_tcp_sent_bytes_total{listener=\"outbound\"}") > 0.0, "{stats}");
 }
 
@@ -315,7 +315,7 @@ fn grpc_unary_and_streaming_calls_with_trailers() {
     assert!(out.status.success(), "{stdout}\n{}\nA:\n{}\nB:\n{}", String::from_utf8_lossy(&out.stderr), a.logs(), b.logs());
     assert_eq!(stdout.lines().collect::<Vec<_>>(), ["unary hello mesh served-by b", "stream 5"]);
     let stats = a.admin("/stats/prometheus").unwrap();
-    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\"}"), 1.0, "{stats}");
+    assert_eq!(metric(&stats, "weft_downstream_connections_total{listener=\"outbound\",protocol=\"http2\",connection_security_policy=\"none\"}"), 1.0, "{stats}");
 }
 
 #[test]

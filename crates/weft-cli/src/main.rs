@@ -63,6 +63,17 @@ enum Command {
         #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
         output: String,
     },
+    /// How a proxy reaches each endpoint it may call: client TLS mode (auto-mTLS,
+    /// ISTIO_MUTUAL, DISABLE), the destination's PeerAuthentication mode, mTLS or
+    /// plaintext, and CONFLICT where the destination will refuse the connection.
+    TlsCheck {
+        /// The proxy's id, as `weft proxy-status` lists it.
+        proxy: String,
+        /// Only clusters whose name contains this (a host, `reviews.prod`).
+        host: Option<String>,
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
     /// Join tokens: `weft token create --namespace NS --service-account SA` grants a
     /// proxy that identity's certificate (pass it as `weft-proxy run --token`).
     Token {
@@ -110,6 +121,9 @@ fn main() -> ExitCode {
         Command::ProxyStatus => resources::proxy_status(&client::ControllerClient::new(&cli.controller)?),
         Command::ProxyConfig { proxy, section, output } => {
             resources::proxy_config(&client::ControllerClient::new(&cli.controller)?, &proxy, &section, &output)
+        }
+        Command::TlsCheck { proxy, host, output } => {
+            resources::tls_check(&client::ControllerClient::new(&cli.controller)?, &proxy, host.as_deref(), &output)
         }
         Command::Delete { files, kind, name, namespace } => {
             resources::delete(&client::ControllerClient::new(&cli.controller)?, &files, kind.as_deref(), name.as_deref(), &namespace)

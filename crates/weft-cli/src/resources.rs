@@ -198,6 +198,50 @@ pub fn create_token(client: &ControllerClient, namespace: &str, service_account:
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn tls_check(client: &ControllerClient, proxy: &str, host: Option<&str>, output: &str) -> anyhow::Result<ExitCode> {
+    let (status, body) = client.call(http::Method::GET, &format!("/api/v1/proxies/{}/tls", enc(proxy)), None)?;
+    if status == 404 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("no such proxy"));
+        return Ok(ExitCode::from(1));
+    }
+    let rows: Vec<&serde_json::Value> = body
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| host.is_none_or(|h| r["cluster"].as_str().is_some_and(|c| c.contains(h))))
+        .collect();
+    if output == "json" {
+        write_stdout(&(serde_json::to_string_pretty(&rows)? + "\n"))?;
+    } else {
+        let s = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+        let mut table_rows = vec![vec![
+            "CLUSTER".to_string(),
+            "ENDPOINT".into(),
+            "CLIENT".into(),
+            "SERVER".into(),
+            "TRANSPORT".into(),
+            "STATUS".into(),
+            "SERVER IDENTITY".into(),
+            "SERVER POLICY".into(),
+        ]];
+        for r in &rows {
+            table_rows.push(vec![
+                s(&r["cluster"]),
+                s(&r["endpoint"]),
+                s(&r["client"]),
+                s(&r["server"]),
+                s(&r["transport"]),
+                s(&r["status"]),
+                s(&r["identity"]),
+                s(&r["server_policy"]),
+            ]);
+        }
+        write_stdout(&table(table_rows))?;
+    }
+    let conflicts = rows.iter().filter(|r| r["status"].as_str().is_some_and(|s| s.starts_with("CONFLICT"))).count();
+    Ok(if conflicts > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
 pub fn proxy_config(client: &ControllerClient, proxy: &str, section: &str, output: &str) -> anyhow::Result<ExitCode> {
     if section == "secret" {
         let (status, body) = client.call(http::Method::GET, &format!("/api/v1/proxies/{}/secret", enc(proxy)), None)?;
@@ -257,8 +301,14 @@ pub fn proxy_config(client: &ControllerClient, proxy: &str, section: &str, outpu
     }
     if matches!(section, "all" | "clusters" | "endpoints") {
         let mut rows = vec![vec!["CLUSTER".to_string(), "ENDPOINTS".into()]];
+        // A meshed endpoint shows as `ADDRESS (mTLS)`.
+        let endpoint = |e: &serde_json::Value| match e.get("address") {
+            Some(a) => format!("{} (mTLS)", s(a)),
+            None => s(e),
+        };
         for c in body["clusters"].as_array().into_iter().flatten() {
-            rows.push(vec![s(&c["name"]), list(&c["endpoints"])]);
+            let eps: Vec<String> = c["endpoints"].as_array().into_iter().flatten().map(endpoint).collect();
+            rows.push(vec![s(&c["name"]), eps.join(",")]);
         }
         if !text.is_empty() {
             text.push('\n');

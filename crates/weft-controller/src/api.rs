@@ -67,6 +67,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/proxies/{id}/config", get(proxy_config))
         .route("/api/v1/proxies/{id}/secret", get(proxy_secret))
+        .route("/api/v1/proxies/{id}/tls", get(proxy_tls))
         .route("/api/v1/tokens", post(create_token))
         .with_state(controller)
 }
@@ -322,6 +323,22 @@ async fn proxy_config(State(c): State<Arc<Controller>>, axum::extract::Path(id):
     match c.registry.config_of(&id) {
         Some(cfg) => Json(&*cfg).into_response(),
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no proxy {id:?} (see weft proxy-status)")}))).into_response(),
+    }
+}
+
+/// `weft tls-check`: the proxy's clusters, client mode against each endpoint's server mode.
+async fn proxy_tls(State(c): State<Arc<Controller>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let Some(cfg) = c.registry.sent_config_of(&id) else {
+        return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": format!("no proxy {id:?} with a config (see weft proxy-status)")}))).into_response();
+    };
+    match c.loaded() {
+        Ok(resources) => {
+            let mesh = weft_model::mesh::Mesh::build(&resources, &c.analysis.root_namespace);
+            let mut endpoints = crate::compile::declared_endpoints(&mesh);
+            endpoints.extend(c.registry.endpoints(c.ca.trust_domain()));
+            Json(crate::compile::tls_report(&mesh, &endpoints, &cfg)).into_response()
+        }
+        Err(e) => store_error(e),
     }
 }
 

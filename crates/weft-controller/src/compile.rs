@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use weft_model::mesh::{Mesh, RouteAction, Service, SidecarScope};
-use weft_proto::config::{Cluster, DirectResponse, HeaderMatch, HttpRule, ProxyConfig, Redirect, RequestMatch, RetryPolicy, Rewrite, Route, StringMatch, WeightedCluster};
+use weft_proto::config::{
+    Cluster, DirectResponse, Endpoint as ProxyEndpoint, HeaderMatch, HttpRule, InboundPolicy, MtlsMode, ProxyConfig, Redirect, RequestMatch, RetryPolicy,
+    Rewrite, Route, StringMatch, UpstreamTls, WeightedCluster,
+};
 
 /// A live endpoint: a connected proxy's workload, or a declared one (Pod with
 /// an IP, WorkloadEntry).
@@ -21,6 +24,91 @@ pub struct Endpoint {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub address: IpAddr,
+    /// The SPIFFE ID of the workload's proxy, when it has one with a certificate.
+    pub identity: Option<String>,
+}
+
+/// The server-side mTLS policy of a workload, by Istio's precedence: a
+/// PeerAuthentication selecting the workload, else its namespace's, else the
+/// mesh-wide one in the root namespace, else PERMISSIVE. An UNSET mode
+/// inherits from the next scope; port-level modes come from the workload's
+/// own policy. With two policies at one scope the first (oldest) applies.
+pub fn inbound_policy(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, String>) -> InboundPolicy {
+    use weft_model::mesh::{MtlsMode as M, PolicyScope};
+    let mode = |m: M| match m {
+        M::Strict => Some(MtlsMode::Strict),
+        M::Permissive => Some(MtlsMode::Permissive),
+        M::Disable => Some(MtlsMode::Disable),
+        M::Unset => None,
+    };
+    let find = |pred: &dyn Fn(&PolicyScope) -> bool| mesh.peer_authentication.iter().find(|p| pred(&p.scope));
+    let workload = find(&|s| matches!(s, PolicyScope::Workload { namespace: n, labels: sel } if n == namespace && selects(sel, labels)));
+    let ns = find(&|s| matches!(s, PolicyScope::Namespace(n) if n == namespace));
+    let root = find(&|s| matches!(s, PolicyScope::Mesh));
+    let mut policy = InboundPolicy::default();
+    for p in [root, ns, workload].into_iter().flatten() {
+        if let Some(m) = mode(p.mode) {
+            policy.mtls = m;
+            policy.source = Some(p.source.to_string());
+        }
+    }
+    if let Some(w) = workload {
+        policy.port_mtls = w.port_modes.iter().map(|(port, m)| (*port, mode(*m).unwrap_or(policy.mtls))).collect();
+    }
+    policy
+}
+
+/// The settings a DestinationRule gives one (subset, port) of a host: each
+/// field from the most specific place that sets it (the subset's port-level
+/// settings, the subset, the port-level settings, the rule).
+#[derive(Debug, Clone, Default)]
+pub struct EffectivePolicy {
+    pub load_balancer: Option<weft_model::mesh::LoadBalancer>,
+    pub connection_pool: weft_model::mesh::ConnectionPool,
+    pub outlier_detection: Option<weft_model::mesh::OutlierDetection>,
+    pub tls: Option<weft_model::mesh::ClientTls>,
+}
+
+pub fn effective_policy(dest: Option<&weft_model::mesh::DestinationPolicy>, subset: Option<&str>, port: u16) -> EffectivePolicy {
+    use weft_model::mesh::TrafficPolicy;
+    let Some(dest) = dest else { return EffectivePolicy::default() };
+    let with_port = |t: &TrafficPolicy| -> Vec<TrafficPolicy> {
+        let mut v: Vec<TrafficPolicy> = t.port_overrides.iter().filter(|(p, _)| *p == port).map(|(_, t)| t.clone()).collect();
+        v.push(t.clone());
+        v
+    };
+    // Most specific first.
+    let mut layers: Vec<TrafficPolicy> = Vec::new();
+    if let Some(sp) = subset.and_then(|n| dest.subsets.iter().find(|s| s.name == n)).and_then(|s| s.policy.as_ref()) {
+        layers.extend(with_port(sp));
+    }
+    layers.extend(with_port(&dest.policy));
+    let mut out = EffectivePolicy::default();
+    for l in &layers {
+        out.load_balancer = out.load_balancer.take().or(l.load_balancer.clone());
+        out.outlier_detection = out.outlier_detection.take().or(l.outlier_detection.clone());
+        out.tls = out.tls.or(l.tls);
+        let (a, b) = (&mut out.connection_pool, &l.connection_pool);
+        a.max_connections = a.max_connections.or(b.max_connections);
+        a.connect_timeout = a.connect_timeout.or(b.connect_timeout);
+        a.idle_timeout = a.idle_timeout.or(b.idle_timeout);
+        a.http1_max_pending_requests = a.http1_max_pending_requests.or(b.http1_max_pending_requests);
+        a.http2_max_requests = a.http2_max_requests.or(b.http2_max_requests);
+        a.max_requests_per_connection = a.max_requests_per_connection.or(b.max_requests_per_connection);
+        a.max_retries = a.max_retries.or(b.max_retries);
+    }
+    out
+}
+
+fn upstream_tls(t: Option<weft_model::mesh::ClientTls>) -> UpstreamTls {
+    use weft_model::mesh::ClientTls;
+    match t {
+        Some(ClientTls::MeshMutual) => UpstreamTls::Mutual,
+        Some(ClientTls::Disable) => UpstreamTls::Disable,
+        // Origination of TLS with the user's own roots or certificates (SIMPLE, MUTUAL)
+        // is not done by the proxy yet: such clusters keep auto-mTLS.
+        Some(ClientTls::Simple | ClientTls::Mutual) | None => UpstreamTls::Auto,
+    }
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -32,7 +120,7 @@ pub fn declared_endpoints(mesh: &Mesh) -> Vec<Endpoint> {
     mesh.workloads
         .iter()
         .filter_map(|w| {
-            Some(Endpoint { namespace: w.namespace.clone(), labels: w.labels.clone(), address: w.address.as_deref()?.parse().ok()? })
+            Some(Endpoint { namespace: w.namespace.clone(), labels: w.labels.clone(), address: w.address.as_deref()?.parse().ok()?, identity: None })
         })
         .collect()
 }
@@ -70,13 +158,24 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
         }
         let name = format!("outbound|{}|{}|{}", sp.port, subset.unwrap_or(""), host);
         if !clusters.contains_key(&name) {
-            let eps: BTreeSet<SocketAddr> = endpoints
+            let policy = effective_policy(dest, subset, sp.port);
+            let eps: BTreeSet<ProxyEndpoint> = endpoints
                 .iter()
                 .filter(|e| e.namespace == svc.namespace && selects(&selector, &e.labels))
-                .map(|e| SocketAddr::new(e.address, target))
+                .map(|e| ProxyEndpoint {
+                    address: SocketAddr::new(e.address, target),
+                    // Auto-mTLS: to a workload with a proxy, unless its PeerAuthentication disables mTLS.
+                    identity: e
+                        .identity
+                        .clone()
+                        .filter(|_| inbound_policy(mesh, &e.namespace, &e.labels).mode_for(target) != MtlsMode::Disable),
+                })
                 .collect();
-            let connect_timeout = dest.and_then(|d| d.policy.connection_pool.connect_timeout).unwrap_or(Duration::from_secs(5));
-            clusters.insert(name.clone(), Cluster { name: name.clone(), endpoints: eps.into_iter().collect(), connect_timeout });
+            let connect_timeout = policy.connection_pool.connect_timeout.unwrap_or(Duration::from_secs(5));
+            clusters.insert(
+                name.clone(),
+                Cluster { name: name.clone(), endpoints: eps.into_iter().collect(), connect_timeout, tls: upstream_tls(policy.tls) },
+            );
         }
         Some(name)
     };
@@ -212,6 +311,72 @@ fn http_rules(
     out
 }
 
+/// One line of `weft tls-check`: how a proxy reaches one endpoint, and
+/// whether the destination will accept it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TlsCheck {
+    pub cluster: String,
+    pub endpoint: String,
+    /// The client side's mode: AUTO (auto-mTLS), ISTIO_MUTUAL or DISABLE.
+    pub client: &'static str,
+    /// The destination's PeerAuthentication mode for the port; `-` without a proxy.
+    pub server: String,
+    /// What the client proxy will do: mTLS or plaintext.
+    pub transport: &'static str,
+    /// OK, or CONFLICT with the reason.
+    pub status: String,
+    /// The SPIFFE ID the client will require of the server.
+    pub identity: Option<String>,
+    /// The PeerAuthentication that set the server mode.
+    pub server_policy: Option<String>,
+}
+
+/// The TLS view of a proxy's clusters: for each endpoint, client mode against server mode.
+pub fn tls_report(mesh: &Mesh, endpoints: &[Endpoint], cfg: &ProxyConfig) -> Vec<TlsCheck> {
+    let mut rows = Vec::new();
+    for c in &cfg.clusters {
+        let client = match c.tls {
+            UpstreamTls::Auto => "AUTO",
+            UpstreamTls::Mutual => "ISTIO_MUTUAL",
+            UpstreamTls::Disable => "DISABLE",
+        };
+        if c.endpoints.is_empty() {
+            rows.push(TlsCheck {
+                cluster: c.name.clone(),
+                endpoint: "-".into(),
+                client,
+                server: "-".into(),
+                transport: "-",
+                status: "no endpoints".into(),
+                identity: None,
+                server_policy: None,
+            });
+        }
+        for e in &c.endpoints {
+            let live = endpoints.iter().find(|l| l.address == e.address.ip());
+            let server = live.filter(|l| l.identity.is_some()).map(|l| inbound_policy(mesh, &l.namespace, &l.labels));
+            let mode = server.as_ref().map(|p| p.mode_for(e.address.port()));
+            let mtls = e.identity.is_some() && c.tls != UpstreamTls::Disable;
+            let status = match (mtls, c.tls, mode) {
+                (false, UpstreamTls::Mutual, _) => "CONFLICT: ISTIO_MUTUAL, but the workload has no proxy that accepts mTLS".to_string(),
+                (false, _, Some(MtlsMode::Strict)) => "CONFLICT: plaintext to a STRICT workload is refused".to_string(),
+                _ => "OK".to_string(),
+            };
+            rows.push(TlsCheck {
+                cluster: c.name.clone(),
+                endpoint: e.address.to_string(),
+                client,
+                server: mode.map(|m| m.as_str().to_string()).unwrap_or_else(|| "-".into()),
+                transport: if mtls { "mTLS" } else { "plaintext" },
+                status,
+                identity: e.identity.clone().filter(|_| mtls),
+                server_policy: server.and_then(|p| p.source),
+            });
+        }
+    }
+    rows
+}
+
 /// A stable version for a config: the same config always gets the same version.
 pub fn version_of(cfg: &ProxyConfig) -> String {
     use std::hash::{Hash, Hasher};
@@ -239,7 +404,12 @@ mod tests {
             namespace: "prod".into(),
             labels: [("app".to_string(), "reviews".to_string()), ("version".to_string(), version.to_string())].into(),
             address: ip.parse().unwrap(),
+            identity: None,
         }
+    }
+
+    fn plain(list: &[&str]) -> Vec<ProxyEndpoint> {
+        list.iter().map(|a| ProxyEndpoint::plain(a.parse().unwrap())).collect()
     }
 
     #[test]
@@ -251,7 +421,7 @@ mod tests {
         assert!(r.hosts.contains(&"reviews".to_string()) && r.hosts.contains(&"reviews.prod.svc.cluster.local:9080".to_string()));
         assert_eq!(r.cluster, "outbound|9080||reviews.prod.svc.cluster.local");
         let c = &cfg.clusters[0];
-        assert_eq!(c.endpoints, vec!["10.0.0.1:8080".parse::<SocketAddr>().unwrap(), "10.0.0.2:8080".parse().unwrap()]);
+        assert_eq!(c.endpoints, plain(&["10.0.0.1:8080", "10.0.0.2:8080"]));
         assert!(cfg.check().is_ok());
     }
 
@@ -268,7 +438,7 @@ mod tests {
         assert!(http[1].matches.is_empty());
         assert!(cfg.check().is_ok(), "{:?}", cfg.check());
         let c = cfg.clusters.iter().find(|c| c.name == cfg.routes[0].cluster).unwrap();
-        assert_eq!(c.endpoints, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.endpoints, plain(&["10.0.0.2:8080"]));
         assert_eq!(version_of(&cfg), version_of(&cfg.clone()));
     }
 
@@ -281,7 +451,7 @@ mod tests {
         let eps = declared_endpoints(&m);
         assert_eq!(eps.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(), ["10.1.0.9", "10.2.0.3"], "a pod without an IP is not an endpoint");
         let cfg = compile(&m, &eps, "prod", None);
-        assert_eq!(cfg.clusters[0].endpoints, vec!["10.1.0.9:8080".parse::<SocketAddr>().unwrap(), "10.2.0.3:8080".parse().unwrap()]);
+        assert_eq!(cfg.clusters[0].endpoints, plain(&["10.1.0.9:8080", "10.2.0.3:8080"]));
     }
 
     #[test]
@@ -299,5 +469,64 @@ mod tests {
         // Another namespace has no Sidecar: it sees everything.
         assert!(m.sidecar_for("other", &no_labels).is_none());
         assert_eq!(compile(&m, &[], "other", None).routes.len(), 3);
+    }
+
+    #[test]
+    fn peer_authentication_follows_istios_precedence() {
+        let pa = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n\
+            apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: legacy, namespace: prod}\nspec: {mtls: {mode: PERMISSIVE}}\n---\n\
+            apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: reviews, namespace: prod}\nspec: {selector: {matchLabels: {app: reviews}}, portLevelMtls: {\"8080\": {mode: DISABLE}}}\n";
+        let m = mesh(&format!("{BASE}{pa}"));
+        let labels = |app: &str| -> BTreeMap<String, String> { [("app".to_string(), app.to_string())].into() };
+        let other = inbound_policy(&m, "shop", &labels("cart"));
+        assert_eq!((other.mtls, other.source.as_deref()), (MtlsMode::Strict, Some("PeerAuthentication istio-system/default")));
+        assert_eq!(inbound_policy(&m, "prod", &labels("ratings")).mtls, MtlsMode::Permissive, "the namespace overrides the mesh");
+        let reviews = inbound_policy(&m, "prod", &labels("reviews"));
+        assert_eq!(reviews.mtls, MtlsMode::Permissive, "an UNSET workload mode inherits the namespace's");
+        assert_eq!(reviews.mode_for(8080), MtlsMode::Disable);
+        assert_eq!(reviews.mode_for(9090), MtlsMode::Permissive);
+
+        // Auto-mTLS: endpoints with a proxy get an identity, except where their port is DISABLE.
+        let mut e = ep("10.0.0.1", "v1");
+        e.identity = Some("spiffe://cluster.local/ns/prod/sa/reviews".into());
+        let cfg = compile(&m, &[e.clone()], "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints[0].identity, None, "port 8080 is DISABLE");
+        let strict = mesh(&format!("{BASE}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: prod}}\nspec: {{mtls: {{mode: STRICT}}}}\n"));
+        let cfg = compile(&strict, &[e], "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints[0].identity.as_deref(), Some("spiffe://cluster.local/ns/prod/sa/reviews"));
+        assert_eq!(cfg.clusters[0].tls, UpstreamTls::Auto);
+    }
+
+    #[test]
+    fn destination_rule_tls_modes_reach_the_cluster() {
+        let dr = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: prod}\nspec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}\n---\n\
+            apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: prod}\nspec:\n  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets: [{name: old, labels: {version: v1}, trafficPolicy: {tls: {mode: DISABLE}}}]\n---\n\
+            apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: prod}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: old}, weight: 50}, {destination: {host: reviews}, weight: 50}]}]}\n";
+        let cfg = compile(&mesh(dr), &[], "prod", None);
+        let tls = |name: &str| cfg.clusters.iter().find(|c| c.name == name).map(|c| c.tls);
+        assert_eq!(tls("outbound|9080||reviews.prod.svc.cluster.local"), Some(UpstreamTls::Mutual));
+        assert_eq!(tls("outbound|9080|old|reviews.prod.svc.cluster.local"), Some(UpstreamTls::Disable), "the subset overrides the rule");
+    }
+
+    #[test]
+    fn tls_check_finds_plaintext_to_strict() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: prod}\nspec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}\n---\n\
+            apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: prod}\nspec: {mtls: {mode: STRICT}}\n";
+        let web = Endpoint {
+            namespace: "prod".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            address: "10.0.0.7".parse().unwrap(),
+            identity: Some("spiffe://cluster.local/ns/prod/sa/web".into()),
+        };
+        let m = mesh(yaml);
+        let cfg = compile(&m, std::slice::from_ref(&web), "prod", None);
+        let rows = tls_report(&m, std::slice::from_ref(&web), &cfg);
+        assert_eq!((rows[0].transport, rows[0].server.as_str(), rows[0].status.as_str()), ("mTLS", "STRICT", "OK"));
+        assert_eq!(rows[0].identity.as_deref(), Some("spiffe://cluster.local/ns/prod/sa/web"));
+        let off = mesh(&format!("{yaml}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: prod}}\nspec: {{host: web, trafficPolicy: {{tls: {{mode: DISABLE}}}}}}\n"));
+        let cfg = compile(&off, std::slice::from_ref(&web), "prod", None);
+        let rows = tls_report(&off, &[web], &cfg);
+        assert_eq!((rows[0].client, rows[0].transport), ("DISABLE", "plaintext"));
+        assert!(rows[0].status.starts_with("CONFLICT: plaintext to a STRICT"), "{}", rows[0].status);
     }
 }

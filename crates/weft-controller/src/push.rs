@@ -115,13 +115,18 @@ impl Registry {
             .collect()
     }
 
+    /// The config last sent to a proxy, as sent.
+    pub fn sent_config_of(&self, proxy_id: &str) -> Option<Arc<weft_proto::config::ProxyConfig>> {
+        self.lock().get(proxy_id).and_then(|e| e.sent_config.clone())
+    }
+
     /// The config last sent to a proxy.
     pub fn config_of(&self, proxy_id: &str) -> Option<Arc<serde_json::Value>> {
         self.lock().get(proxy_id).and_then(|e| e.config.clone())
     }
 
     /// Workloads of connected proxies, and of disconnected ones within the grace period.
-    fn endpoints(&self) -> Vec<Endpoint> {
+    pub fn endpoints(&self, trust_domain: &str) -> Vec<Endpoint> {
         let grace = self.grace;
         self.lock()
             .values()
@@ -131,6 +136,10 @@ impl Registry {
                     namespace: e.hello.namespace.clone(),
                     labels: e.hello.labels.clone().into_iter().collect(),
                     address: e.hello.address.parse().ok()?,
+                    identity: e
+                        .hello
+                        .mtls
+                        .then(|| format!("spiffe://{trust_domain}/ns/{}/sa/{}", e.hello.namespace, e.hello.service_account)),
                 })
             })
             .collect()
@@ -263,8 +272,9 @@ impl ProxyConfigService for PushService {
     }
 }
 
-/// Proxies in one namespace under one Sidecar (by its name) get the same config.
-type ScopeKey = (String, Option<String>);
+/// Proxies in one namespace under one Sidecar (by its name) and with the same
+/// inbound policy get the same config.
+type ScopeKey = (String, Option<String>, weft_proto::config::InboundPolicy);
 
 /// One compiled config, encoded once and shared by every push of it.
 #[derive(Clone)]
@@ -303,7 +313,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
         };
         let mesh = weft_model::mesh::Mesh::build(&resources, &controller.analysis.root_namespace);
         let mut endpoints = compile::declared_endpoints(&mesh);
-        endpoints.extend(registry.endpoints());
+        endpoints.extend(registry.endpoints(controller.ca.trust_domain()));
         endpoints.sort();
         endpoints.dedup();
         // Proxies under the same Sidecar scope (and namespace) share one config.
@@ -315,11 +325,13 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 let Some(sender) = e.sender.clone() else { continue };
                 let labels: BTreeMap<String, String> = e.hello.labels.clone().into_iter().collect();
                 let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
-                let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()));
+                let inbound = compile::inbound_policy(&mesh, &e.hello.namespace, &labels);
+                let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()), inbound.clone());
                 let Compiled { version, config, json, value } = configs
                     .entry(key)
                     .or_insert_with(|| {
                         let mut config = compile::compile(&mesh, &endpoints, &e.hello.namespace, scope);
+                        config.inbound = inbound;
                         let version = compile::version_of(&config);
                         config.version = version.clone();
                         Compiled {

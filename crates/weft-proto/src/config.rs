@@ -22,6 +22,56 @@ pub struct ProxyConfig {
     pub clusters: Vec<Cluster>,
     #[serde(default)]
     pub limits: Limits,
+    /// Who may connect to this workload, and how (PeerAuthentication).
+    #[serde(default, skip_serializing_if = "InboundPolicy::is_default")]
+    pub inbound: InboundPolicy,
+}
+
+/// Server-side mTLS, as Istio's PeerAuthentication modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// Only mTLS from the mesh; plaintext connections are refused.
+    Strict,
+    /// mTLS and plaintext both accepted (the default, for migration).
+    #[default]
+    Permissive,
+    /// Plaintext only: mesh TLS is not terminated.
+    Disable,
+}
+
+impl MtlsMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MtlsMode::Strict => "STRICT",
+            MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Disable => "DISABLE",
+        }
+    }
+}
+
+/// The inbound side's mTLS mode, with per-port exceptions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundPolicy {
+    #[serde(default)]
+    pub mtls: MtlsMode,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_mtls: BTreeMap<u16, MtlsMode>,
+    /// The policy that set the mode (`PeerAuthentication ns/name`), for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+impl InboundPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == InboundPolicy::default()
+    }
+
+    /// The mode for connections to the workload's `port`.
+    pub fn mode_for(&self, port: u16) -> MtlsMode {
+        self.port_mtls.get(&port).copied().unwrap_or(self.mtls)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,9 +339,88 @@ pub struct WeightedCluster {
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
-    pub endpoints: Vec<SocketAddr>,
+    pub endpoints: Vec<Endpoint>,
     #[serde(default = "default_connect_timeout", with = "duration_text")]
     pub connect_timeout: Duration,
+    /// How connections to the endpoints are secured.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tls: UpstreamTls,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl Cluster {
+    /// Everything but the endpoints is the same (an endpoint delta can carry the change).
+    fn same_settings(&self, other: &Cluster) -> bool {
+        let Cluster { name, endpoints: _, connect_timeout, tls } = self;
+        *name == other.name && *connect_timeout == other.connect_timeout && *tls == other.tls
+    }
+}
+
+/// Client-side TLS towards a cluster's endpoints (DestinationRule `tls.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamTls {
+    /// Auto-mTLS: mesh mTLS to endpoints that have an identity (a proxy), plaintext to the rest.
+    #[default]
+    Auto,
+    /// Mesh mTLS always; an endpoint without an identity cannot be reached.
+    Mutual,
+    /// Plaintext always.
+    Disable,
+}
+
+/// One address of a cluster, and the SPIFFE identity its proxy must present
+/// when it has one (then the connection is mesh mTLS). Written as
+/// `"10.0.0.1:80"` or `{address: "10.0.0.1:80", identity: "spiffe://..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "EndpointText", into = "EndpointText")]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub identity: Option<String>,
+}
+
+impl Endpoint {
+    pub fn plain(address: SocketAddr) -> Endpoint {
+        Endpoint { address, identity: None }
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(address: SocketAddr) -> Endpoint {
+        Endpoint::plain(address)
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum EndpointText {
+    Address(SocketAddr),
+    Full {
+        address: SocketAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+    },
+}
+
+impl From<EndpointText> for Endpoint {
+    fn from(t: EndpointText) -> Endpoint {
+        match t {
+            EndpointText::Address(address) => Endpoint { address, identity: None },
+            EndpointText::Full { address, identity } => Endpoint { address, identity },
+        }
+    }
+}
+
+impl From<Endpoint> for EndpointText {
+    fn from(e: Endpoint) -> EndpointText {
+        match e.identity {
+            None => EndpointText::Address(e.address),
+            identity => EndpointText::Full { address: e.address, identity },
+        }
+    }
 }
 
 fn default_connect_timeout() -> Duration {
@@ -384,6 +513,7 @@ impl ProxyConfig {
             routes: vec![],
             clusters: vec![],
             limits: Limits::default(),
+            inbound: InboundPolicy::default(),
         }
     }
 
@@ -454,13 +584,18 @@ impl ProxyConfig {
     /// The endpoint changes that turn `self` into `next`, when that is all
     /// that differs (same listeners, routes, limits and cluster settings);
     /// `None` when something else changed and the whole config must be sent.
-    pub fn endpoint_delta(&self, next: &ProxyConfig) -> Option<BTreeMap<String, Vec<SocketAddr>>> {
-        if self.listeners != next.listeners || self.routes != next.routes || self.limits != next.limits || self.clusters.len() != next.clusters.len() {
+    pub fn endpoint_delta(&self, next: &ProxyConfig) -> Option<BTreeMap<String, Vec<Endpoint>>> {
+        if self.listeners != next.listeners
+            || self.routes != next.routes
+            || self.limits != next.limits
+            || self.inbound != next.inbound
+            || self.clusters.len() != next.clusters.len()
+        {
             return None;
         }
         let mut delta = BTreeMap::new();
         for (a, b) in self.clusters.iter().zip(&next.clusters) {
-            if a.name != b.name || a.connect_timeout != b.connect_timeout {
+            if !a.same_settings(b) {
                 return None;
             }
             if a.endpoints != b.endpoints {
@@ -471,7 +606,7 @@ impl ProxyConfig {
     }
 
     /// Applies an endpoint delta; fails if it names a cluster this config lacks.
-    pub fn with_endpoints(&self, delta: &BTreeMap<String, Vec<SocketAddr>>) -> Result<ProxyConfig, String> {
+    pub fn with_endpoints(&self, delta: &BTreeMap<String, Vec<Endpoint>>) -> Result<ProxyConfig, String> {
         let mut next = self.clone();
         for (name, endpoints) in delta {
             let c = next
@@ -520,14 +655,17 @@ mod tests {
         )
         .unwrap();
         let mut next = base.clone();
-        next.clusters[1].endpoints.push("10.0.0.3:80".parse().unwrap());
+        next.clusters[1].endpoints.push(Endpoint { address: "10.0.0.3:80".parse().unwrap(), identity: Some("spiffe://cluster.local/ns/default/sa/b".into()) });
         let delta = base.endpoint_delta(&next).unwrap();
         assert_eq!(delta.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(base.with_endpoints(&delta).unwrap(), next);
         let mut rerouted = next.clone();
         rerouted.routes[0].cluster = "b".into();
         assert!(base.endpoint_delta(&rerouted).is_none(), "a route change needs the whole config");
-        let bad: BTreeMap<String, Vec<SocketAddr>> = [("zz".to_string(), vec![])].into();
+        let mut strict = next.clone();
+        strict.inbound.mtls = MtlsMode::Strict;
+        assert!(next.endpoint_delta(&strict).is_none(), "a policy change needs the whole config");
+        let bad: BTreeMap<String, Vec<Endpoint>> = [("zz".to_string(), vec![])].into();
         assert_eq!(base.with_endpoints(&bad).unwrap_err(), "endpoint update for unknown cluster \"zz\"");
     }
 
@@ -545,6 +683,23 @@ mod tests {
         let mut zero = cfg;
         zero.routes[0].http[0].clusters[0].weight = 0;
         assert!(zero.check().unwrap_err().contains("no cluster with a weight above 0"));
+    }
+
+    #[test]
+    fn endpoints_are_addresses_or_addresses_with_identities() {
+        let cfg: ProxyConfig = serde_norway::from_str(
+            "clusters:\n- name: a\n  tls: mutual\n  endpoints: [\"10.0.0.1:80\", {address: \"10.0.0.2:80\", identity: \"spiffe://cluster.local/ns/x/sa/y\"}]\ninbound: {mtls: STRICT, port_mtls: {8080: PERMISSIVE}}\n",
+        )
+        .unwrap();
+        let eps = &cfg.clusters[0].endpoints;
+        assert_eq!(eps[0], Endpoint::plain("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(eps[1].identity.as_deref(), Some("spiffe://cluster.local/ns/x/sa/y"));
+        assert_eq!(cfg.clusters[0].tls, UpstreamTls::Mutual);
+        assert_eq!(cfg.inbound.mode_for(8080), MtlsMode::Permissive);
+        assert_eq!(cfg.inbound.mode_for(9090), MtlsMode::Strict);
+        let json = serde_json::to_value(&cfg.clusters[0]).unwrap();
+        assert_eq!(json["endpoints"][0], "10.0.0.1:80", "a plain endpoint stays a string");
+        assert_eq!(json["endpoints"][1]["identity"], "spiffe://cluster.local/ns/x/sa/y");
     }
 
     #[test]

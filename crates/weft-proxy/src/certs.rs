@@ -17,13 +17,44 @@ pub struct CertOptions {
     pub id: SpiffeId,
 }
 
-/// The certificate in use and what it is trusted against.
+/// Client configs by (expected peer identity, ALPN).
+type ClientConfigs = std::collections::HashMap<(String, &'static [u8]), Arc<rustls::ClientConfig>>;
+
+/// The certificate in use and what it is trusted against, with the TLS
+/// configs made from it (built once per certificate, not per connection).
 pub struct WorkloadCert {
     pub identity: Identity,
     pub bundle: TrustBundle,
     pub spiffe_id: SpiffeId,
     pub serial: String,
     pub not_after_unix: i64,
+    /// The inbound side of mesh mTLS: a client certificate is required.
+    pub server: Arc<rustls::ServerConfig>,
+    clients: std::sync::Mutex<ClientConfigs>,
+}
+
+impl WorkloadCert {
+    pub fn new(identity: Identity, bundle: TrustBundle, serial: String, not_after_unix: i64) -> Result<WorkloadCert, String> {
+        let spiffe_id = identity.spiffe_id().map_err(|e| e.to_string())?;
+        let mut server = (*weft_identity::tls::server_config(&identity, &bundle, true).map_err(|e| e.to_string())?).clone();
+        server.alpn_protocols = crate::mesh_tls::ALPNS.iter().map(|a| a.to_vec()).collect();
+        Ok(WorkloadCert { identity, bundle, spiffe_id, serial, not_after_unix, server: Arc::new(server), clients: Default::default() })
+    }
+
+    /// A client config that accepts only `expected` as the server, offering `alpn`.
+    pub fn client_config(&self, expected: &str, alpn: &'static [u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+        let key = (expected.to_string(), alpn);
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let id: SpiffeId = expected.parse().map_err(|e: weft_identity::IdentityError| e.to_string())?;
+        let mut config = (*weft_identity::tls::client_config(&self.identity, &self.bundle, vec![id]).map_err(|e| e.to_string())?).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let config = Arc::new(config);
+        cache.insert(key, config.clone());
+        Ok(config)
+    }
 }
 
 fn now_unix() -> i64 {
@@ -66,5 +97,5 @@ async fn fetch(opts: &CertOptions) -> Result<WorkloadCert, String> {
         return Err(format!("the controller issued {got}, this proxy serves {}", opts.id));
     }
     let bundle = TrustBundle::from_pem(&opts.id.trust_domain, &resp.roots_pem).map_err(|e| e.to_string())?;
-    Ok(WorkloadCert { identity, bundle, spiffe_id: got, serial: resp.serial, not_after_unix: resp.not_after_unix })
+    WorkloadCert::new(identity, bundle, resp.serial, resp.not_after_unix)
 }

@@ -25,6 +25,12 @@ pub struct ControlOptions {
 
 /// Runs forever: connect, stream, and on any failure back off and retry.
 pub async fn run(opts: ControlOptions, proxy: Arc<Proxy>, tx: watch::Sender<Arc<Snapshot>>) {
+    if opts.hello.mtls {
+        // Peers are told to reach this workload over mTLS as soon as it says
+        // Hello, so it says Hello once it has a certificate to answer with.
+        let mut cert = proxy.certificate.subscribe();
+        let _ = cert.wait_for(|c| c.is_some()).await;
+    }
     let mut attempt: u32 = 0;
     loop {
         match session(&opts, &proxy, &tx, &mut attempt).await {
@@ -85,7 +91,7 @@ fn apply(push: &ConfigPush, proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>) ->
                 push.base_version, previous.config.version
             ));
         }
-        let delta: std::collections::BTreeMap<String, Vec<std::net::SocketAddr>> =
+        let delta: std::collections::BTreeMap<String, Vec<crate::config::Endpoint>> =
             serde_json::from_slice(&push.endpoints_json).map_err(|e| format!("endpoint update does not parse: {e}"))?;
         previous.config.with_endpoints(&delta)?
     } else {
@@ -96,7 +102,7 @@ fn apply(push: &ConfigPush, proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>) ->
     if cfg.listeners != previous.config.listeners {
         return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
     }
-    tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous))));
+    tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.certificate.subscribe())));
     Ok(())
 }
 

@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 pub enum Detected {
     Http1,
     Http2,
-    /// A TLS ClientHello; the SNI when the client sent one.
-    Tls { sni: Option<String> },
+    /// A TLS ClientHello: the SNI and the ALPN protocols the client offered.
+    Tls { sni: Option<String>, alpn: Vec<Vec<u8>> },
     Tcp,
 }
 
@@ -38,7 +38,8 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
             if buf.len() < 5 + record_len && buf.len() < 4096 {
                 return None;
             }
-            return Some(Detected::Tls { sni: sni(&buf[5..]) });
+            let hello = client_hello(&buf[5..]);
+            return Some(Detected::Tls { sni: hello.sni, alpn: hello.alpn });
         }
         return Some(Detected::Tcp);
     }
@@ -61,32 +62,58 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     }
 }
 
-/// Reads the server_name extension from a ClientHello handshake message.
-fn sni(hs: &[u8]) -> Option<String> {
+#[derive(Default)]
+struct ClientHello {
+    sni: Option<String>,
+    alpn: Vec<Vec<u8>>,
+}
+
+/// Reads server_name and ALPN from a ClientHello handshake message; what
+/// cannot be parsed is left empty (the connection is then plain TLS).
+fn client_hello(hs: &[u8]) -> ClientHello {
+    let mut out = ClientHello::default();
+    let _ = parse_client_hello(hs, &mut out);
+    out
+}
+
+fn parse_client_hello(hs: &[u8], out: &mut ClientHello) -> Option<()> {
     // handshake: type(1) len(3) version(2) random(32) session_id(1+n) ciphers(2+n) compression(1+n) ext(2+n)
+    let be16 = |p: usize| -> Option<usize> { Some(u16::from_be_bytes([*hs.get(p)?, *hs.get(p + 1)?]) as usize) };
     let mut p = 4 + 2 + 32;
     let sid = *hs.get(p)? as usize;
     p += 1 + sid;
-    let ciphers = u16::from_be_bytes([*hs.get(p)?, *hs.get(p + 1)?]) as usize;
-    p += 2 + ciphers;
+    p += 2 + be16(p)?;
     let comp = *hs.get(p)? as usize;
     p += 1 + comp;
-    let ext_len = u16::from_be_bytes([*hs.get(p)?, *hs.get(p + 1)?]) as usize;
+    let ext_len = be16(p)?;
     p += 2;
     let end = (p + ext_len).min(hs.len());
     while p + 4 <= end {
-        let ty = u16::from_be_bytes([hs[p], hs[p + 1]]);
-        let len = u16::from_be_bytes([hs[p + 2], hs[p + 3]]) as usize;
+        let ty = be16(p)?;
+        let len = be16(p + 2)?;
         p += 4;
-        if ty == 0 {
-            // server_name_list: len(2) type(1) name_len(2) name
-            let name_len = u16::from_be_bytes([*hs.get(p + 3)?, *hs.get(p + 4)?]) as usize;
-            let name = hs.get(p + 5..p + 5 + name_len)?;
-            return std::str::from_utf8(name).ok().map(str::to_string);
+        let ext = hs.get(p..p + len)?;
+        match ty {
+            0 => {
+                // server_name_list: len(2) type(1) name_len(2) name
+                let name_len = u16::from_be_bytes([*ext.get(3)?, *ext.get(4)?]) as usize;
+                let name = ext.get(5..5 + name_len)?;
+                out.sni = std::str::from_utf8(name).ok().map(str::to_string);
+            }
+            16 => {
+                // protocol_name_list: len(2) then len(1)+name entries
+                let mut q = 2;
+                while q < ext.len() {
+                    let n = *ext.get(q)? as usize;
+                    out.alpn.push(ext.get(q + 1..q + 1 + n)?.to_vec());
+                    q += 1 + n;
+                }
+            }
+            _ => {}
         }
         p += len;
     }
-    None
+    Some(())
 }
 
 /// Peeks until the protocol is known or `timeout` passes.
@@ -138,7 +165,7 @@ mod tests {
 
     #[test]
     fn reads_sni_from_a_client_hello() {
-        // A minimal TLS 1.2 ClientHello with SNI "example.com".
+        // A minimal TLS 1.2 ClientHello with SNI "example.com" and ALPN weft/h2, h2.
         let name = b"example.com";
         let mut sni_ext = vec![0, 0];
         let list_len = (3 + name.len()) as u16;
@@ -148,6 +175,10 @@ mod tests {
         sni_ext.push(0);
         sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
         sni_ext.extend_from_slice(name);
+        sni_ext.extend_from_slice(&[0, 16, 0, 13, 0, 11, 7]);
+        sni_ext.extend_from_slice(b"weft/h2");
+        sni_ext.extend_from_slice(&[2]);
+        sni_ext.extend_from_slice(b"h2");
         let mut body = vec![0x03, 0x03];
         body.extend_from_slice(&[0u8; 32]);
         body.push(0); // session id
@@ -161,7 +192,10 @@ mod tests {
         let mut rec = vec![0x16, 0x03, 0x01];
         rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
         rec.extend_from_slice(&hs);
-        assert_eq!(classify(&rec), Some(Detected::Tls { sni: Some("example.com".into()) }));
+        assert_eq!(
+            classify(&rec),
+            Some(Detected::Tls { sni: Some("example.com".into()), alpn: vec![b"weft/h2".to_vec(), b"h2".to_vec()] })
+        );
         assert_eq!(classify(&rec[..20]), None, "a partial record waits for more");
     }
 }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod detect;
 pub mod iptables;
 pub mod local_reply;
+pub mod mesh_tls;
 pub mod metrics;
 pub mod orig_dst;
 pub mod proxy;

@@ -144,6 +144,7 @@ fn real_main() -> anyhow::Result<()> {
                 handle.reload(f).map_err(|e| e.to_string())
             });
             let proxy_id = proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}"));
+            let mtls = token.is_some();
             let certificates = match (&controller, token) {
                 (Some(addr), Some(token)) => Some(weft_proxy::certs::CertOptions {
                     controller: addr.clone(),
@@ -168,6 +169,7 @@ fn real_main() -> anyhow::Result<()> {
                         ports,
                         ready: true,
                         version: String::new(),
+                        mtls,
                     },
                 }
             });

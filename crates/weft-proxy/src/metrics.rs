@@ -16,6 +16,8 @@ pub struct RequestLabels {
     pub response_code: u16,
     /// Envoy-style response flags, `-` when none.
     pub response_flags: String,
+    /// `mutual_tls` when the hop to the peer proxy was mesh mTLS, else `none` (Istio's label).
+    pub connection_security_policy: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +36,7 @@ pub struct ConnLabels {
     pub listener: String,
     /// http1, http2, tls, tcp.
     pub protocol: String,
+    pub connection_security_policy: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

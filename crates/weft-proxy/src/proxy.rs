@@ -4,7 +4,8 @@
 //! (route -> endpoint -> bidirectional copy). Every step that fails answers
 //! with a [`LocalReply`] that names the cause.
 
-use crate::config::{Listener, ListenerKind, Protocol};
+use crate::config::{Listener, ListenerKind, MtlsMode, Protocol};
+use crate::mesh_tls::Carried;
 use crate::detect::{detect, Detected};
 use crate::local_reply::{Flag, LocalReply};
 use crate::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
@@ -99,6 +100,18 @@ struct ConnInfo {
     peer: SocketAddr,
     /// The pre-redirect destination (transparent listeners).
     original_dst: Option<SocketAddr>,
+    /// Inbound over mesh mTLS: the client's SPIFFE ID (`None` for plaintext).
+    peer_identity: Option<Arc<str>>,
+    mtls: bool,
+}
+
+/// Istio's `connection_security_policy` label value.
+fn security_label(mtls: bool) -> &'static str {
+    if mtls {
+        "mutual_tls"
+    } else {
+        "none"
+    }
 }
 
 /// Accepts connections on one listener until drain starts.
@@ -185,19 +198,78 @@ async fn handle_connection(proxy: &Arc<Proxy>, listener: Arc<Listener>, stream: 
         Detected::Tls { .. } => "tls",
         Detected::Tcp => "tcp",
     };
-    proxy.metrics.connections.get_or_create(&ConnLabels { listener: listener.name.clone(), protocol: protocol.into() }).inc();
-    let info = ConnInfo { listener, peer, original_dst };
+    let info = ConnInfo { listener: listener.clone(), peer, original_dst, peer_identity: None, mtls: false };
+    if info.listener.kind == ListenerKind::Inbound {
+        let port = original_dst.map(|d| d.port()).unwrap_or(0);
+        let mode = proxy.snapshot.borrow().config.inbound.mode_for(port);
+        let mesh_tls = matches!(&detected, Detected::Tls { alpn, .. } if crate::mesh_tls::is_mesh_alpn(alpn));
+        if mesh_tls && mode != MtlsMode::Disable {
+            return serve_mesh_tls(proxy, info, stream, &limits).await;
+        }
+        if mode == MtlsMode::Strict {
+            reject("mtls_required");
+            tracing::info!(target: "access", "{} {protocol} {peer} -> {port} refused: plaintext connection, and port {port} requires mTLS (STRICT)", info.listener.name);
+            return;
+        }
+    }
+    proxy
+        .metrics
+        .connections
+        .get_or_create(&ConnLabels { listener: info.listener.name.clone(), protocol: protocol.into(), connection_security_policy: "none" })
+        .inc();
     match detected {
         Detected::Http1 | Detected::Http2 => serve_http(proxy, info, stream, detected == Detected::Http2, &limits).await,
         Detected::Tls { .. } | Detected::Tcp => forward_tcp(proxy, info, stream).await,
     }
 }
 
+/// Inbound mesh mTLS: terminate it, learn the client's identity, and serve
+/// what it carries (HTTP/2, HTTP/1.1 or TCP) to the local app.
+async fn serve_mesh_tls(proxy: &Arc<Proxy>, mut info: ConnInfo, stream: TcpStream, limits: &crate::config::Limits) {
+    let reject = |reason: &str| {
+        proxy.metrics.rejected.get_or_create(&RejectLabels { listener: info.listener.name.clone(), reason: reason.into() }).inc();
+    };
+    let Some(cert) = proxy.certificate.borrow().clone() else {
+        reject("no_certificate");
+        tracing::warn!(target: "access", "{} mtls {} refused: this proxy has no workload certificate yet", info.listener.name, info.peer);
+        return;
+    };
+    let (tls, peer_identity, carried) = match crate::mesh_tls::accept(stream, &cert, limits.header_read_timeout).await {
+        Ok(x) => x,
+        Err(e) => {
+            reject("mtls_handshake");
+            tracing::info!(target: "access", "{} mtls {} refused: {e}", info.listener.name, info.peer);
+            return;
+        }
+    };
+    info.peer_identity = peer_identity;
+    info.mtls = true;
+    let protocol = match carried {
+        Carried::Http2 => "http2",
+        Carried::Http1 => "http1",
+        Carried::Tcp => "tcp",
+    };
+    proxy
+        .metrics
+        .connections
+        .get_or_create(&ConnLabels { listener: info.listener.name.clone(), protocol: protocol.into(), connection_security_policy: "mutual_tls" })
+        .inc();
+    match carried {
+        Carried::Http2 => serve_http(proxy, info, tls, true, limits).await,
+        Carried::Http1 => serve_http(proxy, info, tls, false, limits).await,
+        Carried::Tcp => forward_tcp(proxy, info, tls).await,
+    }
+}
+
 // ---------------------------------------------------------------- TCP
 
-async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: TcpStream) {
+/// A downstream connection: plain TCP, or mesh TLS terminated here.
+trait Downstream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Downstream for T {}
+
+async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: impl Downstream) {
     let snapshot = proxy.snapshot.borrow().clone();
-    let (route, cluster, endpoint) = match tcp_target(&snapshot, &info) {
+    let (route, cluster, endpoint, identity) = match tcp_target(&snapshot, &info) {
         Ok(t) => t,
         Err(reply) => {
             tracing::info!(target: "access", "{} tcp {} -> - {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
@@ -206,7 +278,14 @@ async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: TcpStre
     };
     let timeout = cluster.as_ref().map(|c| c.config.connect_timeout).unwrap_or(proxy.passthrough.connect_timeout);
     let start = Instant::now();
-    let mut upstream = match upstream::connect_tcp(endpoint, timeout).await {
+    let upstream = match &identity {
+        Some(id) => {
+            let certificate = proxy.certificate.subscribe();
+            crate::mesh_tls::connect(endpoint, id, crate::mesh_tls::ALPN_TCP, &certificate, timeout).await.map(|s| TcpUpstream::Mesh(Box::new(s)))
+        }
+        None => upstream::connect_tcp(endpoint, timeout).await.map(TcpUpstream::Plain),
+    };
+    let mut upstream = match upstream {
         Ok(s) => s,
         Err(reply) => {
             tracing::info!(target: "access", "{} tcp {} -> {endpoint} {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
@@ -215,19 +294,30 @@ async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: TcpStre
     };
     let labels = ListenerLabels { listener: info.listener.name.clone() };
     // copy_bidirectional propagates each side's EOF as a write shutdown (half-close).
-    let result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    let result = match &mut upstream {
+        TcpUpstream::Plain(s) => tokio::io::copy_bidirectional(&mut downstream, s).await,
+        TcpUpstream::Mesh(s) => tokio::io::copy_bidirectional(&mut downstream, s.as_mut()).await,
+    };
     let (rx, tx) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
     proxy.metrics.tcp_received_bytes.get_or_create(&labels).inc_by(rx);
     proxy.metrics.tcp_sent_bytes.get_or_create(&labels).inc_by(tx);
     let flag = if result.is_err() { "DC" } else { "-" };
     tracing::info!(
         target: "access",
-        "{} tcp {} -> {endpoint} route={route} {flag} sent={tx} received={rx} duration={}ms",
-        info.listener.name, info.peer, start.elapsed().as_millis()
+        "{} tcp {} -> {endpoint} route={route} {flag} sent={tx} received={rx} duration={}ms mtls={}{}",
+        info.listener.name, info.peer, start.elapsed().as_millis(),
+        if info.mtls || identity.is_some() { "yes" } else { "no" },
+        info.peer_identity.as_ref().map(|p| format!(" peer={p}")).unwrap_or_default()
     );
 }
 
-type Target = (Arc<str>, Option<Arc<ClusterState>>, SocketAddr);
+enum TcpUpstream {
+    Plain(TcpStream),
+    Mesh(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Route name, cluster, endpoint address, and the identity to verify for mesh mTLS.
+type Target = (Arc<str>, Option<Arc<ClusterState>>, SocketAddr, Option<String>);
 
 fn tcp_target(snapshot: &Snapshot, info: &ConnInfo) -> Result<Target, LocalReply> {
     match info.listener.kind {
@@ -236,31 +326,39 @@ fn tcp_target(snapshot: &Snapshot, info: &ConnInfo) -> Result<Target, LocalReply
             let cluster = snapshot
                 .cluster(name)
                 .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("cluster {name:?} is not configured")))?;
-            pick(cluster).map(|ep| (Arc::from(info.listener.name.as_str()), Some(cluster.clone()), ep))
+            let (ep, id) = pick(cluster)?;
+            Ok((Arc::from(info.listener.name.as_str()), Some(cluster.clone()), ep, id))
         }
         ListenerKind::Inbound => {
             let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
-            Ok((Arc::from("inbound"), None, dst))
+            Ok((Arc::from("inbound"), None, dst, None))
         }
         ListenerKind::Outbound => {
             let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
             match snapshot.route_for_destination(dst) {
-                Some(t) => pick(&t.cluster).map(|ep| (t.route.clone(), Some(t.cluster.clone()), ep)),
-                None => Ok((Arc::from("passthrough"), None, dst)),
+                Some(t) => {
+                    let (ep, id) = pick(&t.cluster)?;
+                    Ok((t.route.clone(), Some(t.cluster.clone()), ep, id))
+                }
+                None => Ok((Arc::from("passthrough"), None, dst, None)),
             }
         }
     }
 }
 
-fn pick(cluster: &Arc<ClusterState>) -> Result<SocketAddr, LocalReply> {
-    cluster
+/// An endpoint of the cluster, and the identity to verify when the
+/// connection to it is mesh mTLS.
+fn pick(cluster: &Arc<ClusterState>) -> Result<(SocketAddr, Option<String>), LocalReply> {
+    let ep = cluster
         .pick()
-        .ok_or_else(|| LocalReply::new(503, Flag::NoHealthyUpstream, format!("cluster {:?} has no endpoints", cluster.name())))
+        .ok_or_else(|| LocalReply::new(503, Flag::NoHealthyUpstream, format!("cluster {:?} has no endpoints", cluster.name())))?;
+    let identity = cluster.transport(ep)?.map(str::to_string);
+    Ok((ep.address, identity))
 }
 
 // ---------------------------------------------------------------- HTTP
 
-async fn serve_http(proxy: &Arc<Proxy>, info: ConnInfo, stream: TcpStream, http2: bool, limits: &crate::config::Limits) {
+async fn serve_http(proxy: &Arc<Proxy>, info: ConnInfo, stream: impl Downstream, http2: bool, limits: &crate::config::Limits) {
     let io = TokioIo::new(stream);
     let svc_proxy = proxy.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -361,6 +459,8 @@ struct Chosen {
     cluster_name: String,
     clients: HttpClients,
     endpoint: SocketAddr,
+    /// The endpoint is reached over mesh mTLS.
+    mesh: bool,
     /// The matched rule's actions, and the path prefix it matched on.
     actions: Option<(Arc<HttpRule>, Option<String>)>,
     /// For retries: where to pick another endpoint, and the budget they draw on.
@@ -453,12 +553,13 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &weft_proto::config::HeaderOps
 
 fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Plan, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
-        pick(c).map(|endpoint| {
+        pick(c).map(|(endpoint, identity)| {
             Plan::Forward(Box::new(Chosen {
                 route,
                 cluster_name: c.name().to_string(),
                 clients: c.clients.clone(),
                 endpoint,
+                mesh: identity.is_some(),
                 actions: None,
                 cluster: Some(c.clone()),
                 budget: None,
@@ -471,6 +572,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
             cluster_name: name.to_string(),
             clients: proxy.passthrough.clone(),
             endpoint: dst,
+            mesh: false,
             actions: None,
             cluster: None,
             budget: None,
@@ -520,8 +622,31 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
     }
 }
 
-async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+/// The header that tells an app which mesh identity called it (Envoy's XFCC).
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// What the inbound side changes before the app sees a request: a client
+/// may not claim an identity itself, a mesh client's identity is added, and
+/// an HTTP/1.1 request carried over HTTP/2 between proxies is HTTP/1.1 again.
+fn inbound_request(proxy: &Proxy, info: &ConnInfo, req: &mut Request<Incoming>) {
+    let headers = req.headers_mut();
+    headers.remove(XFCC);
+    if let Some(peer) = &info.peer_identity {
+        let own = proxy.certificate.borrow().as_ref().map(|c| c.spiffe_id.to_string()).unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&format!("By={own};URI={peer}")) {
+            headers.insert(XFCC, v);
+        }
+    }
+    if info.mtls && headers.remove(crate::mesh_tls::ORIG_PROTO).is_some_and(|v| v == "HTTP/1.1") {
+        *req.version_mut() = http::Version::HTTP_11;
+    }
+}
+
+async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, mut req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
+    if info.listener.kind == ListenerKind::Inbound {
+        inbound_request(proxy, info, &mut req);
+    }
     let snapshot = proxy.snapshot.borrow().clone();
     let host = req
         .uri()
@@ -542,11 +667,13 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
         Ok(Plan::Respond { route, .. }) => (route.clone(), "-".to_string()),
         Err(_) => (Arc::from("-"), "-".to_string()),
     };
+    let mut mtls = info.mtls;
     let (outcome, endpoint) = match chosen {
         Err(reply) => (Err(reply), None),
         Ok(Plan::Respond { response, .. }) => (Ok(response), None),
         Ok(Plan::Forward(chosen)) => {
             let endpoint = chosen.endpoint;
+            mtls |= chosen.mesh;
             (forward(proxy, req, *chosen, host.as_deref()).await, Some(endpoint))
         }
     };
@@ -567,6 +694,7 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
             cluster: cluster.clone(),
             response_code: status,
             response_flags: flags.to_string(),
+            connection_security_policy: security_label(mtls),
         })
         .inc();
     proxy
@@ -576,11 +704,13 @@ async fn handle_request(proxy: &Arc<Proxy>, info: &ConnInfo, req: Request<Incomi
         .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "access",
-        "{} \"{method} {path}\" {status} {flags} {} route={route} cluster={cluster} upstream={} duration={}us{}",
+        "{} \"{method} {path}\" {status} {flags} {} route={route} cluster={cluster} upstream={} duration={}us mtls={}{}{}",
         info.listener.name,
         info.peer,
         endpoint.map(|e| e.to_string()).unwrap_or("-".into()),
         elapsed.as_micros(),
+        if mtls { "yes" } else { "no" },
+        info.peer_identity.as_ref().map(|p| format!(" peer={p}")).unwrap_or_default(),
         reason.map(|r| format!(" reason=\"{r}\"")).unwrap_or_default()
     );
     resp
@@ -681,7 +811,6 @@ async fn send_with_retries(
     pq: &str,
 ) -> Result<Response<Incoming>, LocalReply> {
     use crate::retry::{retriable, TryOutcome};
-    let client = if parts.version == http::Version::HTTP_2 { &chosen.clients.http2 } else { &chosen.clients.http1 };
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent) && !upgrade);
     let (replay, mut body) = match may_retry {
@@ -695,6 +824,7 @@ async fn send_with_retries(
         b.record_request();
     }
     let mut endpoint = chosen.endpoint;
+    let mut mesh = chosen.mesh;
     let mut retries = 0u32;
     loop {
         let this_body: Body = match (&replay, body.take()) {
@@ -709,7 +839,7 @@ async fn send_with_retries(
         *req.uri_mut() = format!("http://{endpoint}{pq}")
             .parse()
             .map_err(|_| LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid")))?;
-        let sent = client.request(req);
+        let sent = chosen.clients.send(req, mesh, upgrade)?;
         let per_try = may_retry.and_then(|p| p.per_try_timeout);
         let result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -756,8 +886,9 @@ async fn send_with_retries(
             .get_or_create(&RejectLabels { listener: chosen.route.to_string(), reason: chosen.cluster_name.clone() })
             .inc();
         tokio::time::sleep(crate::retry::backoff(policy.backoff.unwrap_or(std::time::Duration::from_millis(25)), retries, random_u64())).await;
-        if let Some(next) = chosen.cluster.as_ref().and_then(|c| c.pick()) {
+        if let Some((next, identity)) = chosen.cluster.as_ref().and_then(|c| pick(c).ok()) {
             endpoint = next;
+            mesh = identity.is_some();
         }
     }
 }

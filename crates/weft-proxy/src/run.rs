@@ -45,14 +45,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
     let listeners = config.listeners.clone();
     let idle_timeout = config.limits.idle_timeout;
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None)));
+    let (certificate, certificate_rx) = watch::channel(None);
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &certificate_rx)));
     let proxy = Arc::new(Proxy {
         snapshot: rx,
         metrics: Arc::new(Metrics::new()),
         passthrough: HttpClients::new(Duration::from_secs(5), idle_timeout),
         ready: false.into(),
         drain: Drain::default(),
-        certificate: watch::channel(None).0,
+        certificate,
     });
     let _admin = admin::spawn(opts.admin.clone(), proxy.clone(), opts.set_log_level.clone())?;
     let mut tasks = Vec::new();
@@ -128,7 +129,7 @@ fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Pa
                 tracing::warn!("listener changes need a restart; routes, clusters and limits were applied");
             }
             let version = cfg.version.clone();
-            tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous))));
+            tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.certificate.subscribe())));
             tracing::info!(%version, "config reloaded ({source})");
             "applied"
         }

@@ -4,8 +4,10 @@
 //! `Arc<Snapshot>` for their whole life, so a reload never changes a request
 //! mid-flight.
 
-use crate::config::{Cluster, HttpRule, ProxyConfig, StringMatch};
-use crate::upstream::HttpClients;
+use crate::config::{Cluster, Endpoint, HttpRule, ProxyConfig, StringMatch, UpstreamTls};
+use crate::local_reply::{Flag, LocalReply};
+use crate::mesh_tls::{Certificate, MeshConnector};
+use crate::upstream::{HttpClients, MeshClients};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,9 +149,34 @@ impl std::fmt::Debug for ClusterState {
 }
 
 impl ClusterState {
-    fn new(config: Cluster, idle_timeout: std::time::Duration) -> ClusterState {
-        let clients = HttpClients::new(config.connect_timeout, idle_timeout);
+    fn new(config: Cluster, idle_timeout: std::time::Duration, certificate: &Certificate) -> ClusterState {
+        let mut clients = HttpClients::new(config.connect_timeout, idle_timeout);
+        let identities: HashMap<SocketAddr, String> =
+            config.endpoints.iter().filter_map(|e| Some((e.address, e.identity.clone()?))).collect();
+        if !identities.is_empty() && config.tls != UpstreamTls::Disable {
+            let connector = MeshConnector {
+                certificate: certificate.clone(),
+                identities: Arc::new(identities),
+                alpn: crate::mesh_tls::ALPN_H2,
+                connect_timeout: config.connect_timeout,
+            };
+            clients.mesh = Some(MeshClients::new(connector, idle_timeout));
+        }
         ClusterState { config, next: AtomicUsize::new(0), clients }
+    }
+
+    /// How a connection to `endpoint` is made: `Ok(Some(identity))` for mesh
+    /// mTLS, `Ok(None)` for plaintext, an error when policy forbids both.
+    pub fn transport<'a>(&self, endpoint: &'a Endpoint) -> Result<Option<&'a str>, LocalReply> {
+        match (self.config.tls, endpoint.identity.as_deref()) {
+            (UpstreamTls::Disable, _) => Ok(None),
+            (UpstreamTls::Mutual, None) => Err(LocalReply::new(
+                503,
+                Flag::UpstreamConnectFailure,
+                format!("{} has no mesh identity, and cluster {} requires mTLS (ISTIO_MUTUAL)", endpoint.address, self.config.name),
+            )),
+            (_, identity) => Ok(identity),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -157,13 +184,13 @@ impl ClusterState {
     }
 
     /// Round robin over the endpoints; `None` when the cluster has none.
-    pub fn pick(&self) -> Option<SocketAddr> {
+    pub fn pick(&self) -> Option<&Endpoint> {
         let eps = &self.config.endpoints;
         if eps.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(eps[i % eps.len()])
+        Some(&eps[i % eps.len()])
     }
 }
 
@@ -177,14 +204,14 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds lookup tables; clusters equal to one in `previous` keep their
     /// state (and so their pooled connections).
-    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>) -> Snapshot {
+    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>, certificate: &Certificate) -> Snapshot {
         let mut clusters = HashMap::new();
         for c in &config.clusters {
             let state = previous
                 .and_then(|p| p.clusters.get(&c.name))
                 .filter(|s| s.config == *c && previous.is_some_and(|p| p.config.limits.idle_timeout == config.limits.idle_timeout))
                 .cloned()
-                .unwrap_or_else(|| Arc::new(ClusterState::new(c.clone(), config.limits.idle_timeout)));
+                .unwrap_or_else(|| Arc::new(ClusterState::new(c.clone(), config.limits.idle_timeout, certificate)));
             clusters.insert(c.name.clone(), state);
         }
         let mut by_destination = HashMap::new();
@@ -230,7 +257,7 @@ mod tests {
             "clusters:\n- {name: v1, endpoints: [\"10.0.0.1:80\"]}\n- {name: v2, endpoints: [\"10.0.0.2:80\"]}\nroutes:\n- name: r\n  hosts: [r]\n  cluster: v1\n  http:\n  - matches: [{headers: [{name: x-canary, value: {exact: \"true\"}}]}, {path: {regex: \"/api/v[0-9]+/.*\"}, method: POST}]\n    clusters: [{cluster: v2, weight: 1}]\n  - matches: [{headers: [{name: x-debug, value: {present: true}, invert: true}]}]\n    clusters: [{cluster: v1, weight: 90}, {cluster: v2, weight: 10}]\n",
         )
         .unwrap();
-        Snapshot::build(cfg, None)
+        Snapshot::build(cfg, None, &tokio::sync::watch::channel(None).1)
     }
 
     fn first_match<'a>(t: &'a RouteTarget, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a CompiledRule> {
