@@ -66,6 +66,12 @@ impl TrustBundle {
     }
 }
 
+/// A certificate's serial number (hexadecimal) and expiry (unix seconds).
+pub fn serial_and_expiry(cert: &CertificateDer<'_>) -> Result<(String, i64), IdentityError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    Ok((parsed.raw_serial_as_string().replace(':', ""), parsed.validity().not_after.timestamp()))
+}
+
 /// The SPIFFE ID (URI SAN) of a certificate.
 pub fn spiffe_id_of(cert: &CertificateDer<'_>) -> Result<SpiffeId, IdentityError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| IdentityError::Certificate(e.to_string()))?;

@@ -83,6 +83,17 @@ pub async fn run(opts: CertOptions, proxy: Arc<Proxy>) {
     }
 }
 
+/// File-mounted certificates (Istio's names): `cert-chain.pem` (leaf first),
+/// `key.pem`, `root-cert.pem` (the trust bundle). For workloads whose
+/// certificates come from elsewhere (SPIRE, cert-manager, a benchmark).
+pub fn load_dir(dir: &std::path::Path, trust_domain: &str) -> Result<WorkloadCert, String> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
+    let identity = Identity::from_pem(&read("cert-chain.pem")?, &read("key.pem")?).map_err(|e| e.to_string())?;
+    let bundle = TrustBundle::from_pem(trust_domain, &read("root-cert.pem")?).map_err(|e| e.to_string())?;
+    let (serial, not_after) = weft_identity::tls::serial_and_expiry(&identity.chain[0]).map_err(|e| e.to_string())?;
+    WorkloadCert::new(identity, bundle, serial, not_after)
+}
+
 async fn fetch(opts: &CertOptions) -> Result<WorkloadCert, String> {
     let kc = csr::generate(&opts.id).map_err(|e| e.to_string())?;
     let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.controller)).await.map_err(|e| format!("controller unreachable: {e}"))?;

@@ -50,6 +50,10 @@ enum Command {
         /// certificate from the controller.
         #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Use the certificate in DIR (cert-chain.pem, key.pem, root-cert.pem) instead
+        /// of one from the controller's CA; read at start.
+        #[arg(long, value_name = "DIR", conflicts_with = "token")]
+        cert_dir: Option<PathBuf>,
         /// Trust domain of the workload's SPIFFE ID.
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
@@ -135,7 +139,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, trust_domain, admin, workers, log } => {
+        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, trust_domain, admin, workers, log } => {
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
             let (filter, handle) = reload::Layer::new(filter);
             tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(true)).init();
@@ -144,7 +148,11 @@ fn real_main() -> anyhow::Result<()> {
                 handle.reload(f).map_err(|e| e.to_string())
             });
             let proxy_id = proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}"));
-            let mtls = token.is_some();
+            let mtls = token.is_some() || cert_dir.is_some();
+            let cert_files = match &cert_dir {
+                Some(dir) => Some(weft_proxy::certs::load_dir(dir, &trust_domain).map_err(|e| anyhow::anyhow!("--cert-dir: {e}"))?),
+                None => None,
+            };
             let certificates = match (&controller, token) {
                 (Some(addr), Some(token)) => Some(weft_proxy::certs::CertOptions {
                     controller: addr.clone(),
@@ -173,7 +181,7 @@ fn real_main() -> anyhow::Result<()> {
                     },
                 }
             });
-            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, admin, workers, set_log_level })
+            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, cert_files, admin, workers, set_log_level })
         }
         Command::Init(args) => {
             let (cleanup, dry_run) = (args.cleanup, args.dry_run);

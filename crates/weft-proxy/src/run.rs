@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub controller: Option<crate::control::ControlOptions>,
     /// Obtain and renew a workload certificate from the controller.
     pub certificates: Option<crate::certs::CertOptions>,
+    /// A certificate loaded from files (`--cert-dir`).
+    pub cert_files: Option<crate::certs::WorkloadCert>,
     pub admin: Vec<SocketAddr>,
     pub workers: usize,
     pub set_log_level: SetLogLevel,
@@ -42,10 +44,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     rt.block_on(serve(config, opts))
 }
 
-async fn serve(config: ProxyConfig, opts: RunOptions) -> anyhow::Result<()> {
+async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> {
     let listeners = config.listeners.clone();
     let idle_timeout = config.limits.idle_timeout;
-    let (certificate, certificate_rx) = watch::channel(None);
+    let (certificate, certificate_rx) = watch::channel(opts.cert_files.take().map(Arc::new));
     let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &certificate_rx)));
     let proxy = Arc::new(Proxy {
         snapshot: rx,

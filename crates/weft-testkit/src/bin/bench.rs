@@ -1,7 +1,8 @@
 //! `weft-bench`: the side-by-side benchmark of the data plane. In one run,
 //! with pods in network namespaces: the direct path (client pod -> server
 //! pod), the meshed path (client -> outbound proxy -> inbound proxy ->
-//! server, with iptables interception), and nginx as a two-hop plaintext
+//! server, with iptables interception) in plaintext and with mesh mTLS
+//! between the proxies, and nginx as a two-hop plaintext
 //! reverse proxy for reference; HTTP/1.1 and gRPC-shaped HTTP/2; at a fixed
 //! rate with latency measured from each request's due time. Also one proxy
 //! on one worker at full speed. Prints Markdown for docs/benchmarks.md.
@@ -87,6 +88,24 @@ fn nginx_conf(pod: &Pod, listen: &str, upstream: &str) -> anyhow::Result<std::pa
     Ok(path)
 }
 
+/// Writes a workload certificate for `spiffe://cluster.local/ns/bench/sa/SA`
+/// in the file-mounted layout `weft-proxy run --cert-dir` reads.
+fn cert_dir(ca: &weft_identity::CertificateAuthority, pod: &Pod, sa: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let id = weft_identity::SpiffeId::new("cluster.local", "bench", sa)?;
+    let kc = weft_identity::csr::generate(&id)?;
+    let issued = ca.sign_csr(&kc.csr_pem, &id, Duration::from_secs(3600))?;
+    let dir = std::env::temp_dir().join(format!("{}-certs", pod.ns));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    for (name, text) in [("cert-chain.pem", issued.chain_pem.as_str()), ("key.pem", kc.key_pem.as_str()), ("root-cert.pem", &ca.trust_bundle_pem())] {
+        std::fs::write(dir.join(name), text)?;
+        // The proxy runs as its own uid.
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(dir)
+}
+
 fn main() -> anyhow::Result<()> {
     let rate = arg("--rate", "1000");
     let secs = arg("--duration", "15");
@@ -121,6 +140,37 @@ fn main() -> anyhow::Result<()> {
     let cpu2 = (cpu_seconds(out_pid), cpu_seconds(in_pid));
     let peak_rss = (status_kib(out_pid, "VmHWM:"), status_kib(in_pid, "VmHWM:"));
 
+    // Meshed with mTLS between the proxies: certificates from files, the client
+    // proxy routes the server's address to a cluster whose endpoint has the
+    // server's identity, the server's inbound is STRICT.
+    let ca = weft_identity::CertificateAuthority::generate_root("cluster.local")?;
+    let c3 = net.pod("client-mtls")?;
+    let s3 = net.pod("server-mtls")?;
+    c3.exec_ok(&proxy, &["init"])?;
+    s3.exec_ok(&proxy, &["init"])?;
+    let client_certs = cert_dir(&ca, &c3, "client")?;
+    let server_certs = cert_dir(&ca, &s3, "server")?;
+    let client_conf = format!(
+        "{SIDECAR}clusters:\n- name: server\n  endpoints: [{{address: \"{ip}:8080\", identity: \"spiffe://cluster.local/ns/bench/sa/server\"}}]\nroutes:\n- {{name: server, destinations: [\"{ip}:8080\"], cluster: server}}\n",
+        ip = s3.ip
+    );
+    let mtls_out_pid = c3.start_proxy_with_args(&client_conf, &["--log", "warn", "--workers", &workers, "--cert-dir", client_certs.to_str().unwrap_or_default()])?;
+    let mtls_in_pid = s3.start_proxy_with_args(
+        &format!("{SIDECAR}inbound: {{mtls: STRICT}}\n"),
+        &["--log", "warn", "--workers", &workers, "--cert-dir", server_certs.to_str().unwrap_or_default()],
+    )?;
+    s3.start_echo(8080, "v1")?;
+    let mtls_url = format!("http://{}:8080{path}", s3.ip);
+    let mcpu0 = (cpu_seconds(mtls_out_pid), cpu_seconds(mtls_in_pid));
+    let mtls_h1 = load(&c3, &mtls_url, &rate, &conns, &secs, false)?;
+    let mcpu1 = (cpu_seconds(mtls_out_pid), cpu_seconds(mtls_in_pid));
+    let mtls_h2 = load(&c3, &mtls_url, &rate, &conns, &secs, true)?;
+    let mcpu2 = (cpu_seconds(mtls_out_pid), cpu_seconds(mtls_in_pid));
+    let mtls_peak_rss = (status_kib(mtls_out_pid, "VmHWM:"), status_kib(mtls_in_pid, "VmHWM:"));
+    // The server's proxy must have seen mTLS: a plaintext fallback would make the figures meaningless.
+    let stats = weft_testkit::http_get(std::net::SocketAddr::from((s3.ip, 15000)), "/stats/prometheus")?;
+    anyhow::ensure!(stats.contains("connection_security_policy=\"mutual_tls\""), "the mTLS run was not mTLS:\n{stats}");
+
     // nginx, two hops: client-side nginx on localhost -> server-side nginx -> echo.
     let c2 = net.pod("client-nginx")?;
     let s2 = net.pod("server-nginx")?;
@@ -148,9 +198,11 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     println!("{}", row("direct, HTTP/1.1", &direct_h1, None));
     println!("{}", row("weft, 2 proxies, HTTP/1.1", &meshed_h1, Some(&direct_h1)));
+    println!("{}", row("weft, 2 proxies, mTLS between them, HTTP/1.1", &mtls_h1, Some(&direct_h1)));
     println!("{}", row("nginx, 2 hops, HTTP/1.1", &nginx_h1, Some(&direct_h1)));
     println!("{}", row("direct, gRPC-shaped HTTP/2", &direct_h2, None));
     println!("{}", row("weft, 2 proxies, gRPC-shaped HTTP/2", &meshed_h2, Some(&direct_h2)));
+    println!("{}", row("weft, 2 proxies, mTLS between them, gRPC-shaped HTTP/2", &mtls_h2, Some(&direct_h2)));
     println!();
     println!("| proxy | CPU during HTTP/1.1 run (cores) | CPU during HTTP/2 run (cores) | RSS idle | peak RSS |");
     println!("|---|---:|---:|---:|---:|");
@@ -167,6 +219,18 @@ fn main() -> anyhow::Result<()> {
         (cpu2.1 - cpu1.1) / d,
         idle_rss.1 as f64 / 1024.0,
         peak_rss.1 as f64 / 1024.0
+    );
+    println!(
+        "| outbound, mTLS (client pod) | {:.3} | {:.3} | - | {:.1} MiB |",
+        (mcpu1.0 - mcpu0.0) / d,
+        (mcpu2.0 - mcpu1.0) / d,
+        mtls_peak_rss.0 as f64 / 1024.0
+    );
+    println!(
+        "| inbound, mTLS (server pod) | {:.3} | {:.3} | - | {:.1} MiB |",
+        (mcpu1.1 - mcpu0.1) / d,
+        (mcpu2.1 - mcpu1.1) / d,
+        mtls_peak_rss.1 as f64 / 1024.0
     );
     println!();
     println!(
