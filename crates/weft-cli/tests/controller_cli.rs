@@ -60,7 +60,7 @@ fn apply_get_delete_and_restart() {
     let data = std::env::temp_dir().join(format!("weft-ctl-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let port = free_port();
-    let examples = repo("examples");
+    let examples = repo("examples/bookinfo");
     {
         let c = Controller::start(&data, port);
         let o = c.weft(&["apply", "-f", examples.to_str().unwrap()]);

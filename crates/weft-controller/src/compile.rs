@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use weft_model::mesh::{Mesh, RouteAction, Service, SidecarScope};
 use weft_proto::config::{
-    Cluster, DirectResponse, Endpoint as ProxyEndpoint, HeaderMatch, HttpRule, InboundPolicy, MtlsMode, ProxyConfig, Redirect, RequestMatch, RetryPolicy,
+    Cluster, DirectResponse, Endpoint as ProxyEndpoint, HeaderMatch, HttpRule, InboundPolicy, Mirror, MtlsMode, ProxyConfig, Redirect, RequestMatch, RetryPolicy,
     Rewrite, Route, StringMatch, UpstreamTls, WeightedCluster,
 };
 
@@ -100,6 +100,70 @@ pub fn effective_policy(dest: Option<&weft_model::mesh::DestinationPolicy>, subs
     out
 }
 
+/// The proxy's balancer for a DestinationRule's `loadBalancer`. Unset is
+/// peak EWMA (latency-aware, Linkerd's choice; Istio's default is
+/// LEAST_REQUEST, which is the same two random choices by load only).
+/// Maglev becomes the ring hash (both move about 1/N of the keys when an
+/// endpoint joins); PASSTHROUGH is not supported and balances round robin.
+fn load_balancer(lb: Option<&weft_model::mesh::LoadBalancer>) -> (weft_proto::config::LoadBalancer, Option<weft_proto::config::HashOn>) {
+    use weft_model::mesh::{HashKey, LoadBalancer as M};
+    use weft_proto::config::{HashOn, LoadBalancer as P};
+    match lb {
+        None | Some(M::PeakEwma) => (P::PeakEwma, None),
+        Some(M::RoundRobin | M::Passthrough) => (P::RoundRobin, None),
+        Some(M::Random) => (P::Random, None),
+        Some(M::LeastRequest) => (P::LeastRequest, None),
+        Some(M::ConsistentHash { key, .. }) => (
+            P::RingHash,
+            Some(match key {
+                HashKey::Header(h) => HashOn { header: Some(h.to_ascii_lowercase()), ..HashOn::default() },
+                HashKey::Cookie { name, .. } => HashOn { cookie: Some(name.clone()), ..HashOn::default() },
+                HashKey::SourceIp => HashOn { source_ip: true, ..HashOn::default() },
+                HashKey::QueryParameter(q) => HashOn { query_parameter: Some(q.clone()), ..HashOn::default() },
+            }),
+        ),
+    }
+}
+
+fn connection_pool(p: &weft_model::mesh::ConnectionPool) -> weft_proto::config::ConnectionPool {
+    weft_proto::config::ConnectionPool {
+        max_connections: p.max_connections,
+        max_pending_requests: p.http1_max_pending_requests,
+        max_requests: p.http2_max_requests,
+        max_requests_per_connection: p.max_requests_per_connection,
+        max_retries: p.max_retries,
+        idle_timeout: p.idle_timeout,
+    }
+}
+
+/// gRPC status codes by the names Istio's fault injection uses.
+fn grpc_code(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    name.parse().ok().or_else(|| NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)).map(|i| i as u32))
+}
+
+fn fault(f: &weft_model::mesh::Fault) -> weft_proto::config::Fault {
+    use weft_model::mesh::AbortStatus;
+    weft_proto::config::Fault {
+        delay: f.delay.map(|(fixed, percent)| weft_proto::config::FaultDelay { fixed, percent }),
+        abort: f.abort.as_ref().map(|(status, percent)| weft_proto::config::FaultAbort {
+            http_status: match status {
+                AbortStatus::Http(s) => Some(*s),
+                AbortStatus::Grpc(_) => None,
+            },
+            grpc_status: match status {
+                AbortStatus::Grpc(name) => grpc_code(name).or(Some(2)),
+                AbortStatus::Http(_) => None,
+            },
+            percent: *percent,
+        }),
+    }
+}
+
 fn upstream_tls(t: Option<weft_model::mesh::ClientTls>) -> UpstreamTls {
     use weft_model::mesh::ClientTls;
     match t {
@@ -164,6 +228,7 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
                 .filter(|e| e.namespace == svc.namespace && selects(&selector, &e.labels))
                 .map(|e| ProxyEndpoint {
                     address: SocketAddr::new(e.address, target),
+                    weight: 1,
                     // Auto-mTLS: to a workload with a proxy, unless its PeerAuthentication disables mTLS.
                     identity: e
                         .identity
@@ -174,7 +239,24 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
             let connect_timeout = policy.connection_pool.connect_timeout.unwrap_or(Duration::from_secs(5));
             clusters.insert(
                 name.clone(),
-                Cluster { name: name.clone(), endpoints: eps.into_iter().collect(), connect_timeout, tls: upstream_tls(policy.tls) },
+                Cluster {
+                    name: name.clone(),
+                    endpoints: eps.into_iter().collect(),
+                    connect_timeout,
+                    tls: upstream_tls(policy.tls),
+                    lb: load_balancer(policy.load_balancer.as_ref()).0,
+                    hash_on: load_balancer(policy.load_balancer.as_ref()).1,
+                    pool: connection_pool(&policy.connection_pool),
+                    outlier: policy.outlier_detection.as_ref().map(|o| weft_proto::config::OutlierDetection {
+                        consecutive_5xx: o.consecutive_5xx,
+                        consecutive_gateway_errors: o.consecutive_gateway_errors,
+                        consecutive_local_origin_failures: o.consecutive_local_origin_failures,
+                        interval: o.interval,
+                        base_ejection_time: o.base_ejection_time,
+                        max_ejection_percent: o.max_ejection_percent,
+                        min_health_percent: o.min_health_percent,
+                    }),
+                },
             );
         }
         Some(name)
@@ -225,24 +307,27 @@ fn string_match(m: &weft_model::mesh::StringMatch) -> StringMatch {
 }
 
 /// A match the proxy can evaluate, or `None` when it has conditions the proxy
-/// does not evaluate yet (query parameters, ports, source labels, gateways,
-/// case-insensitive paths): such a match is left out, so it matches nothing
-/// rather than too much.
+/// does not evaluate yet (authority, gateways, case-insensitive paths): such
+/// a match is left out, so it matches nothing rather than too much. Source
+/// labels and namespace are checked by the client's proxy against itself.
 fn request_match(m: &weft_model::mesh::RequestMatch) -> Option<RequestMatch> {
-    let unsupported = m.ignore_case
-        || m.authority.is_some()
-        || !m.query.is_empty()
-        || m.port.is_some()
-        || !m.source_labels.is_empty()
-        || m.source_namespace.is_some()
-        || !m.gateways.is_empty();
+    let unsupported = m.ignore_case || m.authority.is_some() || !m.gateways.is_empty();
     if unsupported {
         return None;
     }
+    let header = |h: &weft_model::mesh::HeaderMatch, lower: bool| HeaderMatch {
+        name: if lower { h.name.to_ascii_lowercase() } else { h.name.clone() },
+        value: string_match(&h.value),
+        invert: h.invert,
+    };
     Some(RequestMatch {
         path: m.path.as_ref().map(string_match),
         method: m.method.clone(),
-        headers: m.headers.iter().map(|h| HeaderMatch { name: h.name.to_ascii_lowercase(), value: string_match(&h.value), invert: h.invert }).collect(),
+        headers: m.headers.iter().map(|h| header(h, true)).collect(),
+        query: m.query.iter().map(|q| header(q, false)).collect(),
+        port: m.port,
+        source_labels: m.source_labels.clone(),
+        source_namespace: m.source_namespace.clone(),
     })
 }
 
@@ -288,6 +373,12 @@ fn http_rules(
                 non_idempotent: !r.matches.is_empty() && r.matches.iter().all(|m| matches!(m.method.as_deref(), Some("POST" | "PATCH"))),
                 budget: budget.map(|b| weft_proto::config::RetryBudget { ratio: b.ratio, min_per_second: b.min_per_second, ttl: b.ttl }),
             }),
+            fault: r.fault.as_ref().map(fault),
+            mirrors: r
+                .mirrors
+                .iter()
+                .filter_map(|m| Some(Mirror { cluster: cluster_for(&m.host, m.subset.as_deref(), m.port.unwrap_or(port))?, percent: m.percent }))
+                .collect(),
         };
         match &r.action {
             RouteAction::Forward(dests) => {

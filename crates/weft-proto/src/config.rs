@@ -165,7 +165,54 @@ pub struct HttpRule {
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// Copies of matching requests go here too; their answers are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
 }
+
+/// Istio fault injection: delay and/or abort a share of requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+impl Eq for Fault {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    #[serde(with = "duration_text")]
+    pub fixed: Duration,
+    /// 0 to 100.
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// The HTTP status to answer with, or for gRPC the grpc-status code (then HTTP 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub cluster: String,
+    /// 0 to 100.
+    pub percent: f64,
+}
+
+impl Eq for Mirror {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,6 +327,17 @@ pub struct RequestMatch {
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
+    /// Query parameters (`name` is the parameter's name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<HeaderMatch>,
+    /// The destination port the client used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The calling workload must have these labels: the client's proxy checks its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,6 +403,98 @@ pub struct Cluster {
     /// How connections to the endpoints are secured.
     #[serde(default, skip_serializing_if = "is_default")]
     pub tls: UpstreamTls,
+    /// How an endpoint is chosen for each request or connection.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub lb: LoadBalancer,
+    /// The key of `ring_hash` (a request without it gets a random endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
+    /// Limits on concurrent requests; beyond them the proxy answers 503 (UO) at once.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pool: ConnectionPool,
+    /// Ejects endpoints that keep failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierDetection>,
+}
+
+/// Load balancing: Istio's simple policies, consistent hashing, and the
+/// latency-aware peak EWMA that Linkerd uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    Random,
+    /// Power of two random choices, the one with fewer requests in flight.
+    LeastRequest,
+    /// Power of two random choices by peak-EWMA latency times load.
+    PeakEwma,
+    /// A ring of virtual nodes keyed by a hash of the request (Istio
+    /// `consistentHash`, see `hash_on`): the same key keeps its endpoint,
+    /// and adding an endpoint moves about 1/N of the keys.
+    RingHash,
+}
+
+/// What a consistent hash is computed from: one of the fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashOn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_ip: bool,
+}
+
+/// Istio's connectionPool settings as the proxy applies them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPool {
+    /// HTTP/1.1 and TCP: connections (so requests) in progress at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// HTTP/1.1: requests that may wait for a connection; more are refused (UO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// HTTP/2: requests in progress at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// 1 turns keep-alive off (a connection per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    /// Retries in progress at once across the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Unused pooled connections are closed after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Istio's outlierDetection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx answers (including the proxy's own 503 for a failed connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502, 503 and 504 answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Consecutive connect failures, resets and timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<u32>,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    /// An endpoint's n-th ejection lasts n times this.
+    #[serde(with = "duration_text")]
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+    /// Below this share of healthy endpoints, ejection is ignored (panic mode).
+    #[serde(default)]
+    pub min_health_percent: u32,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -354,8 +504,14 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 impl Cluster {
     /// Everything but the endpoints is the same (an endpoint delta can carry the change).
     fn same_settings(&self, other: &Cluster) -> bool {
-        let Cluster { name, endpoints: _, connect_timeout, tls } = self;
-        *name == other.name && *connect_timeout == other.connect_timeout && *tls == other.tls
+        let Cluster { name, endpoints: _, connect_timeout, tls, lb, hash_on, pool, outlier } = self;
+        *name == other.name
+            && *connect_timeout == other.connect_timeout
+            && *tls == other.tls
+            && *lb == other.lb
+            && *hash_on == other.hash_on
+            && *pool == other.pool
+            && *outlier == other.outlier
     }
 }
 
@@ -380,11 +536,13 @@ pub enum UpstreamTls {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub identity: Option<String>,
+    /// Relative share of traffic (1 when not set).
+    pub weight: u32,
 }
 
 impl Endpoint {
     pub fn plain(address: SocketAddr) -> Endpoint {
-        Endpoint { address, identity: None }
+        Endpoint { address, identity: None, weight: 1 }
     }
 }
 
@@ -402,23 +560,33 @@ enum EndpointText {
         address: SocketAddr,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identity: Option<String>,
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        weight: u32,
     },
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(w: &u32) -> bool {
+    *w == 1
 }
 
 impl From<EndpointText> for Endpoint {
     fn from(t: EndpointText) -> Endpoint {
         match t {
-            EndpointText::Address(address) => Endpoint { address, identity: None },
-            EndpointText::Full { address, identity } => Endpoint { address, identity },
+            EndpointText::Address(address) => Endpoint::plain(address),
+            EndpointText::Full { address, identity, weight } => Endpoint { address, identity, weight },
         }
     }
 }
 
 impl From<Endpoint> for EndpointText {
     fn from(e: Endpoint) -> EndpointText {
-        match e.identity {
-            None => EndpointText::Address(e.address),
-            identity => EndpointText::Full { address: e.address, identity },
+        match (e.identity, e.weight) {
+            (None, 1) => EndpointText::Address(e.address),
+            (identity, weight) => EndpointText::Full { address: e.address, identity, weight },
         }
     }
 }
@@ -557,7 +725,10 @@ impl ProxyConfig {
                 return Err(format!("route {:?} refers to unknown cluster {:?}", r.name, r.cluster));
             }
             for (i, rule) in r.http.iter().enumerate() {
-                let matchers = rule.matches.iter().flat_map(|m| m.path.iter().chain(m.headers.iter().map(|h| &h.value)));
+                let matchers = rule
+                    .matches
+                    .iter()
+                    .flat_map(|m| m.path.iter().chain(m.headers.iter().map(|h| &h.value)).chain(m.query.iter().map(|q| &q.value)));
                 for sm in matchers {
                     if sm.set_count() != 1 {
                         return Err(format!("route {:?} rule {i}: a string match needs exactly one of exact, prefix, regex, present", r.name));
@@ -567,9 +738,17 @@ impl ProxyConfig {
                 if !answers_itself && rule.clusters.iter().map(|c| c.weight as u64).sum::<u64>() == 0 {
                     return Err(format!("route {:?} rule {i} has no cluster with a weight above 0", r.name));
                 }
-                for c in &rule.clusters {
-                    if !clusters.contains_key(c.cluster.as_str()) {
-                        return Err(format!("route {:?} rule {i} refers to unknown cluster {:?}", r.name, c.cluster));
+                for c in rule.clusters.iter().map(|c| &c.cluster).chain(rule.mirrors.iter().map(|m| &m.cluster)) {
+                    if !clusters.contains_key(c.as_str()) {
+                        return Err(format!("route {:?} rule {i} refers to unknown cluster {c:?}", r.name));
+                    }
+                }
+                let percents = rule.mirrors.iter().map(|m| m.percent).chain(rule.fault.iter().flat_map(|f| {
+                    f.delay.iter().map(|d| d.percent).chain(f.abort.iter().map(|a| a.percent))
+                }));
+                for p in percents {
+                    if !(0.0..=100.0).contains(&p) {
+                        return Err(format!("route {:?} rule {i}: percentage {p} is not between 0 and 100", r.name));
                     }
                 }
             }
@@ -655,7 +834,7 @@ mod tests {
         )
         .unwrap();
         let mut next = base.clone();
-        next.clusters[1].endpoints.push(Endpoint { address: "10.0.0.3:80".parse().unwrap(), identity: Some("spiffe://cluster.local/ns/default/sa/b".into()) });
+        next.clusters[1].endpoints.push(Endpoint { address: "10.0.0.3:80".parse().unwrap(), identity: Some("spiffe://cluster.local/ns/default/sa/b".into()), weight: 3 });
         let delta = base.endpoint_delta(&next).unwrap();
         assert_eq!(delta.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(base.with_endpoints(&delta).unwrap(), next);

@@ -102,7 +102,7 @@ fn apply(push: &ConfigPush, proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>) ->
     if cfg.listeners != previous.config.listeners {
         return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
     }
-    tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.certificate.subscribe())));
+    tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.build_context())));
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod config {
     //! The proxy config types, shared with the controller (defined in weft-proto).
     pub use weft_proto::config::*;
 }
+pub mod balance;
 pub mod control;
 pub mod detect;
 pub mod iptables;

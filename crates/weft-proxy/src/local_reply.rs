@@ -34,6 +34,8 @@ pub enum Flag {
     DownstreamProtocolError,
     /// URX: the retry limit was reached and the last try still failed.
     UpstreamRetryLimitExceeded,
+    /// FI: the route's fault injection aborted the request.
+    FaultInjected,
 }
 
 impl Flag {
@@ -49,6 +51,7 @@ impl Flag {
             Flag::UpstreamProtocolError => "UPE",
             Flag::DownstreamProtocolError => "DPE",
             Flag::UpstreamRetryLimitExceeded => "URX",
+            Flag::FaultInjected => "FI",
         }
     }
 }
@@ -58,14 +61,27 @@ pub struct LocalReply {
     pub status: u16,
     pub flag: Flag,
     pub reason: String,
+    /// Answer as gRPC: HTTP 200 with this `grpc-status` (a trailers-only response).
+    pub grpc_status: Option<u32>,
 }
 
 impl LocalReply {
     pub fn new(status: u16, flag: Flag, reason: impl Into<String>) -> LocalReply {
-        LocalReply { status, flag, reason: reason.into() }
+        LocalReply { status, flag, reason: reason.into(), grpc_status: None }
     }
 
     pub fn into_response(self) -> http::Response<Body> {
+        if let Some(code) = self.grpc_status {
+            let mut resp = http::Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+            let h = resp.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", http::HeaderValue::from(code));
+            if let Ok(v) = http::HeaderValue::from_str(&self.reason) {
+                h.insert("grpc-message", v);
+            }
+            h.insert(FLAGS_HEADER, http::HeaderValue::from_static(self.flag.code()));
+            return resp;
+        }
         let body = Full::new(Bytes::from(format!("{}\n", self.reason))).map_err(|never| match never {}).boxed();
         let mut resp = http::Response::new(body);
         *resp.status_mut() = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::BAD_GATEWAY);

@@ -163,8 +163,11 @@ fn real_main() -> anyhow::Result<()> {
                 (None, Some(_)) => anyhow::bail!("--token needs --controller"),
                 _ => None,
             };
+            let labels: std::collections::BTreeMap<String, String> =
+                labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let workload_info = weft_proxy::snapshot::Workload { namespace: namespace.clone(), labels: labels.clone() };
             let controller = controller.map(|controller_address| {
-                let labels = labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let labels = labels.into_iter().collect();
                 weft_proxy::control::ControlOptions {
                     address: controller_address,
                     hello: weft_proto::v1::Hello {
@@ -181,7 +184,7 @@ fn real_main() -> anyhow::Result<()> {
                     },
                 }
             });
-            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, cert_files, admin, workers, set_log_level })
+            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, cert_files, workload: workload_info, admin, workers, set_log_level })
         }
         Command::Init(args) => {
             let (cleanup, dry_run) = (args.cleanup, args.dry_run);

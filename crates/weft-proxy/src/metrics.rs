@@ -57,6 +57,8 @@ pub struct Metrics {
     pub config_reloads: Family<RejectLabels, Counter>,
     /// Retries, by route (`listener` label) and cluster (`reason` label).
     pub retries: Family<RejectLabels, Counter>,
+    /// Outlier ejections, by route (`listener` label) and cluster (`reason` label).
+    pub ejections: Family<RejectLabels, Counter>,
 }
 
 impl Metrics {
@@ -82,8 +84,11 @@ impl Metrics {
         registry.register("config_reloads", "Config reloads, by result (listener label is the source)", config_reloads.clone());
         let retries = Family::<RejectLabels, Counter>::default();
         registry.register("upstream_retries", "Retries sent, labelled listener=ROUTE reason=CLUSTER", retries.clone());
+        let ejections = Family::<RejectLabels, Counter>::default();
+        registry.register("outlier_ejections", "Endpoints ejected by outlier detection, labelled listener=ROUTE reason=CLUSTER", ejections.clone());
         Metrics {
             retries,
+            ejections,
             registry,
             requests,
             request_duration,

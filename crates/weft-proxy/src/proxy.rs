@@ -9,7 +9,7 @@ use crate::mesh_tls::Carried;
 use crate::detect::{detect, Detected};
 use crate::local_reply::{Flag, LocalReply};
 use crate::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
-use crate::snapshot::{ClusterState, RouteTarget, Snapshot};
+use crate::snapshot::{ClusterState, RequestFacts, RouteTarget, Snapshot};
 use weft_proto::config::HttpRule;
 use crate::upstream::{self, Body, HttpClients};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
@@ -33,6 +33,15 @@ pub struct Proxy {
     pub drain: Drain,
     /// The workload certificate, once the controller has issued one.
     pub certificate: watch::Sender<Option<Arc<crate::certs::WorkloadCert>>>,
+    /// The workload this proxy serves (for source matches).
+    pub workload: Arc<crate::snapshot::Workload>,
+}
+
+impl Proxy {
+    /// What a new snapshot is built with.
+    pub fn build_context(&self) -> crate::snapshot::BuildContext {
+        crate::snapshot::BuildContext { certificate: self.certificate.subscribe(), workload: self.workload.clone() }
+    }
 }
 
 /// Graceful shutdown: a signal every accept loop and connection watches, and
@@ -269,7 +278,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> D
 
 async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: impl Downstream) {
     let snapshot = proxy.snapshot.borrow().clone();
-    let (route, cluster, endpoint, identity) = match tcp_target(&snapshot, &info) {
+    let (route, cluster, endpoint, identity, index) = match tcp_target(&snapshot, &info) {
         Ok(t) => t,
         Err(reply) => {
             tracing::info!(target: "access", "{} tcp {} -> - {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
@@ -278,6 +287,18 @@ async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: impl Do
     };
     let timeout = cluster.as_ref().map(|c| c.config.connect_timeout).unwrap_or(proxy.passthrough.connect_timeout);
     let start = Instant::now();
+    // A TCP connection counts against max_connections and as load on its endpoint while it lasts.
+    let _admitted = match &cluster {
+        Some(c) => match c.limits(false).admit(c.name()).await {
+            Ok(a) => Some(a),
+            Err(reply) => {
+                tracing::info!(target: "access", "{} tcp {} -> - {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
+                return;
+            }
+        },
+        None => None,
+    };
+    let in_flight = cluster.as_ref().zip(index).map(|(c, i)| c.balancer.start(i));
     let upstream = match &identity {
         Some(id) => {
             let certificate = proxy.certificate.subscribe();
@@ -288,6 +309,9 @@ async fn forward_tcp(proxy: &Arc<Proxy>, info: ConnInfo, mut downstream: impl Do
     let mut upstream = match upstream {
         Ok(s) => s,
         Err(reply) => {
+            if let Some(f) = in_flight {
+                f.finish(crate::balance::Outcome::LocalFailure);
+            }
             tracing::info!(target: "access", "{} tcp {} -> {endpoint} {} {}", info.listener.name, info.peer, reply.flag.code(), reply.reason);
             return;
         }
@@ -316,8 +340,9 @@ enum TcpUpstream {
     Mesh(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Route name, cluster, endpoint address, and the identity to verify for mesh mTLS.
-type Target = (Arc<str>, Option<Arc<ClusterState>>, SocketAddr, Option<String>);
+/// Route name, cluster, endpoint address, the identity to verify for mesh
+/// mTLS, and the endpoint's index in the cluster.
+type Target = (Arc<str>, Option<Arc<ClusterState>>, SocketAddr, Option<String>, Option<usize>);
 
 fn tcp_target(snapshot: &Snapshot, info: &ConnInfo) -> Result<Target, LocalReply> {
     match info.listener.kind {
@@ -326,34 +351,34 @@ fn tcp_target(snapshot: &Snapshot, info: &ConnInfo) -> Result<Target, LocalReply
             let cluster = snapshot
                 .cluster(name)
                 .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("cluster {name:?} is not configured")))?;
-            let (ep, id) = pick(cluster)?;
-            Ok((Arc::from(info.listener.name.as_str()), Some(cluster.clone()), ep, id))
+            let (i, ep, id) = pick(cluster, None)?;
+            Ok((Arc::from(info.listener.name.as_str()), Some(cluster.clone()), ep, id, Some(i)))
         }
         ListenerKind::Inbound => {
             let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
-            Ok((Arc::from("inbound"), None, dst, None))
+            Ok((Arc::from("inbound"), None, dst, None, None))
         }
         ListenerKind::Outbound => {
             let dst = info.original_dst.ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, "no original destination"))?;
             match snapshot.route_for_destination(dst) {
                 Some(t) => {
-                    let (ep, id) = pick(&t.cluster)?;
-                    Ok((t.route.clone(), Some(t.cluster.clone()), ep, id))
+                    let (i, ep, id) = pick(&t.cluster, None)?;
+                    Ok((t.route.clone(), Some(t.cluster.clone()), ep, id, Some(i)))
                 }
-                None => Ok((Arc::from("passthrough"), None, dst, None)),
+                None => Ok((Arc::from("passthrough"), None, dst, None, None)),
             }
         }
     }
 }
 
-/// An endpoint of the cluster, and the identity to verify when the
-/// connection to it is mesh mTLS.
-fn pick(cluster: &Arc<ClusterState>) -> Result<(SocketAddr, Option<String>), LocalReply> {
-    let ep = cluster
-        .pick()
+/// An endpoint of the cluster (its index and address), and the identity
+/// to verify when the connection to it is mesh mTLS.
+fn pick(cluster: &Arc<ClusterState>, hash: Option<u64>) -> Result<(usize, SocketAddr, Option<String>), LocalReply> {
+    let (i, ep) = cluster
+        .pick(hash)
         .ok_or_else(|| LocalReply::new(503, Flag::NoHealthyUpstream, format!("cluster {:?} has no endpoints", cluster.name())))?;
     let identity = cluster.transport(ep)?.map(str::to_string);
-    Ok((ep.address, identity))
+    Ok((i, ep.address, identity))
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -426,7 +451,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// A fast, non-cryptographic random number (xorshift64*, seeded per thread):
 /// for request ids and weighted picks.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     thread_local! {
         static STATE: std::cell::Cell<u64> = std::cell::Cell::new(std::collections::hash_map::RandomState::new().build_hasher().finish() | 1);
@@ -459,6 +484,10 @@ struct Chosen {
     cluster_name: String,
     clients: HttpClients,
     endpoint: SocketAddr,
+    /// Its place in the cluster (for load and outlier accounting).
+    endpoint_index: Option<usize>,
+    /// The request's consistent-hash key, for retries to pick again.
+    hash: Option<u64>,
     /// The endpoint is reached over mesh mTLS.
     mesh: bool,
     /// The matched rule's actions, and the path prefix it matched on.
@@ -466,6 +495,8 @@ struct Chosen {
     /// For retries: where to pick another endpoint, and the budget they draw on.
     cluster: Option<Arc<ClusterState>>,
     budget: Option<Arc<crate::retry::BudgetState>>,
+    /// Clusters that get a copy of the request (fire and forget).
+    mirrors: Vec<Arc<ClusterState>>,
 }
 
 /// What to do with a request.
@@ -481,15 +512,18 @@ struct Routed {
     cluster: Option<Arc<ClusterState>>,
     actions: Option<(Arc<HttpRule>, Option<String>)>,
     budget: Option<Arc<crate::retry::BudgetState>>,
+    /// Clusters this request is copied to.
+    mirrors: Vec<Arc<ClusterState>>,
 }
 
 /// Applies a route's HTTP rules: the first rule that matches either answers
 /// the request itself or picks a cluster by weight.
-fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<Routed, LocalReply> {
+fn routed(target: &RouteTarget, req: &Request<Incoming>, port: Option<u16>) -> Result<Routed, LocalReply> {
     if target.rules.is_empty() {
-        return Ok(Routed { route: target.route.clone(), cluster: Some(target.cluster.clone()), actions: None, budget: None });
+        return Ok(Routed { route: target.route.clone(), cluster: Some(target.cluster.clone()), actions: None, budget: None, mirrors: vec![] });
     }
     let path = req.uri().path();
+    let facts = RequestFacts { method: req.method(), path, query: req.uri().query(), headers: req.headers(), port };
     let (rule, matched) = target
         .rules
         .iter()
@@ -497,7 +531,7 @@ fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<Routed, Local
             if r.matches.is_empty() {
                 return Some((r, None));
             }
-            r.matches.iter().find(|m| m.matches(req.method(), path, req.headers())).map(|m| (r, Some(m)))
+            r.matches.iter().find(|m| m.matches(&facts)).map(|m| (r, Some(m)))
         })
         .ok_or_else(|| LocalReply::new(404, Flag::NoRouteFound, format!("no rule of route {} matches {} {path}", target.route, req.method())))?;
     let route = match &rule.name {
@@ -506,12 +540,13 @@ fn routed(target: &RouteTarget, req: &Request<Incoming>) -> Result<Routed, Local
     };
     let actions = Some((rule.actions.clone(), matched.and_then(|m| m.prefix()).map(str::to_string)));
     if rule.actions.redirect.is_some() || rule.actions.direct_response.is_some() {
-        return Ok(Routed { route, cluster: None, actions, budget: None });
+        return Ok(Routed { route, cluster: None, actions, budget: None, mirrors: vec![] });
     }
     let cluster = rule
         .pick(random_u64())
         .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", target.route)))?;
-    Ok(Routed { route, cluster: Some(cluster.clone()), actions, budget: rule.budget.clone() })
+    let mirrors = rule.mirrors.iter().filter(|(_, pct)| ((random_u64() % 10_000) as f64) < pct * 100.0).map(|(c, _)| c.clone()).collect();
+    Ok(Routed { route, cluster: Some(cluster.clone()), actions, budget: rule.budget.clone(), mirrors })
 }
 
 /// The response of a rule that answers itself.
@@ -553,16 +588,20 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &weft_proto::config::HeaderOps
 
 fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Plan, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
-        pick(c).map(|(endpoint, identity)| {
+        let hash = crate::balance::request_hash(&c.config, req.headers(), req.uri().query(), info.peer.ip());
+        pick(c, hash).map(|(index, endpoint, identity)| {
             Plan::Forward(Box::new(Chosen {
                 route,
                 cluster_name: c.name().to_string(),
                 clients: c.clients.clone(),
                 endpoint,
+                endpoint_index: Some(index),
+                hash,
                 mesh: identity.is_some(),
                 actions: None,
                 cluster: Some(c.clone()),
                 budget: None,
+                mirrors: vec![],
             }))
         })
     };
@@ -572,10 +611,13 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
             cluster_name: name.to_string(),
             clients: proxy.passthrough.clone(),
             endpoint: dst,
+            endpoint_index: None,
+            hash: None,
             mesh: false,
             actions: None,
             cluster: None,
             budget: None,
+            mirrors: vec![],
         }))
     };
     match info.listener.kind {
@@ -600,7 +642,8 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
                     }
                 }
             };
-            let r = routed(target, req)?;
+            let port = info.original_dst.map(|d| d.port()).or(Some(info.listener.address.port()));
+            let r = routed(target, req, port)?;
             match r.cluster {
                 None => {
                     let rule = r.actions.as_ref().map(|(a, _)| a.clone());
@@ -613,6 +656,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
                     Plan::Forward(mut c) => {
                         c.actions = r.actions;
                         c.budget = r.budget;
+                        c.mirrors = r.mirrors;
                         Ok(Plan::Forward(c))
                     }
                     other => Ok(other),
@@ -723,6 +767,9 @@ async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host
     if req.method() == http::Method::CONNECT {
         return tunnel(req, endpoint, chosen.clients.connect_timeout).await;
     }
+    if let Some(fault) = chosen.actions.as_ref().and_then(|(rule, _)| rule.fault.as_ref()) {
+        inject_fault(fault, &req).await?;
+    }
     let upgrade = req.version() < http::Version::HTTP_2 && req.headers().contains_key(http::header::UPGRADE);
     let http2 = req.version() == http::Version::HTTP_2;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -769,6 +816,15 @@ async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host
         }
     }
     let route_timeout = actions.as_ref().and_then(|r| r.timeout);
+    let mut body = RequestBody::Streaming(body);
+    if !chosen.mirrors.is_empty() && !upgrade {
+        // A mirror needs its own copy of the body: only small ones are copied (as for retries).
+        if let Some(bytes) = body.replayable().await? {
+            for m in &chosen.mirrors {
+                mirror(m, &parts, &pq, host, bytes.clone(), route_timeout);
+            }
+        }
+    }
     let tries = send_with_retries(proxy, parts, body, &chosen, actions.as_ref().and_then(|r| r.retry.as_ref()), upgrade, &pq);
     let mut resp = match route_timeout {
         Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
@@ -797,6 +853,85 @@ async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host
 /// Requests at most this large are kept so they can be replayed by a retry.
 const MAX_REPLAY_BYTES: u64 = 64 * 1024;
 
+/// A request body as it came, or read into memory to be sent more than once.
+enum RequestBody {
+    Streaming(Incoming),
+    Buffered(bytes::Bytes),
+}
+
+impl RequestBody {
+    /// Reads the body into memory when it is known to be small; `None` for
+    /// one that is large or of unknown length (it can be sent only once).
+    async fn replayable(&mut self) -> Result<Option<bytes::Bytes>, LocalReply> {
+        match self {
+            RequestBody::Buffered(b) => Ok(Some(b.clone())),
+            RequestBody::Streaming(body) => {
+                if hyper::body::Body::size_hint(body).exact().is_none_or(|n| n > MAX_REPLAY_BYTES) {
+                    return Ok(None);
+                }
+                let taken = std::mem::replace(self, RequestBody::Buffered(bytes::Bytes::new()));
+                let RequestBody::Streaming(body) = taken else { return Ok(None) };
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| LocalReply::new(400, Flag::DownstreamConnectionTermination, format!("request body: {e}")))?
+                    .to_bytes();
+                *self = RequestBody::Buffered(bytes.clone());
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
+/// Istio fault injection: delay a share of requests, abort a share with a
+/// status (HTTP, or gRPC as a trailers-only 200).
+async fn inject_fault(fault: &weft_proto::config::Fault, req: &Request<Incoming>) -> Result<(), LocalReply> {
+    let hit = |percent: f64| ((random_u64() % 1_000_000) as f64) < percent * 10_000.0;
+    if let Some(d) = fault.delay.as_ref().filter(|d| hit(d.percent)) {
+        tokio::time::sleep(d.fixed).await;
+    }
+    if let Some(a) = fault.abort.as_ref().filter(|a| hit(a.percent)) {
+        let grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let mut reply = LocalReply::new(a.http_status.unwrap_or(503), Flag::FaultInjected, "fault injected by the route");
+        if let Some(code) = a.grpc_status.filter(|_| grpc || a.http_status.is_none()) {
+            reply.status = 200;
+            reply.grpc_status = Some(code);
+        }
+        return Err(reply);
+    }
+    Ok(())
+}
+
+/// Sends a copy of the request to a mirror cluster and forgets it: its
+/// answer is read and dropped, its latency and failure never reach the
+/// caller. As Istio, the copy's authority gets `-shadow` appended.
+fn mirror(cluster: &Arc<ClusterState>, parts: &http::request::Parts, pq: &str, host: Option<&str>, body: bytes::Bytes, timeout: Option<std::time::Duration>) {
+    let Ok((_, endpoint, identity)) = pick(cluster, None) else { return };
+    let mut req = Request::new(http_body_util::Full::new(body).map_err(|never| match never {}).boxed());
+    *req.method_mut() = parts.method.clone();
+    *req.version_mut() = if parts.version == http::Version::HTTP_2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+    *req.headers_mut() = parts.headers.clone();
+    let Ok(uri) = format!("http://{endpoint}{pq}").parse() else { return };
+    *req.uri_mut() = uri;
+    strip_hop_by_hop(req.headers_mut(), false);
+    if let Some(h) = host {
+        let shadow = match h.rsplit_once(':') {
+            Some((name, port)) if port.parse::<u16>().is_ok() => format!("{name}-shadow:{port}"),
+            _ => format!("{h}-shadow"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&shadow) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let Ok(sent) = cluster.clients.send(req, identity.is_some(), false) else { return };
+    let limit = timeout.unwrap_or(std::time::Duration::from_secs(15));
+    tokio::spawn(async move {
+        if let Ok(Ok(resp)) = tokio::time::timeout(limit, sent).await {
+            let _ = tokio::time::timeout(limit, resp.into_body().collect()).await;
+        }
+    });
+}
+
 /// Sends the request, and retries it as the route's policy allows: only
 /// outcomes `retry_on` names, only idempotent methods unless the route says
 /// otherwise, only bodies small enough to replay, each retry to another pick
@@ -804,7 +939,7 @@ const MAX_REPLAY_BYTES: u64 = 64 * 1024;
 async fn send_with_retries(
     proxy: &Proxy,
     parts: http::request::Parts,
-    body: Incoming,
+    mut body: RequestBody,
     chosen: &Chosen,
     policy: Option<&weft_proto::config::RetryPolicy>,
     upgrade: bool,
@@ -813,19 +948,30 @@ async fn send_with_retries(
     use crate::retry::{retriable, TryOutcome};
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent) && !upgrade);
-    let (replay, mut body) = match may_retry {
-        Some(_) if hyper::body::Body::size_hint(&body).exact().is_some_and(|n| n <= MAX_REPLAY_BYTES) => {
-            let bytes = body.collect().await.map_err(|e| LocalReply::new(400, Flag::DownstreamConnectionTermination, format!("request body: {e}")))?;
-            (Some(bytes.to_bytes()), None)
-        }
-        _ => (None, Some(body)),
+    let replay = match may_retry {
+        Some(_) => body.replayable().await?,
+        None => None,
     };
+    let mut body = match body {
+        RequestBody::Streaming(b) if replay.is_none() => Some(b),
+        _ => None,
+    };
+    let http2 = parts.version == http::Version::HTTP_2;
+    let cluster = chosen.cluster.as_ref();
+    // Circuit breaking: over the cluster's limits the request is refused at once (UO).
+    let _admitted = match cluster {
+        Some(c) => Some(c.limits(http2).admit(c.name()).await?),
+        None => None,
+    };
+    let one_per_connection = cluster.is_some_and(|c| c.config.pool.max_requests_per_connection == Some(1));
     if let Some(b) = &chosen.budget {
         b.record_request();
     }
     let mut endpoint = chosen.endpoint;
+    let mut index = chosen.endpoint_index;
     let mut mesh = chosen.mesh;
     let mut retries = 0u32;
+    let mut retry_slot = false;
     loop {
         let this_body: Body = match (&replay, body.take()) {
             (Some(bytes), _) => http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
@@ -839,6 +985,10 @@ async fn send_with_retries(
         *req.uri_mut() = format!("http://{endpoint}{pq}")
             .parse()
             .map_err(|_| LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid")))?;
+        if one_per_connection && !http2 && !upgrade {
+            req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let in_flight = cluster.zip(index).map(|(c, i)| c.balancer.start(i));
         let sent = chosen.clients.send(req, mesh, upgrade)?;
         let per_try = may_retry.and_then(|p| p.per_try_timeout);
         let result = match per_try {
@@ -857,8 +1007,28 @@ async fn send_with_retries(
             Err(Some(_)) => TryOutcome::Reset,
             Err(None) => TryOutcome::Timeout,
         };
+        if let Some(f) = in_flight {
+            let counted = match outcome {
+                TryOutcome::Response { status, .. } => crate::balance::Outcome::Status(status),
+                _ => crate::balance::Outcome::LocalFailure,
+            };
+            if f.finish(counted) {
+                proxy.metrics.ejections.get_or_create(&RejectLabels { listener: chosen.route.to_string(), reason: chosen.cluster_name.clone() }).inc();
+                tracing::warn!(cluster = %chosen.cluster_name, %endpoint, "endpoint ejected by outlier detection");
+            }
+        }
+        if retry_slot {
+            // This try was a retry: its slot under max_retries is free again.
+            if let Some(c) = cluster {
+                c.limits(http2).retry_done();
+            }
+        }
         let retry = may_retry.filter(|p| {
-            (replay.is_some() || body.is_some()) && retries < p.attempts && retriable(&p.retry_on, outcome) && chosen.budget.as_ref().is_none_or(|b| b.try_retry())
+            (replay.is_some() || body.is_some())
+                && retries < p.attempts
+                && retriable(&p.retry_on, outcome)
+                && chosen.budget.as_ref().is_none_or(|b| b.try_retry())
+                && cluster.is_none_or(|c| c.limits(http2).try_retry())
         });
         let Some(policy) = retry else {
             let exhausted = retries > 0 && may_retry.is_some_and(|p| retriable(&p.retry_on, outcome));
@@ -880,14 +1050,16 @@ async fn send_with_retries(
             };
         };
         retries += 1;
+        retry_slot = cluster.is_some();
         proxy
             .metrics
             .retries
             .get_or_create(&RejectLabels { listener: chosen.route.to_string(), reason: chosen.cluster_name.clone() })
             .inc();
         tokio::time::sleep(crate::retry::backoff(policy.backoff.unwrap_or(std::time::Duration::from_millis(25)), retries, random_u64())).await;
-        if let Some((next, identity)) = chosen.cluster.as_ref().and_then(|c| pick(c).ok()) {
+        if let Some((i, next, identity)) = cluster.and_then(|c| pick(c, chosen.hash).ok()) {
             endpoint = next;
+            index = Some(i);
             mesh = identity.is_some();
         }
     }

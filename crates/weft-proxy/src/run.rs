@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub certificates: Option<crate::certs::CertOptions>,
     /// A certificate loaded from files (`--cert-dir`).
     pub cert_files: Option<crate::certs::WorkloadCert>,
+    /// The workload served (namespace and labels, for source matches).
+    pub workload: crate::snapshot::Workload,
     pub admin: Vec<SocketAddr>,
     pub workers: usize,
     pub set_log_level: SetLogLevel,
@@ -48,7 +50,9 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> 
     let listeners = config.listeners.clone();
     let idle_timeout = config.limits.idle_timeout;
     let (certificate, certificate_rx) = watch::channel(opts.cert_files.take().map(Arc::new));
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &certificate_rx)));
+    let workload = Arc::new(opts.workload.clone());
+    let cx = crate::snapshot::BuildContext { certificate: certificate_rx, workload: workload.clone() };
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx)));
     let proxy = Arc::new(Proxy {
         snapshot: rx,
         metrics: Arc::new(Metrics::new()),
@@ -56,6 +60,7 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> 
         ready: false.into(),
         drain: Drain::default(),
         certificate,
+        workload,
     });
     let _admin = admin::spawn(opts.admin.clone(), proxy.clone(), opts.set_log_level.clone())?;
     let mut tasks = Vec::new();
@@ -131,7 +136,7 @@ fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Pa
                 tracing::warn!("listener changes need a restart; routes, clusters and limits were applied");
             }
             let version = cfg.version.clone();
-            tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.certificate.subscribe())));
+            tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.build_context())));
             tracing::info!(%version, "config reloaded ({source})");
             "applied"
         }

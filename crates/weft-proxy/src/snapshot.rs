@@ -4,13 +4,14 @@
 //! `Arc<Snapshot>` for their whole life, so a reload never changes a request
 //! mid-flight.
 
+use crate::balance::{Balancer, Limits};
 use crate::config::{Cluster, Endpoint, HttpRule, ProxyConfig, StringMatch, UpstreamTls};
 use crate::local_reply::{Flag, LocalReply};
 use crate::mesh_tls::{Certificate, MeshConnector};
 use crate::upstream::{HttpClients, MeshClients};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Where a route sends traffic.
@@ -62,6 +63,40 @@ pub struct CompiledMatch {
     pub path: Option<Matcher>,
     pub method: Option<http::Method>,
     pub headers: Vec<(http::HeaderName, Matcher, bool)>,
+    /// Query parameters by name.
+    pub query: Vec<(String, Matcher, bool)>,
+    pub port: Option<u16>,
+}
+
+/// The request facts matches look at.
+pub struct RequestFacts<'a> {
+    pub method: &'a http::Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    /// The destination port the client used.
+    pub port: Option<u16>,
+}
+
+/// The workload this proxy serves: source-label and source-namespace
+/// matches are decided against it once per config.
+#[derive(Debug, Clone, Default)]
+pub struct Workload {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What building a snapshot needs besides the config.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub certificate: Certificate,
+    pub workload: Arc<Workload>,
+}
+
+impl BuildContext {
+    pub fn new(certificate: Certificate) -> BuildContext {
+        BuildContext { certificate, workload: Arc::new(Workload::default()) }
+    }
 }
 
 impl CompiledMatch {
@@ -73,11 +108,16 @@ impl CompiledMatch {
         }
     }
 
-    pub fn matches(&self, method: &http::Method, path: &str, headers: &http::HeaderMap) -> bool {
-        self.method.as_ref().is_none_or(|m| m == method)
-            && self.path.as_ref().is_none_or(|p| p.matches(Some(path)))
+    pub fn matches(&self, r: &RequestFacts<'_>) -> bool {
+        self.method.as_ref().is_none_or(|m| m == r.method)
+            && self.port.is_none_or(|p| r.port == Some(p))
+            && self.path.as_ref().is_none_or(|p| p.matches(Some(r.path)))
             && self.headers.iter().all(|(name, m, invert)| {
-                let v = headers.get(name).and_then(|v| v.to_str().ok());
+                let v = r.headers.get(name).and_then(|v| v.to_str().ok());
+                m.matches(v) != *invert
+            })
+            && self.query.iter().all(|(name, m, invert)| {
+                let v = r.query.and_then(|q| q.split('&').map(|kv| kv.split_once('=').unwrap_or((kv, ""))).find(|(k, _)| k == name)).map(|(_, v)| v);
                 m.matches(v) != *invert
             })
     }
@@ -94,6 +134,8 @@ pub struct CompiledRule {
     pub total_weight: u64,
     /// The rule's retry budget, shared by all its requests.
     pub budget: Option<Arc<crate::retry::BudgetState>>,
+    /// Where copies of its requests go, and which share of them.
+    pub mirrors: Vec<(Arc<ClusterState>, f64)>,
 }
 
 impl CompiledRule {
@@ -110,15 +152,22 @@ impl CompiledRule {
     }
 }
 
-fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState>>) -> Vec<CompiledRule> {
+fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState>>, me: &Workload) -> Vec<CompiledRule> {
+    let from_me = |m: &crate::config::RequestMatch| {
+        m.source_namespace.as_ref().is_none_or(|ns| *ns == me.namespace) && m.source_labels.iter().all(|(k, v)| me.labels.get(k) == Some(v))
+    };
     rules
         .iter()
-        .map(|r| CompiledRule {
+        .filter_map(|r| {
+            // A rule whose every match needs another source never matches here.
+            let own: Vec<&crate::config::RequestMatch> = r.matches.iter().filter(|m| from_me(m)).collect();
+            (r.matches.is_empty() || !own.is_empty()).then_some((r, own))
+        })
+        .map(|(r, own)| CompiledRule {
             name: r.name.clone(),
             actions: Arc::new(r.clone()),
-            matches: r
-                .matches
-                .iter()
+            matches: own
+                .into_iter()
                 .map(|m| CompiledMatch {
                     path: m.path.as_ref().and_then(Matcher::new),
                     method: m.method.as_deref().and_then(|x| http::Method::from_bytes(x.as_bytes()).ok()),
@@ -127,18 +176,24 @@ fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState
                         .iter()
                         .filter_map(|h| Some((http::HeaderName::from_bytes(h.name.as_bytes()).ok()?, Matcher::new(&h.value)?, h.invert)))
                         .collect(),
+                    query: m.query.iter().filter_map(|q| Some((q.name.clone(), Matcher::new(&q.value)?, q.invert))).collect(),
+                    port: m.port,
                 })
                 .collect(),
             clusters: r.clusters.iter().filter_map(|w| Some((clusters.get(&w.cluster)?.clone(), w.weight))).collect(),
             total_weight: r.clusters.iter().map(|w| w.weight as u64).sum(),
             budget: r.retry.as_ref().and_then(|p| p.budget.clone()).map(|b| Arc::new(crate::retry::BudgetState::new(b))),
+            mirrors: r.mirrors.iter().filter_map(|m| Some((clusters.get(&m.cluster)?.clone(), m.percent))).collect(),
         })
         .collect()
 }
 
 pub struct ClusterState {
     pub config: Cluster,
-    next: AtomicUsize,
+    pub balancer: Arc<Balancer>,
+    /// Circuit breaking for HTTP/1.1 (and TCP) and for HTTP/2 requests.
+    pub limits_http1: Limits,
+    pub limits_http2: Limits,
     pub clients: HttpClients,
 }
 
@@ -150,6 +205,7 @@ impl std::fmt::Debug for ClusterState {
 
 impl ClusterState {
     fn new(config: Cluster, idle_timeout: std::time::Duration, certificate: &Certificate) -> ClusterState {
+        let idle_timeout = config.pool.idle_timeout.unwrap_or(idle_timeout);
         let mut clients = HttpClients::new(config.connect_timeout, idle_timeout);
         let identities: HashMap<SocketAddr, String> =
             config.endpoints.iter().filter_map(|e| Some((e.address, e.identity.clone()?))).collect();
@@ -162,7 +218,21 @@ impl ClusterState {
             };
             clients.mesh = Some(MeshClients::new(connector, idle_timeout));
         }
-        ClusterState { config, next: AtomicUsize::new(0), clients }
+        ClusterState {
+            balancer: Arc::new(Balancer::new(&config)),
+            limits_http1: Limits::new(&config.pool, false),
+            limits_http2: Limits::new(&config.pool, true),
+            config,
+            clients,
+        }
+    }
+
+    pub fn limits(&self, http2: bool) -> &Limits {
+        if http2 {
+            &self.limits_http2
+        } else {
+            &self.limits_http1
+        }
     }
 
     /// How a connection to `endpoint` is made: `Ok(Some(identity))` for mesh
@@ -183,14 +253,11 @@ impl ClusterState {
         &self.config.name
     }
 
-    /// Round robin over the endpoints; `None` when the cluster has none.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        let eps = &self.config.endpoints;
-        if eps.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(&eps[i % eps.len()])
+    /// An endpoint by the cluster's balancer (`hash`: the request's
+    /// consistent-hash key); `None` when the cluster has none.
+    pub fn pick(&self, hash: Option<u64>) -> Option<(usize, &Endpoint)> {
+        let i = self.balancer.pick(hash, &mut crate::proxy::random_u64)?;
+        Some((i, &self.config.endpoints[i]))
     }
 }
 
@@ -204,14 +271,14 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds lookup tables; clusters equal to one in `previous` keep their
     /// state (and so their pooled connections).
-    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>, certificate: &Certificate) -> Snapshot {
+    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>, cx: &BuildContext) -> Snapshot {
         let mut clusters = HashMap::new();
         for c in &config.clusters {
             let state = previous
                 .and_then(|p| p.clusters.get(&c.name))
                 .filter(|s| s.config == *c && previous.is_some_and(|p| p.config.limits.idle_timeout == config.limits.idle_timeout))
                 .cloned()
-                .unwrap_or_else(|| Arc::new(ClusterState::new(c.clone(), config.limits.idle_timeout, certificate)));
+                .unwrap_or_else(|| Arc::new(ClusterState::new(c.clone(), config.limits.idle_timeout, &cx.certificate)));
             clusters.insert(c.name.clone(), state);
         }
         let mut by_destination = HashMap::new();
@@ -219,7 +286,7 @@ impl Snapshot {
         for r in &config.routes {
             // `check()` guarantees the cluster exists.
             let Some(cluster) = clusters.get(&r.cluster) else { continue };
-            let target = RouteTarget { route: r.name.as_str().into(), cluster: cluster.clone(), rules: Arc::new(compile_rules(&r.http, &clusters)) };
+            let target = RouteTarget { route: r.name.as_str().into(), cluster: cluster.clone(), rules: Arc::new(compile_rules(&r.http, &clusters, &cx.workload)) };
             for d in &r.destinations {
                 by_destination.entry(*d).or_insert_with(|| target.clone());
             }
@@ -257,7 +324,7 @@ mod tests {
             "clusters:\n- {name: v1, endpoints: [\"10.0.0.1:80\"]}\n- {name: v2, endpoints: [\"10.0.0.2:80\"]}\nroutes:\n- name: r\n  hosts: [r]\n  cluster: v1\n  http:\n  - matches: [{headers: [{name: x-canary, value: {exact: \"true\"}}]}, {path: {regex: \"/api/v[0-9]+/.*\"}, method: POST}]\n    clusters: [{cluster: v2, weight: 1}]\n  - matches: [{headers: [{name: x-debug, value: {present: true}, invert: true}]}]\n    clusters: [{cluster: v1, weight: 90}, {cluster: v2, weight: 10}]\n",
         )
         .unwrap();
-        Snapshot::build(cfg, None, &tokio::sync::watch::channel(None).1)
+        Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1))
     }
 
     fn first_match<'a>(t: &'a RouteTarget, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a CompiledRule> {
@@ -266,7 +333,9 @@ mod tests {
             h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         let m = http::Method::from_bytes(method.as_bytes()).unwrap();
-        t.rules.iter().find(|r| r.matches.is_empty() || r.matches.iter().any(|x| x.matches(&m, path, &h)))
+        let (path, query) = path.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((path, None));
+        let facts = RequestFacts { method: &m, path, query, headers: &h, port: Some(80) };
+        t.rules.iter().find(|r| r.matches.is_empty() || r.matches.iter().any(|x| x.matches(&facts)))
     }
 
     #[test]
