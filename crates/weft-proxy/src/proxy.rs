@@ -948,9 +948,10 @@ async fn send_with_retries(
     use crate::retry::{retriable, TryOutcome};
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent) && !upgrade);
-    let replay = match may_retry {
-        Some(_) => body.replayable().await?,
-        None => None,
+    let replay = match (&body, may_retry) {
+        (RequestBody::Buffered(bytes), _) => Some(bytes.clone()),
+        (RequestBody::Streaming(_), Some(_)) => body.replayable().await?,
+        (RequestBody::Streaming(_), None) => None,
     };
     let mut body = match body {
         RequestBody::Streaming(b) if replay.is_none() => Some(b),
@@ -976,7 +977,9 @@ async fn send_with_retries(
         let this_body: Body = match (&replay, body.take()) {
             (Some(bytes), _) => http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
             (None, Some(b)) => b.boxed(),
-            (None, None) => unreachable!("a body that cannot be replayed is sent once"),
+            (None, None) => {
+                return Err(LocalReply::new(500, Flag::UpstreamConnectionTermination, "internal: a request body that cannot be replayed was needed twice"))
+            }
         };
         let mut req = Request::new(this_body);
         *req.method_mut() = parts.method.clone();

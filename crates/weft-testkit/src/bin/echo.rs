@@ -4,6 +4,9 @@
 //! HTTP/1.1 or h2c request with JSON describing what it saw (pod, version,
 //! method, path, headers, body size, counted while streaming, never
 //! buffered); `/status/NNN` answers that status; `/delay/MS` waits first;
+//! `/set-status/NNN` and `/set-latency/MS` change every later answer (0
+//! resets); `/stats` reports requests served, the most in flight at once and
+//! the last authority seen;
 //! `Upgrade: echo` switches to a raw byte echo (the mechanism WebSockets use).
 //! `weft-echo banner --listen ADDR` is a server-first TCP service (like SMTP).
 //!
@@ -40,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {
+            LATENCY_MS.store(arg(&args, "--latency", "0").parse()?, Ordering::SeqCst);
             let id = Arc::new(Identity { name: arg(&args, "--name", "echo"), version: arg(&args, "--version", "v1") });
             serve(&arg(&args, "--listen", "0.0.0.0:8080"), id).await
         }
@@ -47,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
         Some("upgrade") => client_upgrade(&args[1], &args[2]).await,
         Some("banner-client") => client_banner(&args[1]).await,
         Some("upload") => client_upload(&args[1], args[2].parse()?).await,
-        Some("count") => client_count(&args[1], args[2].parse()?, args.get(3).map(String::as_str)).await,
+        Some("count") => {
+            let header = args.get(3).filter(|h| !h.starts_with("--")).map(String::as_str);
+            let concurrency: usize = arg(&args, "--concurrency", "1").parse()?;
+            client_count(&args[1], args[2].parse()?, header, concurrency).await
+        }
         Some("load") => {
             let rate: f64 = arg(&args, "--rate", "1000").parse()?;
             let conns: usize = arg(&args, "--connections", "16").parse()?;
@@ -74,16 +82,67 @@ async fn serve(addr: &str, id: Arc<Identity>) -> anyhow::Result<()> {
     }
 }
 
-/// Requests served (all paths but /stats), for tests that count what reached the backend.
-static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
-async fn handle(mut req: Request<Incoming>, id: Arc<Identity>, peer: std::net::SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Requests served (all paths but /stats and /set-*), for tests that count what reached the backend.
+static SERVED: AtomicU64 = AtomicU64::new(0);
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+static MAX_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+/// Set by `/set-status/N`: every answer has this status (0: as the path says).
+static STATUS: AtomicU16 = AtomicU16::new(0);
+/// Set by `--latency MS` or `/set-latency/MS`: every answer waits this long.
+pub static LATENCY_MS: AtomicU64 = AtomicU64::new(0);
+static LAST_AUTHORITY: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+        MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(req: Request<Incoming>, id: Arc<Identity>, peer: std::net::SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/stats" {
-        let n = SERVED.load(std::sync::atomic::Ordering::SeqCst);
-        return Ok(Response::new(Full::new(Bytes::from(format!("{{\"requests\":{n}}}\n")))));
+        let out = serde_json::json!({
+            "requests": SERVED.load(Ordering::SeqCst),
+            "max_in_flight": MAX_IN_FLIGHT.load(Ordering::SeqCst),
+            "last_authority": LAST_AUTHORITY.lock().map(|a| a.clone()).unwrap_or_default(),
+        });
+        return Ok(Response::new(Full::new(Bytes::from(out.to_string() + "\n"))));
     }
-    let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if let Some(n) = path.strip_prefix("/set-status/").and_then(|s| s.parse::<u16>().ok()) {
+        STATUS.store(n, Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+    }
+    if let Some(n) = path.strip_prefix("/set-latency/").and_then(|s| s.parse::<u64>().ok()) {
+        LATENCY_MS.store(n, Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+    }
+    let _in_flight = InFlight::enter();
+    let authority = req.uri().authority().map(|a| a.to_string()).or_else(|| req.headers().get("host").and_then(|h| h.to_str().ok()).map(str::to_string));
+    if let (Ok(mut last), Some(a)) = (LAST_AUTHORITY.lock(), authority) {
+        *last = a;
+    }
+    let latency = LATENCY_MS.load(Ordering::SeqCst);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    answer(req, id, peer, &path).await
+}
+
+async fn answer(mut req: Request<Incoming>, id: Arc<Identity>, peer: std::net::SocketAddr, path: &str) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = path.to_string();
+    let served = SERVED.fetch_add(1, Ordering::SeqCst);
     // `/flaky/N`: every Nth request fails with 503.
     if let Some(n) = path.strip_prefix("/flaky/").and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0) {
         if served % n == n - 1 {
@@ -120,7 +179,10 @@ async fn handle(mut req: Request<Incoming>, id: Arc<Identity>, peer: std::net::S
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let status = path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()).unwrap_or(200);
+    let status = match STATUS.load(Ordering::SeqCst) {
+        0 => path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()).unwrap_or(200),
+        forced => forced,
+    };
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()
         .iter()
@@ -195,15 +257,37 @@ async fn client_upgrade(url: &str, text: &str) -> anyhow::Result<()> {
 
 /// Sends `n` GETs over one keep-alive connection and prints how many each pod
 /// answered (`x-echo-pod`), as JSON. `header` is `name:value`, sent with each.
-async fn client_count(url: &str, n: usize, header: Option<&str>) -> anyhow::Result<()> {
+/// `count URL N [NAME:VALUE] [--concurrency C]`: N GETs over C keep-alive
+/// connections at once; prints how many each pod answered (200s) and how
+/// many got each other status.
+async fn client_count(url: &str, n: usize, header: Option<&str>, concurrency: usize) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse()?;
+    let concurrency = concurrency.max(1);
+    let mut tasks = Vec::new();
+    for c in 0..concurrency {
+        let share = n / concurrency + usize::from(c < n % concurrency);
+        let (uri, header) = (uri.clone(), header.map(str::to_string));
+        tasks.push(tokio::spawn(async move { count_on_one_connection(&uri, share, header.as_deref()).await }));
+    }
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for t in tasks {
+        for (k, v) in t.await?? {
+            *counts.entry(k).or_default() += v;
+        }
+    }
+    println!("{}", serde_json::to_string(&counts)?);
+    Ok(())
+}
+
+async fn count_on_one_connection(uri: &http::Uri, n: usize, header: Option<&str>) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     let addr = format!("{}:{}", uri.host().unwrap_or("127.0.0.1"), uri.port_u16().unwrap_or(80));
     let stream = tokio::net::TcpStream::connect(&addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     for _ in 0..n {
-        let mut req = Request::get(uri.path()).header("host", uri.host().unwrap_or(""));
+        let mut req = Request::get(target).header("host", uri.host().unwrap_or(""));
         if let Some((k, v)) = header.and_then(|h| h.split_once(':')) {
             req = req.header(k, v);
         }
@@ -223,8 +307,7 @@ async fn client_count(url: &str, n: usize, header: Option<&str>) -> anyhow::Resu
         };
         *counts.entry(key).or_default() += 1;
     }
-    println!("{}", serde_json::to_string(&counts)?);
-    Ok(())
+    Ok(counts)
 }
 
 async fn client_upload(url: &str, mib: u64) -> anyhow::Result<()> {

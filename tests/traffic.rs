@@ -1,0 +1,313 @@
+//! Traffic policies end to end, each scenario named after the behaviour an
+//! Istio user expects from the YAML they already have: timeouts with
+//! per-try timeouts, circuit breaking, outlier detection, consistent hashing,
+//! latency- and load-aware balancing, fault injection and mirroring. Real
+//! proxies in network namespaces, pushed by a real controller.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use weft_testkit::{ControllerProcess, Net, Pod};
+
+const REVIEWS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080, targetPort: 8080}]
+"#;
+
+fn data_dir(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("weft-e2e-traffic-{tag}-{}", std::process::id()))
+}
+
+/// A controller, backends `reviews-<name>` (echo on 8080, labels
+/// `app=reviews,version=<version>`) and a meshed `client`.
+struct Mesh {
+    net: Net,
+    ctl: ControllerProcess,
+    backends: Vec<Pod>,
+    client: Pod,
+}
+
+fn mesh(tag: &str, backends: &[(&str, &str)]) -> Mesh {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir(tag)).unwrap();
+    let backends = backends.iter().map(|(name, version)| backend(&net, &ctl, name, version)).collect();
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    Mesh { net, ctl, backends, client }
+}
+
+fn backend(net: &Net, ctl: &ControllerProcess, name: &str, version: &str) -> Pod {
+    let pod = net.pod(&format!("reviews-{name}")).unwrap();
+    pod.start_echo(8080, version).unwrap();
+    pod.start_meshed_proxy(ctl.grpc, "default", &format!("app=reviews,version={version}"), &[]).unwrap();
+    pod
+}
+
+impl Mesh {
+    /// Applies YAML and waits until the client runs a config in which `check` holds.
+    fn apply_and_wait(&self, yaml: &str, what: &str, check: impl Fn(&str) -> bool) {
+        self.ctl.apply(yaml).unwrap();
+        let start = Instant::now();
+        loop {
+            // Compact JSON, so checks can name `"key":value`.
+            let cfg: String =
+                String::from_utf8_lossy(&self.ctl.weft(&["proxy-config", "client", "all", "-o", "json"]).unwrap().stdout).split_whitespace().collect();
+            let status = String::from_utf8_lossy(&self.ctl.weft(&["proxy-status"]).unwrap().stdout).into_owned();
+            let synced = status.lines().any(|l| l.starts_with("client ") && l.contains(" SYNCED "));
+            if synced && check(&cfg) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{what} never reached the client:\n{cfg}\n{status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `n` GETs of `path` from the client, `concurrency` at once: answers by pod (and `status NNN`).
+    fn count(&self, path: &str, n: usize, header: Option<&str>, concurrency: usize) -> BTreeMap<String, u64> {
+        let url = format!("http://reviews:9080{path}");
+        let n = n.to_string();
+        let c = concurrency.to_string();
+        let mut args = vec!["count", url.as_str(), n.as_str()];
+        if let Some(h) = header {
+            args.push(h);
+        }
+        args.extend(["--concurrency", c.as_str()]);
+        let out = self.client.exec_ok(weft_testkit::workspace_bin("weft-echo"), &args).unwrap_or_else(|e| panic!("{e}\n{}", self.client.logs()));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn metric_sum(&self, pod: &Pod, prefix: &str, filter: &str) -> f64 {
+        let stats = pod.admin("/stats/prometheus").unwrap();
+        stats.lines().filter(|l| l.starts_with(prefix) && l.contains(filter)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    }
+}
+
+/// The backend's own view: requests served, most in flight at once, last authority.
+fn backend_stats(pod: &Pod) -> serde_json::Value {
+    let (_, body) = pod.curl("http://127.0.0.1:8080/stats", &[]).unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+fn set(pod: &Pod, what: &str) {
+    let (code, _) = pod.curl(&format!("http://127.0.0.1:8080/{what}"), &[]).unwrap();
+    assert_eq!(code, 200);
+}
+
+fn dr(spec: &str) -> String {
+    format!("{REVIEWS}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n{spec}")
+}
+
+#[test]
+fn per_try_timeout_and_route_timeout_cut_a_5s_backend_with_504_and_count_the_tries() {
+    let m = mesh("timeouts", &[("v1", "v1")]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - timeout: 1s\n    retries: {attempts: 5, perTryTimeout: 200ms, retryOn: \"5xx,reset\"}\n    route: [{destination: {host: reviews}}]\n";
+    m.apply_and_wait(&format!("{REVIEWS}---\n{vs}"), "the timeout rule", |c| c.contains("\"per_try_timeout\":\"200ms\""));
+    let start = Instant::now();
+    let (code, body) = m.client.curl("http://reviews:9080/delay/5000", &["-D", "-"]).unwrap();
+    let took = start.elapsed();
+    assert_eq!(code, 504, "{body}");
+    assert!(body.to_ascii_lowercase().contains("x-weft-flags: ut"), "{body}");
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(2500), "answered after {took:?}, the route timeout is 1s");
+    let retries = m.metric_sum(&m.client, "weft_upstream_retries_total", "");
+    assert!(retries >= 2.0, "the per-try timeouts were retried ({retries} retries in metrics)");
+    // Each try reached the backend: the first and the retries, all cut short.
+    assert!(backend_stats(&m.backends[0])["requests"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn circuit_breaking_answers_overflow_at_once_with_503_uo_and_the_backend_sees_at_most_the_limit() {
+    let m = mesh("breaker", &[("v1", "v1")]);
+    m.apply_and_wait(
+        &dr("  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n"),
+        "the connection pool limits",
+        |c| c.contains("\"max_connections\":1"),
+    );
+    // 20 requests at once to a backend that takes 500 ms each.
+    let results: Vec<(u16, String, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    let start = Instant::now();
+                    let (code, body) = m.client.curl("http://reviews:9080/delay/500", &["-D", "-"]).unwrap();
+                    (code, body, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let overflow: Vec<&(u16, String, Duration)> = results.iter().filter(|(c, _, _)| *c == 503).collect();
+    let ok = results.iter().filter(|(c, _, _)| *c == 200).count();
+    assert_eq!(overflow.len() + ok, 20, "{results:?}");
+    assert!(overflow.len() >= 15, "at most 1 in flight + 1 pending (+ stragglers arriving after those finished): {ok} ok");
+    for (_, body, took) in &overflow {
+        assert!(body.to_ascii_lowercase().contains("x-weft-flags: uo"), "{body}");
+        assert!(*took < Duration::from_millis(400), "an overflow is answered at once, not queued: {took:?}");
+    }
+    assert_eq!(backend_stats(&m.backends[0])["max_in_flight"], 1, "the backend never saw more than maxConnections");
+}
+
+#[test]
+fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back_within_max_ejection_percent() {
+    let m = mesh("outlier", &[("a", "v1"), ("b", "v1"), ("c", "v1")]);
+    m.apply_and_wait(
+        &dr("  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 34}\n"),
+        "outlier detection",
+        |c| c.contains("\"consecutive_5xx\":3") && c.matches("10.").count() >= 3,
+    );
+    let (a, b) = (&m.backends[0], &m.backends[1]);
+    set(a, "set-status/500");
+    let before = backend_stats(a)["requests"].as_u64().unwrap();
+    let counts = m.count("/", 90, None, 1);
+    let failures = counts.get("status 500").copied().unwrap_or(0);
+    let got = backend_stats(a)["requests"].as_u64().unwrap() - before;
+    assert_eq!(got, 3, "a got its 3 consecutive failures, then no more traffic: {counts:?}");
+    assert_eq!(failures, 3, "{counts:?}");
+    let ejected_at = Instant::now();
+    assert!(m.metric_sum(&m.client, "weft_outlier_ejections_total", "") >= 1.0);
+
+    // Healthy again: it gets traffic once its 2 s ejection has run out, not before.
+    set(a, "set-status/0");
+    loop {
+        let before = backend_stats(a)["requests"].as_u64().unwrap();
+        m.count("/", 6, None, 1);
+        if backend_stats(a)["requests"].as_u64().unwrap() > before {
+            break;
+        }
+        assert!(ejected_at.elapsed() < Duration::from_secs(6), "a never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ejected_at.elapsed() >= Duration::from_millis(1900), "back after {:?}, before baseEjectionTime", ejected_at.elapsed());
+
+    // Two failing endpoints, but maxEjectionPercent 34 of 3 ejects only one: the other keeps failing requests.
+    set(a, "set-status/500");
+    set(b, "set-status/500");
+    let counts = m.count("/", 90, None, 1);
+    let failures = counts.get("status 500").copied().unwrap_or(0);
+    assert!(failures > 20, "one failing endpoint stays in rotation: {counts:?}");
+    assert!(counts.get("reviews-c").copied().unwrap_or(0) >= 40, "{counts:?}");
+}
+
+#[test]
+fn consistent_hash_keeps_each_user_on_one_endpoint_and_adding_one_moves_about_one_in_n() {
+    let m = mesh("hash", &[("a", "v1"), ("b", "v1"), ("c", "v1")]);
+    m.apply_and_wait(
+        &dr("  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n"),
+        "consistent hashing",
+        |c| c.contains("\"ring_hash\"") && c.matches("10.").count() >= 3,
+    );
+    let users: Vec<String> = (0..120).map(|u| format!("x-user:user-{u}")).collect();
+    let placement = |m: &Mesh| -> Vec<String> {
+        users
+            .iter()
+            .map(|u| {
+                let c = m.count("/", 3, Some(u), 1);
+                assert_eq!(c.len(), 1, "{u} was spread over {c:?}");
+                c.keys().next().cloned().unwrap_or_default()
+            })
+            .collect()
+    };
+    let three = placement(&m);
+    let per: BTreeMap<&String, usize> = three.iter().fold(BTreeMap::new(), |mut acc, p| {
+        *acc.entry(p).or_default() += 1;
+        acc
+    });
+    assert_eq!(per.len(), 3, "users spread over all endpoints: {per:?}");
+
+    let _d = backend(&m.net, &m.ctl, "d", "v1");
+    let start = Instant::now();
+    while String::from_utf8_lossy(&m.ctl.weft(&["proxy-config", "client", "endpoints"]).unwrap().stdout).matches(":8080").count() < 4 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the fourth endpoint never reached the client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let four = placement(&m);
+    let moved = three.iter().zip(&four).filter(|(a, b)| a != b).count();
+    let to_new = four.iter().filter(|p| *p == "reviews-d").count();
+    assert_eq!(moved, to_new, "users only move to the new endpoint");
+    // Ideal 1/4 of 120 = 30.
+    assert!((12..=50).contains(&moved), "{moved} of 120 users moved");
+}
+
+#[test]
+fn least_request_and_peak_ewma_prefer_the_fast_endpoint() {
+    let m = mesh("latency", &[("fast", "v1"), ("slow", "v1")]);
+    set(&m.backends[1], "set-latency/40");
+    // No loadBalancer: peak EWMA, latency-aware.
+    m.apply_and_wait(&dr("  trafficPolicy: {}\n"), "the rule", |c| c.contains("\"peak_ewma\"") && c.matches("10.").count() >= 2);
+    m.count("/", 20, None, 1); // both get measured
+    let c = m.count("/", 300, None, 4);
+    let fast = c.get("reviews-fast").copied().unwrap_or(0) as f64 / 300.0;
+    assert!(fast > 0.75, "peak EWMA sent {:.0}% to the fast endpoint: {c:?}", fast * 100.0);
+
+    // Least request: the slow endpoint holds its requests longer, so it has more in flight.
+    m.apply_and_wait(&dr("  trafficPolicy:\n    loadBalancer: {simple: LEAST_REQUEST}\n"), "least request", |c| c.contains("\"least_request\""));
+    let c = m.count("/", 300, None, 8);
+    let fast = c.get("reviews-fast").copied().unwrap_or(0) as f64 / 300.0;
+    assert!(fast > 0.65, "least request sent {:.0}% to the fast endpoint: {c:?}", fast * 100.0);
+}
+
+#[test]
+fn fault_injection_aborts_10_percent_within_3_points_and_a_delay_shows_in_latency() {
+    let m = mesh("faults", &[("v1", "v1")]);
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /fast}}]\n    route: [{destination: {host: reviews}}]\n  - match: [{uri: {prefix: /slow}}]\n    fault: {delay: {fixedDelay: 200ms, percentage: {value: 100}}}\n    route: [{destination: {host: reviews}}]\n  - match: [{headers: {x-fault-grpc: {exact: \"1\"}}}]\n    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route: [{destination: {host: reviews}}]\n  - fault: {abort: {httpStatus: 503, percentage: {value: 10}}}\n    route: [{destination: {host: reviews}}]\n";
+    m.apply_and_wait(&format!("{REVIEWS}---\n{vs}"), "the faults", |c| c.contains("\"abort\""));
+    let c = m.count("/other", 2000, None, 4);
+    let aborted = c.get("status 503").copied().unwrap_or(0) as f64 / 2000.0;
+    assert!((0.07..=0.13).contains(&aborted), "{:.1}% aborted: {c:?}", aborted * 100.0);
+    assert_eq!(c.get("reviews-v1").copied().unwrap_or(0) + c.get("status 503").copied().unwrap_or(0), 2000, "{c:?}");
+    let stats = m.client.admin("/stats/prometheus").unwrap();
+    assert!(stats.contains("response_flags=\"FI\""), "{stats}");
+
+    let timed = |path: &str| {
+        let start = Instant::now();
+        let (code, _) = m.client.curl(&format!("http://reviews:9080{path}"), &[]).unwrap();
+        (code, start.elapsed())
+    };
+    let (code, slow) = timed("/slow");
+    assert_eq!(code, 200);
+    assert!(slow >= Duration::from_millis(200), "{slow:?}");
+    let (fast_code, fast) = timed("/fast");
+    assert_eq!(fast_code, 200);
+    assert!(fast < slow, "only the delayed route is slow: {fast:?} vs {slow:?}");
+
+    // A gRPC call gets its abort as gRPC: HTTP 200 with grpc-status 14 (UNAVAILABLE).
+    let (code, head) = m
+        .client
+        .curl(
+            "http://reviews:9080/shop.Cart/Add",
+            &["--http2-prior-knowledge", "-X", "POST", "-D", "-", "-H", "content-type: application/grpc", "-H", "x-fault-grpc: 1", "--data-binary", ""],
+        )
+        .unwrap();
+    assert_eq!(code, 200, "{head}");
+    assert!(head.contains("grpc-status: 14"), "{head}");
+}
+
+#[test]
+fn mirroring_copies_to_v2_while_callers_only_ever_see_v1() {
+    let m = mesh("mirror", &[("v1", "v1"), ("v2", "v2")]);
+    // v2 is slow and failing: neither may reach the caller.
+    set(&m.backends[1], "set-latency/1000");
+    set(&m.backends[1], "set-status/500");
+    let rules = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n---\n\
+        apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v1}}]\n    mirror: {host: reviews, subset: v2}\n    mirrorPercentage: {value: 100}\n";
+    m.apply_and_wait(&format!("{REVIEWS}---\n{rules}"), "the mirror", |c| c.contains("\"mirrors\""));
+    let start = Instant::now();
+    let c = m.count("/", 20, None, 1);
+    let took = start.elapsed();
+    assert_eq!(c.get("reviews-v1"), Some(&20), "callers see only v1: {c:?}");
+    assert!(took < Duration::from_millis(1500), "the mirror's 1 s latency never reaches the caller: 20 requests took {took:?}");
+    let start = Instant::now();
+    loop {
+        let s = backend_stats(&m.backends[1]);
+        if s["requests"].as_u64() == Some(20) {
+            assert!(s["last_authority"].as_str().is_some_and(|a| a.starts_with("reviews-shadow")), "{s}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "v2 got {s} of 20 copies");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
