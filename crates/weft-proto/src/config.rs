@@ -887,3 +887,17 @@ mod tests {
         assert!(e.to_string().contains("unknown field `listners`"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod docs_example {
+    /// The annotated config in docs/proxy.md is a real, valid config.
+    #[test]
+    fn the_documented_config_file_loads() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/proxy.md")).unwrap();
+        let start = doc.find("## Config file").unwrap();
+        let yaml = doc[start..].split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        let cfg: super::ProxyConfig = serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("docs/proxy.md example: {e}"));
+        cfg.check().unwrap_or_else(|e| panic!("docs/proxy.md example: {e}"));
+        assert!(cfg.clusters[0].outlier.is_some() && cfg.routes[0].http[0].fault.is_some());
+    }
+}
