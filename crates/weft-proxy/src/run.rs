@@ -38,11 +38,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         None if opts.controller.is_some() => ProxyConfig::sidecar_default(),
         None => anyhow::bail!("give --config FILE, or --controller ADDR to be configured by the controller"),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.workers.max(1))
-        .thread_name("weft-worker")
-        .enable_all()
-        .build()?;
+    let rt = if opts.workers <= 1 && std::env::var_os("WEFT_MULTI_THREAD").is_none() {
+        tokio::runtime::Builder::new_current_thread().thread_name("weft-worker").enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(opts.workers.max(1)).thread_name("weft-worker").enable_all().build()?
+    };
+    // One worker: a current-thread runtime (fewer cross-thread wake-ups; measured in
+    // docs/benchmarks.md). The admin server has its own thread either way.
     rt.block_on(serve(config, opts))
 }
 

@@ -106,6 +106,24 @@ fn cert_dir(ca: &weft_identity::CertificateAuthority, pod: &Pod, sa: &str) -> an
     Ok(dir)
 }
 
+/// A client proxy config with 50 routes; the one for `server_ip:8080` has 49
+/// rules with a header and a regex path match before its catch-all.
+fn route_table(server_ip: &str) -> String {
+    let mut rules = String::new();
+    for i in 0..49 {
+        rules += &format!(
+            "  - matches: [{{headers: [{{name: x-tenant, value: {{exact: tenant-{i}}}}}]}}, {{path: {{regex: \"/api/v{i}/items/[0-9]+\"}}, method: POST}}]\n    clusters: [{{cluster: server, weight: 1}}]\n"
+        );
+    }
+    let mut others = String::new();
+    for i in 0..49 {
+        others += &format!("- {{name: svc-{i}, hosts: [svc-{i}.bench.svc.cluster.local], destinations: [\"10.97.0.{}:80\"], cluster: server}}\n", i + 1);
+    }
+    format!(
+        "{SIDECAR}clusters:\n- {{name: server, endpoints: [\"{server_ip}:8080\"]}}\nroutes:\n- name: server\n  destinations: [\"{server_ip}:8080\"]\n  cluster: server\n  http:\n{rules}  - clusters: [{{cluster: server, weight: 1}}]\n{others}"
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let rate = arg("--rate", "1000");
     let secs = arg("--duration", "15");
@@ -171,6 +189,25 @@ fn main() -> anyhow::Result<()> {
     let stats = weft_testkit::http_get(std::net::SocketAddr::from((s3.ip, 15000)), "/stats/prometheus")?;
     anyhow::ensure!(stats.contains("connection_security_policy=\"mutual_tls\""), "the mTLS run was not mTLS:\n{stats}");
 
+    // Meshed with a realistic route table in front of the destination: 50 routes, and for
+    // the destination 50 rules (49 with a header and a regex match that the benchmark's
+    // requests miss, then the catch-all), so every request walks the whole table.
+    let c4 = net.pod("client-routes")?;
+    let s4 = net.pod("server-routes")?;
+    c4.exec_ok(&proxy, &["init"])?;
+    s4.exec_ok(&proxy, &["init"])?;
+    let table = route_table(&s4.ip.to_string());
+    let rt_out_pid = c4.start_proxy_with_args(&table, &["--log", "warn", "--workers", &workers])?;
+    s4.start_proxy_with_args(SIDECAR, &["--log", "warn", "--workers", &workers])?;
+    s4.start_echo(8080, "v1")?;
+    let routes_url = format!("http://{}:8080{path}", s4.ip);
+    let rcpu0 = cpu_seconds(rt_out_pid);
+    let routes_h1 = load(&c4, &routes_url, &rate, &conns, &secs, false)?;
+    let rcpu1 = cpu_seconds(rt_out_pid);
+    let routes_h2 = load(&c4, &routes_url, &rate, &conns, &secs, true)?;
+    let stats = weft_testkit::http_get(std::net::SocketAddr::from((c4.ip, 15000)), "/stats/prometheus")?;
+    anyhow::ensure!(stats.contains("route=\"server\""), "the route table was not used:\n{stats}");
+
     // nginx, two hops: client-side nginx on localhost -> server-side nginx -> echo.
     let c2 = net.pod("client-nginx")?;
     let s2 = net.pod("server-nginx")?;
@@ -199,10 +236,12 @@ fn main() -> anyhow::Result<()> {
     println!("{}", row("direct, HTTP/1.1", &direct_h1, None));
     println!("{}", row("weft, 2 proxies, HTTP/1.1", &meshed_h1, Some(&direct_h1)));
     println!("{}", row("weft, 2 proxies, mTLS between them, HTTP/1.1", &mtls_h1, Some(&direct_h1)));
+    println!("{}", row("weft, 2 proxies, 50-route table, HTTP/1.1", &routes_h1, Some(&direct_h1)));
     println!("{}", row("nginx, 2 hops, HTTP/1.1", &nginx_h1, Some(&direct_h1)));
     println!("{}", row("direct, gRPC-shaped HTTP/2", &direct_h2, None));
     println!("{}", row("weft, 2 proxies, gRPC-shaped HTTP/2", &meshed_h2, Some(&direct_h2)));
     println!("{}", row("weft, 2 proxies, mTLS between them, gRPC-shaped HTTP/2", &mtls_h2, Some(&direct_h2)));
+    println!("{}", row("weft, 2 proxies, 50-route table, gRPC-shaped HTTP/2", &routes_h2, Some(&direct_h2)));
     println!();
     println!("| proxy | CPU during HTTP/1.1 run (cores) | CPU during HTTP/2 run (cores) | RSS idle | peak RSS |");
     println!("|---|---:|---:|---:|---:|");
@@ -232,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         (mcpu2.1 - mcpu1.1) / d,
         mtls_peak_rss.1 as f64 / 1024.0
     );
+    println!("| outbound, 50-route table (client pod) | {:.3} | - | - | - |", (rcpu1 - rcpu0) / d);
     println!();
     println!(
         "Throughput, one proxy on one worker, 64 connections, 16-byte responses, load generator and echo on the same 2 cores: {:.0} req/s (p50 {:.3} ms, p99 {:.3} ms, errors {}), proxy CPU {:.2} cores.",
