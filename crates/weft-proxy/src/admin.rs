@@ -98,6 +98,30 @@ fn route(proxy: &Proxy, set_level: &SetLogLevel, req: Request<Incoming>) -> Resp
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "text/plain"),
             }
         }
+        (&Method::GET, "/clusters") => {
+            // Envoy's /clusters, as JSON: each endpoint's load, latency and outlier state.
+            let snapshot = proxy.snapshot.borrow().clone();
+            let mut clusters: Vec<serde_json::Value> = snapshot
+                .clusters()
+                .map(|c| {
+                    let endpoints: Vec<serde_json::Value> = c
+                        .config
+                        .endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            let mut v = c.balancer.describe(i);
+                            v["address"] = e.address.to_string().into();
+                            v["mtls"] = (c.transport(e).ok().flatten().is_some()).into();
+                            v
+                        })
+                        .collect();
+                    serde_json::json!({"name": c.name(), "lb": c.config.lb, "endpoints": endpoints})
+                })
+                .collect();
+            clusters.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+            text(StatusCode::OK, serde_json::to_string_pretty(&clusters).unwrap_or_default() + "\n", "application/json")
+        }
         (&Method::GET, "/stats/prometheus") | (&Method::GET, "/metrics") => {
             text(StatusCode::OK, proxy.metrics.render(), "text/plain; version=0.0.4")
         }
@@ -113,7 +137,7 @@ fn route(proxy: &Proxy, set_level: &SetLogLevel, req: Request<Incoming>) -> Resp
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "weft-proxy admin: /ready /live /certs /config_dump /stats/prometheus /logging?level=LEVEL\n",
+            "weft-proxy admin: /ready /live /certs /config_dump /clusters /stats/prometheus /logging?level=LEVEL\n",
             "text/plain",
         ),
     }

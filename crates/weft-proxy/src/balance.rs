@@ -304,6 +304,20 @@ impl Balancer {
         true
     }
 
+    /// Endpoint `i` as the admin `/clusters` view shows it.
+    pub fn describe(&self, i: usize) -> serde_json::Value {
+        let s = &self.states[i];
+        let f = s.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let ejected_for = f.ejected_until.and_then(|t| t.checked_duration_since(Instant::now()));
+        serde_json::json!({
+            "in_flight": s.in_flight(),
+            "latency_ewma_ms": s.ewma_ns.load(Ordering::Relaxed) as f64 / 1e6,
+            "consecutive_5xx": f.consecutive_5xx,
+            "ejections": f.ejections,
+            "ejected_for_ms": ejected_for.map(|d| d.as_millis() as u64),
+        })
+    }
+
     /// Is endpoint `i` ejected now (for the admin view and tests)?
     pub fn is_ejected(&self, i: usize) -> bool {
         !self.available(i, Instant::now())

@@ -297,6 +297,10 @@ impl Snapshot {
         Snapshot { config: Arc::new(config), clusters, by_destination, by_host }
     }
 
+    pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterState>> {
+        self.clusters.values()
+    }
+
     pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
         self.clusters.get(name)
     }
