@@ -323,3 +323,58 @@ fn mirroring_copies_to_v2_while_callers_only_ever_see_v1() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn grpc_calls_failing_with_unavailable_are_retried_on_the_grpc_status() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("grpc")).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/grpc_echo.py");
+    let server = net.pod("greeter").unwrap();
+    server.spawn("python3", &[script, "server", "50051", "greeter"]).unwrap();
+    server.wait_listening(50051, Duration::from_secs(20)).unwrap();
+    server.start_meshed_proxy(ctl.grpc, "default", "app=greeter", &[]).unwrap();
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("greeter", "10.96.0.11")]).unwrap();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: greeter, namespace: default}\nspec: {clusterIP: 10.96.0.11, selector: {app: greeter}, ports: [{name: grpc, port: 50051}]}\n";
+    ctl.apply(svc).unwrap();
+    let calls = |n: usize| -> BTreeMap<String, u64> {
+        // grpcio's own resolver (c-ares) would ask a DNS server first; the pod has only /etc/hosts.
+        let out = client
+            .exec_ok("env", &["GRPC_DNS_RESOLVER=native", "python3", script, "flaky", "greeter:50051", &n.to_string()])
+            .unwrap_or_else(|e| panic!("{e}\n{}", client.logs()));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Once the client has the route, every third call fails: no retries yet.
+    let start = Instant::now();
+    loop {
+        let routes = String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes"]).unwrap().stdout).into_owned();
+        let synced = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().any(|l| l.starts_with("client ") && l.contains(" SYNCED "));
+        if routes.contains("10.96.0.11:50051") && synced {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no route to greeter:\n{routes}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = calls(30);
+    assert_eq!(before.get("UNAVAILABLE"), Some(&10), "{before:?}\n{}\n{}", client.logs(), server.logs());
+    assert_eq!(before.get("OK"), Some(&20), "{before:?}");
+
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: greeter}\nspec:\n  hosts: [greeter]\n  http:\n  - retries: {attempts: 2, retryOn: unavailable}\n    route: [{destination: {host: greeter}}]\n";
+    ctl.apply(vs).unwrap();
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes", "-o", "json"]).unwrap().stdout).contains("unavailable") {
+        assert!(start.elapsed() < Duration::from_secs(5), "retry policy not pushed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = |p: &Pod| p.admin("/stats/prometheus").unwrap();
+    let start = Instant::now();
+    while !String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().any(|l| l.starts_with("client ") && l.contains(" SYNCED ")) {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = calls(60);
+    assert_eq!(after.get("OK"), Some(&60), "every UNAVAILABLE was retried: {after:?}");
+    let retried: f64 = stats(&client).lines().filter(|l| l.starts_with("weft_upstream_retries_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert!(retried >= 20.0, "retries in metrics: {retried}");
+}

@@ -223,7 +223,8 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     /// Envoy/Istio conditions: 5xx, gateway-error, reset, connect-failure, refused-stream,
     /// retriable-4xx, status codes like "503", and gRPC cancelled, deadline-exceeded,
-    /// resource-exhausted, unavailable.
+    /// resource-exhausted, internal, unavailable (gRPC calls, all POSTs, are retried when
+    /// the policy names a gRPC status).
     pub retry_on: Vec<String>,
     /// Base of the jittered exponential backoff between tries (default 25ms).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]

@@ -816,7 +816,7 @@ async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host
         }
     }
     let route_timeout = actions.as_ref().and_then(|r| r.timeout);
-    let mut body = RequestBody::Streaming(body);
+    let mut body = RequestBody::Streaming(body.boxed());
     if !chosen.mirrors.is_empty() && !upgrade {
         // A mirror needs its own copy of the body: only small ones are copied (as for retries).
         if let Some(bytes) = body.replayable().await? {
@@ -855,31 +855,75 @@ const MAX_REPLAY_BYTES: u64 = 64 * 1024;
 
 /// A request body as it came, or read into memory to be sent more than once.
 enum RequestBody {
-    Streaming(Incoming),
+    Streaming(Body),
     Buffered(bytes::Bytes),
 }
 
+/// How long a body of unknown length (gRPC sends no content-length) is read
+/// ahead to see whether it is small and complete: a unary call's message
+/// arrives with its end of stream; a stream that pauses goes on unbuffered.
+const READ_AHEAD: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn empty_body() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
 impl RequestBody {
-    /// Reads the body into memory when it is known to be small; `None` for
-    /// one that is large or of unknown length (it can be sent only once).
+    /// Reads the body into memory when it is small (at most
+    /// [`MAX_REPLAY_BYTES`]) and complete: known-length bodies are waited
+    /// for, others read ahead for [`READ_AHEAD`]. `None` means it can be
+    /// sent only once (what was read ahead is sent first, nothing is lost).
     async fn replayable(&mut self) -> Result<Option<bytes::Bytes>, LocalReply> {
-        match self {
-            RequestBody::Buffered(b) => Ok(Some(b.clone())),
-            RequestBody::Streaming(body) => {
-                if hyper::body::Body::size_hint(body).exact().is_none_or(|n| n > MAX_REPLAY_BYTES) {
-                    return Ok(None);
-                }
-                let taken = std::mem::replace(self, RequestBody::Buffered(bytes::Bytes::new()));
-                let RequestBody::Streaming(body) = taken else { return Ok(None) };
-                let bytes = body
-                    .collect()
-                    .await
-                    .map_err(|e| LocalReply::new(400, Flag::DownstreamConnectionTermination, format!("request body: {e}")))?
-                    .to_bytes();
-                *self = RequestBody::Buffered(bytes.clone());
-                Ok(Some(bytes))
-            }
+        let body = match self {
+            RequestBody::Buffered(b) => return Ok(Some(b.clone())),
+            RequestBody::Streaming(body) => body,
+        };
+        let hint = hyper::body::Body::size_hint(body);
+        if hint.lower() > MAX_REPLAY_BYTES {
+            return Ok(None);
         }
+        let deadline = hint.exact().is_none().then(|| tokio::time::Instant::now() + READ_AHEAD);
+        let mut rest = std::mem::replace(body, empty_body());
+        let mut frames: Vec<hyper::body::Frame<bytes::Bytes>> = Vec::new();
+        let mut size = 0u64;
+        let complete = loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rest.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => break false,
+                },
+                None => rest.frame().await,
+            };
+            match next {
+                None => break true,
+                Some(Err(e)) => return Err(LocalReply::new(400, Flag::DownstreamConnectionTermination, format!("request body: {e}"))),
+                Some(Ok(frame)) => {
+                    size += frame.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+                    let trailers = frame.is_trailers();
+                    frames.push(frame);
+                    if size > MAX_REPLAY_BYTES || trailers {
+                        break false;
+                    }
+                }
+            }
+        };
+        if complete {
+            let mut all = bytes::BytesMut::with_capacity(size as usize);
+            for f in frames {
+                if let Ok(d) = f.into_data() {
+                    all.extend_from_slice(&d);
+                }
+            }
+            let bytes = all.freeze();
+            *self = RequestBody::Buffered(bytes.clone());
+            return Ok(Some(bytes));
+        }
+        // Not replayable: what was read goes first, then the rest as it comes.
+        use tokio_stream::StreamExt;
+        let read = tokio_stream::iter(frames.into_iter().map(Ok::<_, hyper::Error>));
+        let stream = read.chain(http_body_util::BodyStream::new(rest));
+        *self = RequestBody::Streaming(http_body_util::StreamBody::new(stream).boxed());
+        Ok(None)
     }
 }
 
@@ -947,7 +991,12 @@ async fn send_with_retries(
 ) -> Result<Response<Incoming>, LocalReply> {
     use crate::retry::{retriable, TryOutcome};
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
-    let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent) && !upgrade);
+    // Every gRPC call is a POST: a policy that names gRPC statuses asked for gRPC calls to be retried.
+    let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let asks_grpc = |p: &weft_proto::config::RetryPolicy| {
+        p.retry_on.iter().any(|c| matches!(c.as_str(), "cancelled" | "deadline-exceeded" | "resource-exhausted" | "unavailable" | "internal"))
+    };
+    let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent || (grpc && asks_grpc(p))) && !upgrade);
     let replay = match (&body, may_retry) {
         (RequestBody::Buffered(bytes), _) => Some(bytes.clone()),
         (RequestBody::Streaming(_), Some(_)) => body.replayable().await?,
@@ -976,7 +1025,7 @@ async fn send_with_retries(
     loop {
         let this_body: Body = match (&replay, body.take()) {
             (Some(bytes), _) => http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
-            (None, Some(b)) => b.boxed(),
+            (None, Some(b)) => b,
             (None, None) => {
                 return Err(LocalReply::new(500, Flag::UpstreamConnectionTermination, "internal: a request body that cannot be replayed was needed twice"))
             }

@@ -32,6 +32,7 @@ pub fn retriable(retry_on: &[String], outcome: TryOutcome) -> bool {
         ("cancelled", TryOutcome::Response { grpc: Some(1), .. })
         | ("deadline-exceeded", TryOutcome::Response { grpc: Some(4), .. })
         | ("resource-exhausted", TryOutcome::Response { grpc: Some(8), .. })
+        | ("internal", TryOutcome::Response { grpc: Some(13), .. })
         | ("unavailable", TryOutcome::Response { grpc: Some(14), .. }) => true,
         (code, TryOutcome::Response { status, .. }) => code.parse::<u16>() == Ok(status),
         _ => false,
