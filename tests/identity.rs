@@ -1,6 +1,7 @@
 //! Workload identity end to end: a join token from `weft token create`, a
 //! proxy that generates its key, gets its certificate from the controller
-//! and renews it at half-life; a token cannot buy another identity.
+//! and renews it at half-life (proving itself with the current certificate,
+//! so an expired token does not matter); a token cannot buy another identity.
 
 use std::time::{Duration, Instant};
 use weft_testkit::{ControllerProcess, Net};
@@ -19,7 +20,8 @@ fn certs(pod: &weft_testkit::Pod) -> Option<serde_json::Value> {
 fn a_proxy_gets_its_certificate_with_a_token_and_renews_it_at_half_life() {
     let net = Net::new().expect("network namespaces");
     let ctl = ControllerProcess::start_with(&net, &data_dir("rotate"), &["--cert-ttl", "4s"]).unwrap();
-    let out = ctl.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--ttl", "1h"]).unwrap();
+    // The token outlives only the first certificate: renewals must prove themselves with the current one.
+    let out = ctl.weft(&["token", "create", "--namespace", "default", "--service-account", "reviews", "--ttl", "2s"]).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(String::from_utf8_lossy(&out.stderr).contains("token for spiffe://cluster.local/ns/default/sa/reviews"));
@@ -53,6 +55,19 @@ fn a_proxy_gets_its_certificate_with_a_token_and_renews_it_at_half_life() {
     };
     assert_eq!(renewed["spiffe_id"], first["spiffe_id"]);
     assert!(renewed["not_after_unix"].as_i64() >= first["not_after_unix"].as_i64());
+
+    // Renewed again, after the 2 s token has certainly expired.
+    let again = loop {
+        let c = certs(&pod).unwrap();
+        if c["serial"] != renewed["serial"] {
+            break c;
+        }
+        assert!(start.elapsed() < Duration::from_secs(9), "not renewed after the token expired:\n{}\n{}", pod.logs(), ctl.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(start.elapsed() > Duration::from_secs(3), "{:?}", start.elapsed());
+    assert_eq!(again["spiffe_id"], first["spiffe_id"]);
+    assert!(!pod.logs().contains("cannot get a workload certificate"), "{}", pod.logs());
 }
 
 #[test]

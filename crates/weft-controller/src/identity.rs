@@ -128,9 +128,26 @@ impl MeshCa {
         SpiffeId::new(self.trust_domain(), ns, sa).map_err(|e| e.to_string())
     }
 
-    /// Signs a proxy's CSR for the identity its token grants.
-    pub fn certify(&self, proxy_id: &str, token: &str, csr_pem: &str) -> Result<(weft_identity::IssuedCertificate, SpiffeId, String), String> {
-        let id = self.verify_token(token)?;
+    /// The identity a Certify request proves: its current certificate (a
+    /// renewal, signed with the current key) or its join token.
+    pub fn prove(&self, token: &str, csr_pem: &str, current_chain_pem: &str, proof: &[u8]) -> Result<SpiffeId, String> {
+        if !current_chain_pem.is_empty() {
+            let bundle = weft_identity::TrustBundle::from_pem(self.trust_domain(), &self.ca.trust_bundle_pem()).map_err(|e| e.to_string())?;
+            match weft_identity::tls::verify_proof(&bundle, current_chain_pem, csr_pem.as_bytes(), proof) {
+                Ok(id) => return Ok(id),
+                Err(e) if token.is_empty() => return Err(format!("renewal refused: {e}")),
+                // An expired current certificate (a long outage): the token may still be valid.
+                Err(_) => {}
+            }
+        }
+        if token.is_empty() {
+            return Err("give a join token (weft token create), or the current certificate to renew".into());
+        }
+        self.verify_token(token)
+    }
+
+    /// Signs a proxy's CSR for the identity it proves (see [`MeshCa::prove`]).
+    pub fn certify(&self, proxy_id: &str, id: SpiffeId, csr_pem: &str) -> Result<(weft_identity::IssuedCertificate, SpiffeId, String), String> {
         let issued = self.ca.sign_csr(csr_pem, &id, self.cert_ttl).map_err(|e| e.to_string())?;
         let roots = self.ca.trust_bundle_pem();
         let fingerprints = weft_identity::TrustBundle::from_pem(self.trust_domain(), &roots)
@@ -170,6 +187,7 @@ mod tests {
         let (m, dir) = ca("tokens");
         let (token, id, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
         assert_eq!(m.verify_token(&token).unwrap(), id);
+        assert_eq!(m.prove(&token, "", "", &[]).unwrap(), id);
         // Changing the granted identity breaks the signature.
         let (payload, tag) = token.split_once('.').unwrap();
         let forged_payload = hex(String::from_utf8(unhex(payload).unwrap()).unwrap().replace("shop", "bank").as_bytes());
@@ -198,12 +216,36 @@ mod tests {
         let (m, dir) = ca("grant");
         let (token, _, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
         let kc = weft_identity::csr::generate(&SpiffeId::new("cluster.local", "bank", "admin").unwrap()).unwrap();
-        let e = m.certify("p", &token, &kc.csr_pem).unwrap_err();
+        let e = m.certify("p", m.prove(&token, &kc.csr_pem, "", &[]).unwrap(), &kc.csr_pem).unwrap_err();
         assert!(e.contains("may only get spiffe://cluster.local/ns/shop/sa/checkout"), "{e}");
         let kc = weft_identity::csr::generate(&SpiffeId::new("cluster.local", "shop", "checkout").unwrap()).unwrap();
-        let (cert, id, _) = m.certify("p", &token, &kc.csr_pem).unwrap();
+        let (cert, id, _) = m.certify("p", m.prove(&token, &kc.csr_pem, "", &[]).unwrap(), &kc.csr_pem).unwrap();
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/checkout");
         assert_eq!(m.issued_to("p").unwrap().serial, cert.serial);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_renewal_is_proven_by_the_current_certificate_not_the_token() {
+        let (m, dir) = ca("renew");
+        let (token, id, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
+        let first = weft_identity::csr::generate(&id).unwrap();
+        let (issued, _, _) = m.certify("p1", m.prove(&token, &first.csr_pem, "", &[]).unwrap(), &first.csr_pem).unwrap();
+        let next = weft_identity::csr::generate(&id).unwrap();
+        let proof = weft_identity::csr::prove(&first.key_pem, next.csr_pem.as_bytes()).unwrap();
+        // No token at all (it may have expired): the certificate and the proof are enough.
+        assert_eq!(m.prove("", &next.csr_pem, &issued.chain_pem, &proof).unwrap(), id);
+        // A proof over another CSR, or by another key, is refused.
+        let other = weft_identity::csr::generate(&id).unwrap();
+        assert!(m.prove("", &other.csr_pem, &issued.chain_pem, &proof).unwrap_err().contains("not signed by the current certificate's key"));
+        let wrong_key = weft_identity::csr::prove(&other.key_pem, next.csr_pem.as_bytes()).unwrap();
+        assert!(m.prove("", &next.csr_pem, &issued.chain_pem, &wrong_key).is_err());
+        // A certificate from another CA is refused.
+        let (foreign, fdir) = ca("renew-foreign");
+        let (ftoken, _, _) = foreign.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
+        let (fissued, _, _) = foreign.certify("p2", foreign.prove(&ftoken, &first.csr_pem, "", &[]).unwrap(), &first.csr_pem).unwrap();
+        assert!(m.prove("", &next.csr_pem, &fissued.chain_pem, &proof).unwrap_err().contains("does not verify"));
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(fdir);
     }
 }

@@ -167,7 +167,7 @@ impl ProxyConfigService for PushService {
 
     async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
         let r = request.into_inner();
-        let (issued, id, roots_pem) = self.ca.certify(&r.proxy_id, &r.token, &r.csr_pem).map_err(|e| {
+        let (issued, id, roots_pem) = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem)).map_err(|e| {
             tracing::warn!(proxy = %r.proxy_id, "certificate refused: {e}");
             Status::permission_denied(e)
         })?;

@@ -17,3 +17,11 @@ pub fn generate(id: &SpiffeId) -> Result<KeyAndCsr, IdentityError> {
     let csr = params.serialize_request(&key)?;
     Ok(KeyAndCsr { key_pem: key.serialize_pem(), csr_pem: csr.pem()? })
 }
+
+/// Proof of possession for a renewal: the current key's signature over
+/// `message` (the new CSR), ECDSA P-256 with SHA-256.
+pub fn prove(key_pem: &str, message: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    use rcgen::SigningKey;
+    let key = rcgen::KeyPair::from_pem(key_pem)?;
+    Ok(key.sign(message)?)
+}

@@ -66,6 +66,32 @@ impl TrustBundle {
     }
 }
 
+/// Checks a renewal: `chain_pem` (leaf first) is a current workload
+/// certificate under `bundle`, and `signature` over `message` was made with
+/// its key. Returns the identity it proves.
+pub fn verify_proof(bundle: &TrustBundle, chain_pem: &str, message: &[u8], signature: &[u8]) -> Result<SpiffeId, IdentityError> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| IdentityError::Pem(e.to_string()))?;
+    let leaf = chain.first().ok_or_else(|| IdentityError::Pem("no certificate in the chain".into()))?;
+    let anchors = bundle
+        .roots
+        .iter()
+        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IdentityError::Tls(format!("root certificate: {e}")))?;
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| IdentityError::Certificate(format!("{e:?}")))?;
+    let algorithms = provider().signature_verification_algorithms;
+    ee.verify_for_usage(algorithms.all, &anchors, &chain[1..], UnixTime::now(), webpki::KeyUsage::client_auth(), None, None)
+        .map_err(|e| IdentityError::Certificate(format!("the current certificate does not verify: {e:?}")))?;
+    ee.verify_signature(webpki::ring::ECDSA_P256_SHA256, message, signature)
+        .map_err(|_| IdentityError::Certificate("the proof is not signed by the current certificate's key".into()))?;
+    let id = spiffe_id_of(leaf)?;
+    if id.trust_domain != bundle.trust_domain {
+        return Err(IdentityError::Certificate(format!("{id} is not in trust domain {}", bundle.trust_domain)));
+    }
+    Ok(id)
+}
+
 /// A certificate's serial number (hexadecimal) and expiry (unix seconds).
 pub fn serial_and_expiry(cert: &CertificateDer<'_>) -> Result<(String, i64), IdentityError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| IdentityError::Certificate(e.to_string()))?;

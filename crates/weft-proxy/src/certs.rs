@@ -24,6 +24,9 @@ type ClientConfigs = std::collections::HashMap<(String, &'static [u8]), Arc<rust
 /// configs made from it (built once per certificate, not per connection).
 pub struct WorkloadCert {
     pub identity: Identity,
+    /// The chain and key as PEM: a renewal proves itself with them.
+    pub chain_pem: String,
+    key_pem: String,
     pub bundle: TrustBundle,
     pub spiffe_id: SpiffeId,
     pub serial: String,
@@ -34,11 +37,22 @@ pub struct WorkloadCert {
 }
 
 impl WorkloadCert {
-    pub fn new(identity: Identity, bundle: TrustBundle, serial: String, not_after_unix: i64) -> Result<WorkloadCert, String> {
+    pub fn new(chain_pem: &str, key_pem: &str, bundle: TrustBundle, serial: String, not_after_unix: i64) -> Result<WorkloadCert, String> {
+        let identity = Identity::from_pem(chain_pem, key_pem).map_err(|e| e.to_string())?;
         let spiffe_id = identity.spiffe_id().map_err(|e| e.to_string())?;
         let mut server = (*weft_identity::tls::server_config(&identity, &bundle, true).map_err(|e| e.to_string())?).clone();
         server.alpn_protocols = crate::mesh_tls::ALPNS.iter().map(|a| a.to_vec()).collect();
-        Ok(WorkloadCert { identity, bundle, spiffe_id, serial, not_after_unix, server: Arc::new(server), clients: Default::default() })
+        Ok(WorkloadCert {
+            identity,
+            chain_pem: chain_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            bundle,
+            spiffe_id,
+            serial,
+            not_after_unix,
+            server: Arc::new(server),
+            clients: Default::default(),
+        })
     }
 
     /// A client config that accepts only `expected` as the server, offering `alpn`.
@@ -65,7 +79,8 @@ fn now_unix() -> i64 {
 pub async fn run(opts: CertOptions, proxy: Arc<Proxy>) {
     let mut failures: u32 = 0;
     loop {
-        match fetch(&opts).await {
+        let current = proxy.certificate.borrow().clone();
+        match fetch(&opts, current.as_deref()).await {
             Ok(cert) => {
                 failures = 0;
                 let lifetime = (cert.not_after_unix - now_unix()).max(0) as u64;
@@ -88,25 +103,32 @@ pub async fn run(opts: CertOptions, proxy: Arc<Proxy>) {
 /// certificates come from elsewhere (SPIRE, cert-manager, a benchmark).
 pub fn load_dir(dir: &std::path::Path, trust_domain: &str) -> Result<WorkloadCert, String> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
-    let identity = Identity::from_pem(&read("cert-chain.pem")?, &read("key.pem")?).map_err(|e| e.to_string())?;
+    let (chain, key) = (read("cert-chain.pem")?, read("key.pem")?);
+    let identity = Identity::from_pem(&chain, &key).map_err(|e| e.to_string())?;
     let bundle = TrustBundle::from_pem(trust_domain, &read("root-cert.pem")?).map_err(|e| e.to_string())?;
     let (serial, not_after) = weft_identity::tls::serial_and_expiry(&identity.chain[0]).map_err(|e| e.to_string())?;
-    WorkloadCert::new(identity, bundle, serial, not_after)
+    WorkloadCert::new(&chain, &key, bundle, serial, not_after)
 }
 
-async fn fetch(opts: &CertOptions) -> Result<WorkloadCert, String> {
+/// Gets a new certificate: the first with the join token, renewals proven by
+/// the current certificate (the token may have expired by then; it is sent
+/// too, for when the current certificate expired during a long outage).
+async fn fetch(opts: &CertOptions, current: Option<&WorkloadCert>) -> Result<WorkloadCert, String> {
     let kc = csr::generate(&opts.id).map_err(|e| e.to_string())?;
+    let (current_chain_pem, proof) = match current {
+        Some(c) => (c.chain_pem.clone(), csr::prove(&c.key_pem, kc.csr_pem.as_bytes()).map_err(|e| e.to_string())?),
+        None => (String::new(), Vec::new()),
+    };
     let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.controller)).await.map_err(|e| format!("controller unreachable: {e}"))?;
     let resp = client
-        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem })
+        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem, current_chain_pem, proof: proof.into() })
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();
-    let identity = Identity::from_pem(&resp.chain_pem, &kc.key_pem).map_err(|e| e.to_string())?;
-    let got = identity.spiffe_id().map_err(|e| e.to_string())?;
-    if got != opts.id {
-        return Err(format!("the controller issued {got}, this proxy serves {}", opts.id));
-    }
     let bundle = TrustBundle::from_pem(&opts.id.trust_domain, &resp.roots_pem).map_err(|e| e.to_string())?;
-    WorkloadCert::new(identity, bundle, resp.serial, resp.not_after_unix)
+    let cert = WorkloadCert::new(&resp.chain_pem, &kc.key_pem, bundle, resp.serial, resp.not_after_unix)?;
+    if cert.spiffe_id != opts.id {
+        return Err(format!("the controller issued {}, this proxy serves {}", cert.spiffe_id, opts.id));
+    }
+    Ok(cert)
 }

@@ -182,7 +182,7 @@ pub async fn accept(
 mod tests {
     use super::*;
     use std::time::SystemTime;
-    use weft_identity::{csr, CertificateAuthority, Identity, SpiffeId, TrustBundle};
+    use weft_identity::{csr, CertificateAuthority, SpiffeId, TrustBundle};
 
     const WEB: &str = "spiffe://cluster.local/ns/default/sa/web";
 
@@ -195,9 +195,8 @@ mod tests {
         } else {
             ca.sign_csr(&kc.csr_pem, &id, Duration::from_secs(3600)).unwrap()
         };
-        let identity = Identity::from_pem(&issued.chain_pem, &kc.key_pem).unwrap();
         let bundle = TrustBundle::from_pem(bundle_of.trust_domain(), &bundle_of.trust_bundle_pem()).unwrap();
-        Arc::new(WorkloadCert::new(identity, bundle, issued.serial, 0).unwrap())
+        Arc::new(WorkloadCert::new(&issued.chain_pem, &kc.key_pem, bundle, issued.serial, 0).unwrap())
     }
 
     /// One handshake through the proxy's own client and server paths:
