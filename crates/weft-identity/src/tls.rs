@@ -57,6 +57,15 @@ impl TrustBundle {
         Ok(TrustBundle { trust_domain: trust_domain.to_string(), roots })
     }
 
+    /// The roots as webpki trust anchors.
+    fn anchors(&self) -> Result<Vec<rustls::pki_types::TrustAnchor<'static>>, IdentityError> {
+        self.roots
+            .iter()
+            .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| IdentityError::Tls(format!("root certificate: {e}")))
+    }
+
     fn root_store(&self) -> Result<Arc<rustls::RootCertStore>, IdentityError> {
         let mut store = rustls::RootCertStore::empty();
         for r in &self.roots {
@@ -73,12 +82,7 @@ pub fn verify_proof(bundle: &TrustBundle, chain_pem: &str, message: &[u8], signa
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| IdentityError::Pem(e.to_string()))?;
     let leaf = chain.first().ok_or_else(|| IdentityError::Pem("no certificate in the chain".into()))?;
-    let anchors = bundle
-        .roots
-        .iter()
-        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IdentityError::Tls(format!("root certificate: {e}")))?;
+    let anchors = bundle.anchors()?;
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| IdentityError::Certificate(format!("{e:?}")))?;
     let algorithms = provider().signature_verification_algorithms;
     ee.verify_for_usage(algorithms.all, &anchors, &chain[1..], UnixTime::now(), webpki::KeyUsage::client_auth(), None, None)
@@ -142,12 +146,7 @@ pub fn server_config(identity: &Identity, bundle: &TrustBundle, require_client_c
 /// The client side: the server must present one of `expected`.
 pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
     let provider = provider();
-    let anchors = bundle
-        .roots
-        .iter()
-        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IdentityError::Tls(format!("root certificate: {e}")))?;
+    let anchors = bundle.anchors()?;
     let verifier = Arc::new(SpiffeServerVerifier { anchors, expected, algorithms: provider.signature_verification_algorithms });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -121,7 +121,7 @@ async fn fetch(opts: &CertOptions, current: Option<&WorkloadCert>) -> Result<Wor
     };
     let mut client = ProxyConfigServiceClient::connect(format!("http://{}", opts.controller)).await.map_err(|e| format!("controller unreachable: {e}"))?;
     let resp = client
-        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem, current_chain_pem, proof: proof.into() })
+        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem, current_chain_pem, proof })
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();
