@@ -190,6 +190,8 @@ fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState
 
 pub struct ClusterState {
     pub config: Cluster,
+    /// This proxy's workload certificate (mTLS needs one).
+    certificate: Certificate,
     pub balancer: Arc<Balancer>,
     /// Circuit breaking for HTTP/1.1 (and TCP) and for HTTP/2 requests.
     pub limits_http1: Limits,
@@ -219,6 +221,7 @@ impl ClusterState {
             clients.mesh = Some(MeshClients::new(connector, idle_timeout));
         }
         ClusterState {
+            certificate: certificate.clone(),
             balancer: Arc::new(Balancer::new(&config)),
             limits_http1: Limits::new(&config.pool, false),
             limits_http2: Limits::new(&config.pool, true),
@@ -237,15 +240,24 @@ impl ClusterState {
 
     /// How a connection to `endpoint` is made: `Ok(Some(identity))` for mesh
     /// mTLS, `Ok(None)` for plaintext, an error when policy forbids both.
+    /// Auto-mTLS needs a certificate on both sides: a proxy without one yet
+    /// speaks plaintext (which a PERMISSIVE server accepts).
     pub fn transport<'a>(&self, endpoint: &'a Endpoint) -> Result<Option<&'a str>, LocalReply> {
-        match (self.config.tls, endpoint.identity.as_deref()) {
-            (UpstreamTls::Disable, _) => Ok(None),
-            (UpstreamTls::Mutual, None) => Err(LocalReply::new(
+        let have_cert = self.certificate.borrow().is_some();
+        match (self.config.tls, endpoint.identity.as_deref(), have_cert) {
+            (UpstreamTls::Disable, _, _) => Ok(None),
+            (UpstreamTls::Mutual, None, _) => Err(LocalReply::new(
                 503,
                 Flag::UpstreamConnectFailure,
                 format!("{} has no mesh identity, and cluster {} requires mTLS (ISTIO_MUTUAL)", endpoint.address, self.config.name),
             )),
-            (_, identity) => Ok(identity),
+            (UpstreamTls::Mutual, Some(_), false) => Err(LocalReply::new(
+                503,
+                Flag::UpstreamConnectFailure,
+                format!("this proxy has no workload certificate, and cluster {} requires mTLS (ISTIO_MUTUAL)", self.config.name),
+            )),
+            (UpstreamTls::Auto, _, false) => Ok(None),
+            (_, identity, true) => Ok(identity),
         }
     }
 
@@ -360,5 +372,18 @@ mod tests {
         let rule = &s.route_for_host("r").unwrap().rules[1];
         let v2 = (0..1000u64).filter(|i| rule.pick(*i).unwrap().name() == "v2").count();
         assert_eq!(v2, 100, "10 of every 100 points");
+    }
+
+    #[test]
+    fn auto_mtls_needs_a_certificate_on_this_side_too() {
+        let cfg: ProxyConfig = serde_norway::from_str(
+            "clusters:\n- {name: auto, endpoints: [{address: \"10.0.0.1:80\", identity: \"spiffe://cluster.local/ns/a/sa/b\"}]}\n- {name: strict, tls: mutual, endpoints: [{address: \"10.0.0.1:80\", identity: \"spiffe://cluster.local/ns/a/sa/b\"}]}\n",
+        )
+        .unwrap();
+        let s = Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1));
+        let ep = |c: &str| s.cluster(c).unwrap().config.endpoints[0].clone();
+        assert_eq!(s.cluster("auto").unwrap().transport(&ep("auto")).unwrap(), None, "no certificate yet: plaintext");
+        let e = s.cluster("strict").unwrap().transport(&ep("strict")).unwrap_err();
+        assert!(e.reason.contains("no workload certificate"), "{}", e.reason);
     }
 }
