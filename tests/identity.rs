@@ -37,6 +37,12 @@ fn a_proxy_gets_its_certificate_with_a_token_and_renews_it_at_half_life() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(first["spiffe_id"], "spiffe://cluster.local/ns/default/sa/reviews");
+    // Its config stream is mutual TLS: the controller knows the Hello by the certificate.
+    let start_hello = Instant::now();
+    while !ctl.logs().lines().any(|l| l.contains("proxy connected") && l.contains("tls=true") && l.contains("identity=\"spiffe://cluster.local/ns/default/sa/reviews\"")) {
+        assert!(start_hello.elapsed() < Duration::from_secs(5), "no authenticated Hello:\n{}\n{}", ctl.logs(), pod.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // The controller's record says the same (weft proxy-config PROXY secret).
     let secret = ctl.weft(&["proxy-config", "reviews", "secret", "-o", "json"]).unwrap();
     let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();

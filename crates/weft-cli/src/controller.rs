@@ -43,7 +43,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info"))).init();
+    // Colours only on a terminal: logs written to files stay greppable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_ansi(ansi)
+        .with_env_filter(EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
     let store = weft_controller::store::RedbStore::open(&args.data_dir)?;
     let plugged = match (&args.ca_cert, &args.ca_key, &args.ca_roots) {
         (Some(cert), Some(key), Some(roots)) => Some(weft_controller::identity::PluggedCa {
@@ -66,11 +71,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
         let push = weft_controller::push::PushService { registry: controller.registry.clone(), ca: controller.ca.clone() };
+        // The proxies' port speaks TLS (with the controller's own certificate, proxies
+        // authenticated by theirs) and plaintext, told apart by the first byte.
+        let (chain, key) = controller.ca.serving_identity()?;
+        let tls = weft_controller::grpc_listener::server_config(&chain, &key, controller.ca.trust_domain(), &controller.ca.trust_bundle_pem())?;
+        let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await?;
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024),
             )
-            .serve(args.grpc_listen);
+            .serve_with_incoming(weft_controller::grpc_listener::incoming(grpc_listener, tls));
         tracing::info!(address = %args.grpc_listen, "proxies stream config from here");
         tokio::spawn(async move {
             if let Err(e) = grpc.await {

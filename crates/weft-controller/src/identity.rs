@@ -103,11 +103,34 @@ impl MeshCa {
         self.ca.trust_domain()
     }
 
+    /// SHA-256 of the first root of the trust bundle: what join tokens pin.
+    pub fn root_fingerprint(&self) -> Option<String> {
+        let bundle = weft_identity::TrustBundle::from_pem(self.trust_domain(), &self.ca.trust_bundle_pem()).ok()?;
+        bundle.roots.first().map(weft_identity::tls::fingerprint)
+    }
+
+    /// The controller's own certificate and key (PEM) for the proxies' gRPC
+    /// port: `spiffe://TD/ns/weft-system/sa/weft-controller`, with the roots
+    /// appended to the chain so a proxy holding only a pin can verify it.
+    pub fn serving_identity(&self) -> anyhow::Result<(String, String)> {
+        let id = weft_identity::tls::controller_id(self.trust_domain())?;
+        let kc = weft_identity::csr::generate(&id)?;
+        let issued = self.ca.sign_csr(&kc.csr_pem, &id, Duration::from_secs(365 * 24 * 3600))?;
+        Ok((format!("{}{}", issued.chain_pem, self.ca.trust_bundle_pem()), kc.key_pem))
+    }
+
+    /// The trust bundle as PEM.
+    pub fn trust_bundle_pem(&self) -> String {
+        self.ca.trust_bundle_pem()
+    }
+
     /// A join token granting `namespace/service_account` until `ttl` from now.
     pub fn create_token(&self, namespace: &str, service_account: &str, ttl: Duration) -> anyhow::Result<(String, SpiffeId, u64)> {
         let id = SpiffeId::new(self.trust_domain(), namespace, service_account)?;
         let expires = unix(SystemTime::now() + ttl);
-        let payload = format!("{namespace}/{service_account}/{expires}");
+        // The root's fingerprint rides along, so the proxy can check it talks to this CA's
+        // controller before it has a trust bundle (covered by the HMAC like the rest).
+        let payload = format!("{namespace}/{service_account}/{expires}/{}", self.root_fingerprint().unwrap_or_default());
         let tag = hmac::sign(&self.token_key, payload.as_bytes());
         Ok((format!("{}.{}", hex(payload.as_bytes()), hex(tag.as_ref())), id, expires))
     }

@@ -155,6 +155,23 @@ impl Registry {
     }
 }
 
+/// Whether a Hello may say what it says. A proxy connected with its
+/// certificate may speak only for that identity's namespace and service
+/// account; only such a proxy may say it serves mTLS (peers would be told to
+/// expect that identity at its address). A proxy without a certificate is
+/// taken at its word otherwise (development meshes without tokens).
+fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>) -> Result<(), String> {
+    match peer.and_then(|p| p.identity.as_ref()) {
+        Some(id) if id.namespace != hello.namespace || id.service_account != hello.service_account => Err(format!(
+            "the proxy's certificate is {id}, but its Hello speaks for namespace {:?} service account {:?}",
+            hello.namespace, hello.service_account
+        )),
+        Some(_) => Ok(()),
+        None if hello.mtls => Err("a proxy that serves mTLS must connect with its workload certificate".into()),
+        None => Ok(()),
+    }
+}
+
 /// The gRPC service proxies stream with (and get their certificates from).
 pub struct PushService {
     pub registry: Arc<Registry>,
@@ -166,7 +183,9 @@ impl ProxyConfigService for PushService {
     type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<ConfigPush, Status>>;
 
     async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
+        let tls = request.extensions().get::<crate::grpc_listener::ProxyPeer>().is_some_and(|p| p.tls);
         let r = request.into_inner();
+        tracing::debug!(proxy = %r.proxy_id, tls, renewal = !r.current_chain_pem.is_empty(), "certificate requested");
         let (issued, id, roots_pem) = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem)).map_err(|e| {
             tracing::warn!(proxy = %r.proxy_id, "certificate refused: {e}");
             Status::permission_denied(e)
@@ -181,6 +200,7 @@ impl ProxyConfigService for PushService {
     }
 
     async fn stream(&self, request: Request<Streaming<ProxyMessage>>) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.extensions().get::<crate::grpc_listener::ProxyPeer>().cloned();
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before Hello"))?;
         let Some(proxy_message::Kind::Hello(hello)) = first.kind else {
@@ -189,11 +209,16 @@ impl ProxyConfigService for PushService {
         if hello.proxy_id.is_empty() {
             return Err(Status::invalid_argument("Hello.proxy_id is empty"));
         }
+        admit(&hello, peer.as_ref()).map_err(|e| {
+            tracing::warn!(proxy = %hello.proxy_id, "Hello refused: {e}");
+            Status::permission_denied(e)
+        })?;
         let (tx, rx) = mpsc::channel(4);
         let registry = self.registry.clone();
         let session = registry.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = hello.proxy_id.clone();
-        tracing::info!(proxy = %id, address = %hello.address, running = %hello.version, "proxy connected");
+        let (tls, peer_id) = peer.as_ref().map(|p| (p.tls, p.identity.as_ref().map(|i| i.to_string()))).unwrap_or((false, None));
+        tracing::info!(proxy = %id, address = %hello.address, running = %hello.version, tls, identity = peer_id.as_deref().unwrap_or("-"), "proxy connected");
         {
             // The proxy says which version it runs (after a controller restart, or a
             // reconnect): a push is owed only if that is not the current one.
@@ -383,5 +408,32 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 tracing::debug!(proxy = %id, "push to a closed stream");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod admit_tests {
+    use super::*;
+    use crate::grpc_listener::ProxyPeer;
+
+    fn hello(ns: &str, sa: &str, mtls: bool) -> Hello {
+        Hello { proxy_id: "p".into(), namespace: ns.into(), service_account: sa.into(), mtls, ..Hello::default() }
+    }
+
+    fn peer(id: Option<&str>) -> ProxyPeer {
+        ProxyPeer { remote: "10.0.0.1:5000".parse().unwrap(), identity: id.map(|i| i.parse().unwrap()), tls: true }
+    }
+
+    #[test]
+    fn a_hello_speaks_only_for_the_certificate_it_came_with() {
+        let reviews = peer(Some("spiffe://cluster.local/ns/prod/sa/reviews"));
+        assert!(admit(&hello("prod", "reviews", true), Some(&reviews)).is_ok());
+        let e = admit(&hello("bank", "admin", true), Some(&reviews)).unwrap_err();
+        assert!(e.contains("certificate is spiffe://cluster.local/ns/prod/sa/reviews"), "{e}");
+        // Without a certificate, no mTLS claim (peers would expect that identity there).
+        assert!(admit(&hello("prod", "reviews", true), Some(&peer(None))).unwrap_err().contains("must connect with its workload certificate"));
+        assert!(admit(&hello("prod", "reviews", true), None).is_err());
+        // A development proxy without certificate or claim is taken at its word.
+        assert!(admit(&hello("prod", "reviews", false), None).is_ok());
     }
 }

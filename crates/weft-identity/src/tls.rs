@@ -147,7 +147,7 @@ pub fn server_config(identity: &Identity, bundle: &TrustBundle, require_client_c
 pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
     let provider = provider();
     let anchors = bundle.anchors()?;
-    let verifier = Arc::new(SpiffeServerVerifier { anchors, expected, algorithms: provider.signature_verification_algorithms });
+    let verifier = Arc::new(SpiffeServerVerifier { trust: ServerTrust::Anchors(anchors), expected, algorithms: provider.signature_verification_algorithms });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| IdentityError::Tls(e.to_string()))?
@@ -155,6 +155,36 @@ pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<Sp
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| IdentityError::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// SHA-256 of a certificate, hex: how a join token pins the mesh's root.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The identity the controller serves its proxies' port with.
+pub fn controller_id(trust_domain: &str) -> Result<SpiffeId, IdentityError> {
+    SpiffeId::new(trust_domain, "weft-system", "weft-controller")
+}
+
+/// A client config for a workload that has no certificate yet (its first
+/// request, with a join token): no client certificate; the server must be
+/// `expected`, with a chain that includes a root whose SHA-256 is
+/// `root_sha256` (the token carries it, as kubeadm's join does).
+pub fn pinned_client_config(root_sha256: &str, expected: SpiffeId) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
+    let provider = provider();
+    let verifier = Arc::new(SpiffeServerVerifier {
+        trust: ServerTrust::PinnedRoot(root_sha256.to_ascii_lowercase()),
+        expected: vec![expected],
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| IdentityError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
@@ -179,9 +209,18 @@ fn identity_error(msg: String) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(IdentityError::Tls(msg)))))
 }
 
+/// What a server's chain must lead to.
+#[derive(Debug)]
+enum ServerTrust {
+    /// The trust bundle's roots.
+    Anchors(Vec<rustls::pki_types::TrustAnchor<'static>>),
+    /// A root the server sends itself, accepted by its SHA-256 (hex).
+    PinnedRoot(String),
+}
+
 #[derive(Debug)]
 struct SpiffeServerVerifier {
-    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    trust: ServerTrust,
     expected: Vec<SpiffeId>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -195,8 +234,20 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned;
+        let anchors = match &self.trust {
+            ServerTrust::Anchors(a) => a.as_slice(),
+            ServerTrust::PinnedRoot(pin) => {
+                let root = intermediates
+                    .iter()
+                    .find(|c| fingerprint(c) == *pin)
+                    .ok_or_else(|| identity_error(format!("the server's chain has no root with SHA-256 {pin}")))?;
+                pinned = [webpki::anchor_from_trusted_cert(root).map_err(webpki_error)?];
+                &pinned[..]
+            }
+        };
         let ee = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_error)?;
-        ee.verify_for_usage(self.algorithms.all, &self.anchors, intermediates, now, webpki::KeyUsage::server_auth(), None, None)
+        ee.verify_for_usage(self.algorithms.all, anchors, intermediates, now, webpki::KeyUsage::server_auth(), None, None)
             .map_err(webpki_error)?;
         let id = spiffe_id_of(end_entity).map_err(|e| identity_error(e.to_string()))?;
         if !self.expected.contains(&id) {

@@ -257,3 +257,32 @@ fn a_self_signed_root_issues_what_openssl_verifies() {
     let out = openssl(&["verify", "-CAfile", root.to_str().unwrap(), leaf.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
 }
+
+#[test]
+fn a_pinned_root_lets_a_new_workload_check_its_controller_before_it_has_a_bundle() {
+    let ca = CertificateAuthority::generate_root("cluster.local").unwrap();
+    let controller = tls::controller_id("cluster.local").unwrap();
+    let kc = csr::generate(&controller).unwrap();
+    let cert = ca.sign_csr(&kc.csr_pem, &controller, Duration::from_secs(3600)).unwrap();
+    // The controller sends its root along; the client knows only the root's SHA-256.
+    let served = Identity::from_pem(&format!("{}{}", cert.chain_pem, ca.trust_bundle_pem()), &kc.key_pem).unwrap();
+    let server = tls::server_config(&served, &bundle(&ca), false).unwrap();
+    let pin = tls::fingerprint(&bundle(&ca).roots[0]);
+
+    let (c, s) = handshake(tls::pinned_client_config(&pin, controller.clone()).unwrap(), server.clone());
+    assert_eq!(c, Ok(()));
+    assert_eq!(s, Ok(None), "no client certificate before the first one is issued");
+
+    // Another root's pin, or another identity: refused.
+    let other = CertificateAuthority::generate_root("cluster.local").unwrap();
+    let (c, _) = handshake(tls::pinned_client_config(&tls::fingerprint(&bundle(&other).roots[0]), controller.clone()).unwrap(), server.clone());
+    assert!(c.unwrap_err().contains("no root with SHA-256"));
+    let (c, _) = handshake(tls::pinned_client_config(&pin, id("prod", "reviews")).unwrap(), server.clone());
+    assert!(c.unwrap_err().contains("expected spiffe://cluster.local/ns/prod/sa/reviews"));
+    // A look-alike controller from another CA can only send its own root: the pin does not match.
+    let kc2 = csr::generate(&controller).unwrap();
+    let cert2 = other.sign_csr(&kc2.csr_pem, &controller, Duration::from_secs(3600)).unwrap();
+    let fake = Identity::from_pem(&format!("{}{}", cert2.chain_pem, other.trust_bundle_pem()), &kc2.key_pem).unwrap();
+    let (c, _) = handshake(tls::pinned_client_config(&pin, controller).unwrap(), tls::server_config(&fake, &bundle(&other), false).unwrap());
+    assert!(c.is_err());
+}

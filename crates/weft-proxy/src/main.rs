@@ -142,7 +142,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, trust_domain, admin, workers, log } => {
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
             let (filter, handle) = reload::Layer::new(filter);
-            tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(true)).init();
+            tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(true).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))).init();
             let set_log_level = Arc::new(move |level: &str| {
                 let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
                 handle.reload(f).map_err(|e| e.to_string())

@@ -93,7 +93,7 @@ async fn proxy(i: usize, channel: tonic::transport::Channel, seen: Seen) {
         ports: vec![8080],
         ready: true,
         version: String::new(),
-        mtls: true,
+        mtls: false,
     };
     if tx.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello)) }).await.is_err() {
         return;
