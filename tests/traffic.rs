@@ -378,3 +378,55 @@ fn grpc_calls_failing_with_unavailable_are_retried_on_the_grpc_status() {
     let retried: f64 = stats(&client).lines().filter(|l| l.starts_with("weft_upstream_retries_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
     assert!(retried >= 20.0, "retries in metrics: {retried}");
 }
+
+#[test]
+fn a_grpc_route_sends_one_method_to_v2_and_the_rest_to_v1() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start(&net, &data_dir("grpcroute")).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/grpc_echo.py");
+    let mut servers = Vec::new();
+    for version in ["v1", "v2"] {
+        let pod = net.pod(&format!("greeter-{version}")).unwrap();
+        pod.spawn("python3", &[script, "server", "50051", version]).unwrap();
+        pod.wait_listening(50051, Duration::from_secs(20)).unwrap();
+        pod.start_meshed_proxy(ctl.grpc, "default", &format!("app=greeter,version={version}"), &[]).unwrap();
+        servers.push(pod);
+    }
+    let client = net.pod("client").unwrap();
+    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    client.set_hosts(&[("greeter", "10.96.0.11")]).unwrap();
+    let svc = |name: &str, ip: Option<&str>, selector: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{{}selector: {{{selector}}}, ports: [{{name: grpc, port: 50051}}]}}\n---\n",
+            ip.map(|i| format!("clusterIP: {i}, ")).unwrap_or_default()
+        )
+    };
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: greeter, namespace: default}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: greeter, port: 50051}]\n  rules:\n  - matches: [{method: {service: weft.Echo, method: Say}}]\n    backendRefs: [{name: greeter-v2, port: 50051}]\n  - backendRefs: [{name: greeter-v1, port: 50051}]\n";
+    ctl.apply(&format!(
+        "{}{}{}{route}",
+        svc("greeter", Some("10.96.0.11"), "app: greeter"),
+        svc("greeter-v1", None, "app: greeter, version: v1"),
+        svc("greeter-v2", None, "app: greeter, version: v2")
+    ))
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let routes = String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes", "-o", "json"]).unwrap().stdout).into_owned();
+        let synced = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().filter(|l| l.contains(" SYNCED ")).count() == 3;
+        if routes.contains("/weft.Echo/Say") && synced {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no gRPC route at the client:\n{routes}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The client calls Say (unary, must reach v2) and Chat (streaming, the catch-all: v1).
+    for _ in 0..5 {
+        let out = client
+            .exec_ok("env", &["GRPC_DNS_RESOLVER=native", "python3", script, "client", "greeter:50051"])
+            .unwrap_or_else(|e| panic!("{e}\n{}", client.logs()));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("unary hello mesh served-by v2") && text.contains("stream 5"), "{text}");
+    }
+    let stats = client.admin("/stats/prometheus").unwrap();
+    assert!(stats.contains("cluster=\"outbound|50051||greeter-v1.default.svc.cluster.local\""), "Chat went to v1:\n{stats}");
+}
