@@ -26,6 +26,8 @@ pub struct Endpoint {
     pub address: IpAddr,
     /// The SPIFFE ID of the workload's proxy, when it has one with a certificate.
     pub identity: Option<String>,
+    /// Relative share of traffic (1 unless a WorkloadEntry says otherwise).
+    pub weight: u32,
 }
 
 /// The server-side mTLS policy of a workload, by Istio's precedence: a
@@ -184,7 +186,13 @@ pub fn declared_endpoints(mesh: &Mesh) -> Vec<Endpoint> {
     mesh.workloads
         .iter()
         .filter_map(|w| {
-            Some(Endpoint { namespace: w.namespace.clone(), labels: w.labels.clone(), address: w.address.as_deref()?.parse().ok()?, identity: None })
+            Some(Endpoint {
+                namespace: w.namespace.clone(),
+                labels: w.labels.clone(),
+                address: w.address.as_deref()?.parse().ok()?,
+                identity: None,
+                weight: w.weight.unwrap_or(1),
+            })
         })
         .collect()
 }
@@ -228,7 +236,7 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
                 .filter(|e| e.namespace == svc.namespace && selects(&selector, &e.labels))
                 .map(|e| ProxyEndpoint {
                     address: SocketAddr::new(e.address, target),
-                    weight: 1,
+                    weight: e.weight.max(1),
                     // Auto-mTLS: to a workload with a proxy, unless its PeerAuthentication disables mTLS.
                     identity: e
                         .identity
@@ -496,6 +504,7 @@ mod tests {
             labels: [("app".to_string(), "reviews".to_string()), ("version".to_string(), version.to_string())].into(),
             address: ip.parse().unwrap(),
             identity: None,
+            weight: 1,
         }
     }
 
@@ -543,6 +552,10 @@ mod tests {
         assert_eq!(eps.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(), ["10.1.0.9", "10.2.0.3"], "a pod without an IP is not an endpoint");
         let cfg = compile(&m, &eps, "prod", None);
         assert_eq!(cfg.clusters[0].endpoints, plain(&["10.1.0.9:8080", "10.2.0.3:8080"]));
+        // A WorkloadEntry's weight reaches the endpoint.
+        let weighted = mesh(&format!("{BASE}{}", extra.replace("labels: {app: reviews, version: v2}}", "labels: {app: reviews, version: v2}, weight: 3}")));
+        let cfg = compile(&weighted, &declared_endpoints(&weighted), "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [1, 3]);
     }
 
     #[test]
@@ -608,6 +621,7 @@ mod tests {
             labels: [("app".to_string(), "web".to_string())].into(),
             address: "10.0.0.7".parse().unwrap(),
             identity: Some("spiffe://cluster.local/ns/prod/sa/web".into()),
+            weight: 1,
         };
         let m = mesh(yaml);
         let cfg = compile(&m, std::slice::from_ref(&web), "prod", None);

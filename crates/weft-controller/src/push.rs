@@ -140,6 +140,7 @@ impl Registry {
                         .hello
                         .mtls
                         .then(|| format!("spiffe://{trust_domain}/ns/{}/sa/{}", e.hello.namespace, e.hello.service_account)),
+                    weight: 1,
                 })
             })
             .collect()

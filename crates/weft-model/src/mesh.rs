@@ -95,6 +95,8 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub address: Option<String>,
+    /// Share of its services' traffic relative to other endpoints (WorkloadEntry `weight`).
+    pub weight: Option<u32>,
     pub source: ResourceRef,
 }
 
@@ -596,6 +598,7 @@ impl Mesh {
                     labels: o.metadata.labels.0.clone(),
                     service_account: o.spec.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
                     address: o.spec.status.pod_ip.clone(),
+                    weight: None,
                     source: src,
                 }),
                 Resource::Deployment(o) => m.workloads.push(Workload {
@@ -604,6 +607,7 @@ impl Mesh {
                     labels: o.spec.template.metadata.labels.0.clone(),
                     service_account: o.spec.template.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
                     address: None,
+                    weight: None,
                     source: src,
                 }),
                 Resource::WorkloadEntry(o) => m.workloads.push(Workload {
@@ -612,6 +616,7 @@ impl Mesh {
                     labels: o.spec.labels.0.clone(),
                     service_account: o.spec.service_account.clone().unwrap_or_else(|| "default".into()),
                     address: o.spec.address.clone(),
+                    weight: o.spec.weight.filter(|w| *w > 0),
                     source: src,
                 }),
                 Resource::VirtualService(o) => {
