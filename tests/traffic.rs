@@ -430,3 +430,16 @@ fn a_grpc_route_sends_one_method_to_v2_and_the_rest_to_v1() {
     let stats = client.admin("/stats/prometheus").unwrap();
     assert!(stats.contains("cluster=\"outbound|50051||greeter-v1.default.svc.cluster.local\""), "Chat went to v1:\n{stats}");
 }
+
+#[test]
+fn http2_requests_keep_their_authority_through_the_mesh() {
+    let m = mesh("authority", &[("v1", "v1")]);
+    m.apply_and_wait(REVIEWS, "the service", |c| c.contains("10.96.0.10:9080"));
+    let (code, body) = m.client.curl("http://reviews:9080/", &["--http2-prior-knowledge"]).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let seen = backend_stats(&m.backends[0])["last_authority"].as_str().unwrap_or_default().to_string();
+    assert_eq!(seen, "reviews:9080", "the app saw another authority");
+    let (code, _) = m.client.curl("http://reviews:9080/", &[]).unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(backend_stats(&m.backends[0])["last_authority"], "reviews:9080", "HTTP/1.1 Host");
+}

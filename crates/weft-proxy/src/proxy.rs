@@ -825,7 +825,10 @@ async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host
             }
         }
     }
-    let tries = send_with_retries(proxy, parts, body, &chosen, actions.as_ref().and_then(|r| r.retry.as_ref()), upgrade, &pq);
+    // The authority the upstream sees: the route's rewrite, else the client's.
+    let authority = actions.as_ref().and_then(|r| r.rewrite.as_ref()).and_then(|r| r.authority.clone()).or(host.map(str::to_string));
+    let out = Outgoing { parts, upgrade, authority: authority.as_deref(), pq: &pq };
+    let tries = send_with_retries(proxy, out, body, &chosen, actions.as_ref().and_then(|r| r.retry.as_ref()));
     let mut resp = match route_timeout {
         Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
             LocalReply::new(504, Flag::UpstreamRequestTimeout, format!("{endpoint} did not respond within the route timeout of {}ms", limit.as_millis()))
@@ -955,25 +958,32 @@ fn mirror(cluster: &Arc<ClusterState>, parts: &http::request::Parts, pq: &str, h
     *req.method_mut() = parts.method.clone();
     *req.version_mut() = if parts.version == http::Version::HTTP_2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     *req.headers_mut() = parts.headers.clone();
-    let Ok(uri) = format!("http://{endpoint}{pq}").parse() else { return };
-    *req.uri_mut() = uri;
     strip_hop_by_hop(req.headers_mut(), false);
-    if let Some(h) = host {
-        let shadow = match h.rsplit_once(':') {
-            Some((name, port)) if port.parse::<u16>().is_ok() => format!("{name}-shadow:{port}"),
-            _ => format!("{h}-shadow"),
-        };
-        if let Ok(v) = HeaderValue::from_str(&shadow) {
-            req.headers_mut().insert(http::header::HOST, v);
-        }
+    let shadow = host.map(|h| match h.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => format!("{name}-shadow:{port}"),
+        _ => format!("{h}-shadow"),
+    });
+    if let Some(v) = shadow.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+        req.headers_mut().insert(http::header::HOST, v);
     }
-    let Ok(sent) = cluster.clients.send(req, identity.is_some(), false) else { return };
     let limit = timeout.unwrap_or(std::time::Duration::from_secs(15));
+    let (clients, pq) = (cluster.clients.clone(), pq.to_string());
     tokio::spawn(async move {
+        let sent = clients.send(req, endpoint, shadow.as_deref(), &pq, identity.is_some(), false);
         if let Ok(Ok(resp)) = tokio::time::timeout(limit, sent).await {
             let _ = tokio::time::timeout(limit, resp.into_body().collect()).await;
         }
     });
+}
+
+/// The request as it will be sent upstream, body apart.
+struct Outgoing<'a> {
+    parts: http::request::Parts,
+    upgrade: bool,
+    /// The authority the upstream sees (HTTP/2 `:authority`).
+    authority: Option<&'a str>,
+    /// Path and query.
+    pq: &'a str,
 }
 
 /// Sends the request, and retries it as the route's policy allows: only
@@ -982,13 +992,12 @@ fn mirror(cluster: &Arc<ClusterState>, parts: &http::request::Parts, pq: &str, h
 /// of the cluster, after a jittered backoff, within the retry budget.
 async fn send_with_retries(
     proxy: &Proxy,
-    parts: http::request::Parts,
+    out: Outgoing<'_>,
     mut body: RequestBody,
     chosen: &Chosen,
     policy: Option<&weft_proto::config::RetryPolicy>,
-    upgrade: bool,
-    pq: &str,
 ) -> Result<Response<Incoming>, LocalReply> {
+    let Outgoing { parts, upgrade, authority, pq } = out;
     use crate::retry::{retriable, TryOutcome};
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     // Every gRPC call is a POST: a policy that names gRPC statuses asked for gRPC calls to be retried.
@@ -1034,14 +1043,11 @@ async fn send_with_retries(
         *req.method_mut() = parts.method.clone();
         *req.version_mut() = parts.version;
         *req.headers_mut() = parts.headers.clone();
-        *req.uri_mut() = format!("http://{endpoint}{pq}")
-            .parse()
-            .map_err(|_| LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid")))?;
         if one_per_connection && !http2 && !upgrade {
             req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         let in_flight = cluster.zip(index).map(|(c, i)| c.balancer.start(i));
-        let sent = chosen.clients.send(req, mesh, upgrade)?;
+        let sent = chosen.clients.send(req, endpoint, authority, pq, mesh, upgrade);
         let per_try = may_retry.and_then(|p| p.per_try_timeout);
         let result = match per_try {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -1087,7 +1093,7 @@ async fn send_with_retries(
             return match result {
                 Ok(resp) => Ok(resp),
                 Err(Some(e)) => {
-                    let mut reply = upstream::explain(&e, endpoint, chosen.clients.connect_timeout);
+                    let mut reply = e.explain(endpoint, chosen.clients.connect_timeout);
                     if exhausted {
                         reply.flag = Flag::UpstreamRetryLimitExceeded;
                         reply.reason = format!("{} (after {retries} retries)", reply.reason);

@@ -1,14 +1,19 @@
-//! Connections to upstreams: pooled HTTP/1.1 keep-alive and multiplexed
-//! HTTP/2 clients, and plain TCP connects with a timeout. Failures become a
+//! Connections to upstreams: pooled HTTP/1.1 keep-alive clients, HTTP/2
+//! connections owned per endpoint (multiplexed), and plain TCP connects with
+//! a timeout. Failures become a
 //! [`LocalReply`] that says what happened in words.
 
 use crate::local_reply::{Flag, LocalReply};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use crate::mesh_tls::{MeshConnectError, MeshConnector};
-use hyper_util::client::legacy::{connect::HttpConnector, Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper::Response;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -19,7 +24,7 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Clone)]
 pub struct HttpClients {
     pub http1: Client<HttpConnector, Body>,
-    pub http2: Client<HttpConnector, Body>,
+    pub http2: Http2Pool,
     pub mesh: Option<MeshClients>,
     pub connect_timeout: Duration,
 }
@@ -28,46 +33,153 @@ pub struct HttpClients {
 /// HTTP/1.1 for upgrades.
 #[derive(Clone)]
 pub struct MeshClients {
-    pub http2: Client<MeshConnector, Body>,
+    pub http2: Http2Pool,
     pub http1: Client<MeshConnector, Body>,
+    connector: MeshConnector,
 }
 
 impl MeshClients {
     pub fn new(connector: MeshConnector, idle_timeout: Duration) -> MeshClients {
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(MeshConnector { alpn: crate::mesh_tls::ALPN_H2, ..connector.clone() });
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(64 * 1024)
-            .build(MeshConnector { alpn: crate::mesh_tls::ALPN_HTTP1, ..connector });
-        MeshClients { http2, http1 }
+            .build(MeshConnector { alpn: crate::mesh_tls::ALPN_HTTP1, ..connector.clone() });
+        MeshClients { http2: Http2Pool::default(), http1, connector }
+    }
+}
+
+/// HTTP/2 connections the proxy owns, one per endpoint, multiplexing every
+/// request to it. Unlike a pool keyed by URI, the request keeps its own URI,
+/// so the server sees the client's `:authority`, not the endpoint's address.
+#[derive(Clone, Default)]
+pub struct Http2Pool {
+    conns: Arc<Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>>>,
+}
+
+/// Above this many endpoints (passthrough can reach many), closed
+/// connections are forgotten, and if that is not enough, all idle ones.
+const MAX_HTTP2_ENDPOINTS: usize = 1024;
+
+impl Http2Pool {
+    async fn send<IO, Fut>(&self, endpoint: SocketAddr, req: http::Request<Body>, connect: impl FnOnce() -> Fut) -> Result<Response<Incoming>, UpstreamError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        Fut: std::future::Future<Output = Result<IO, LocalReply>>,
+    {
+        let cached = self.conns.lock().unwrap_or_else(|p| p.into_inner()).get(&endpoint).filter(|s| !s.is_closed()).cloned();
+        let mut sender = match cached {
+            Some(s) => s,
+            None => {
+                let io = connect().await.map_err(UpstreamError::Connect)?;
+                let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(TokioIo::new(io))
+                    .await
+                    .map_err(|e| UpstreamError::Connect(LocalReply::new(503, Flag::UpstreamConnectFailure, format!("HTTP/2 handshake with {endpoint} failed: {e}"))))?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%endpoint, "upstream HTTP/2 connection: {e}");
+                    }
+                });
+                let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                if conns.len() >= MAX_HTTP2_ENDPOINTS {
+                    conns.retain(|_, s| !s.is_closed());
+                    if conns.len() >= MAX_HTTP2_ENDPOINTS {
+                        conns.clear();
+                    }
+                }
+                conns.insert(endpoint, sender.clone());
+                sender
+            }
+        };
+        sender.ready().await.map_err(UpstreamError::Http2)?;
+        sender.send_request(req).await.map_err(UpstreamError::Http2)
+    }
+}
+
+/// Why a request to an upstream failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// From the pooled HTTP/1.1 clients.
+    Pooled(hyper_util::client::legacy::Error),
+    /// No connection (refused, timed out, mTLS handshake failed): the reply says which.
+    Connect(LocalReply),
+    /// On an HTTP/2 connection of our own: reset, closed, protocol error.
+    Http2(hyper::Error),
+}
+
+impl UpstreamError {
+    /// The request never reached the upstream (safe to retry elsewhere).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Pooled(e) => e.is_connect(),
+            UpstreamError::Connect(_) => true,
+            UpstreamError::Http2(_) => false,
+        }
+    }
+
+    /// What to tell the client.
+    pub fn explain(&self, endpoint: SocketAddr, timeout: Duration) -> LocalReply {
+        match self {
+            UpstreamError::Pooled(e) => explain(e, endpoint, timeout),
+            UpstreamError::Connect(reply) => reply.clone(),
+            UpstreamError::Http2(e) => explain_response_error(e, endpoint),
+        }
     }
 }
 
 impl HttpClients {
-    /// Sends `req` to the endpoint in its URI: over mesh mTLS when `mesh` (the
-    /// endpoint has an identity), else plaintext in the request's own version.
-    pub fn send(&self, mut req: http::Request<Body>, mesh: bool, upgrade: bool) -> Result<ResponseFuture, LocalReply> {
+    /// Sends `req` (its URI is set here) to `endpoint`: over mesh mTLS when
+    /// `mesh` (the endpoint has an identity), else plaintext in the request's
+    /// own version. HTTP/2 keeps `authority` as `:authority`; HTTP/1.1 keeps
+    /// the Host header the caller set.
+    pub async fn send(
+        &self,
+        mut req: http::Request<Body>,
+        endpoint: SocketAddr,
+        authority: Option<&str>,
+        pq: &str,
+        mesh: bool,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let uri = |host: &str| -> Result<http::Uri, UpstreamError> {
+            format!("http://{host}{pq}")
+                .parse()
+                .map_err(|_| UpstreamError::Connect(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid"))))
+        };
+        let endpoint_text = endpoint.to_string();
+        let h2_authority = authority.filter(|a| a.parse::<http::uri::Authority>().is_ok()).unwrap_or(&endpoint_text);
         if !mesh {
-            let client = if req.version() == http::Version::HTTP_2 { &self.http2 } else { &self.http1 };
-            return Ok(client.request(req));
+            if req.version() == http::Version::HTTP_2 {
+                *req.uri_mut() = uri(h2_authority)?;
+                let timeout = self.connect_timeout;
+                return self.http2.send(endpoint, req, || connect_tcp(endpoint, timeout)).await;
+            }
+            *req.uri_mut() = uri(&endpoint_text)?;
+            return self.http1.request(req).await.map_err(UpstreamError::Pooled);
         }
         let Some(m) = &self.mesh else {
-            return Err(LocalReply::new(503, Flag::UpstreamConnectFailure, "the endpoint needs mTLS but this cluster has no mesh clients"));
+            return Err(UpstreamError::Connect(LocalReply::new(503, Flag::UpstreamConnectFailure, "the endpoint needs mTLS but this cluster has no mesh clients")));
         };
         if upgrade {
-            return Ok(m.http1.request(req));
+            *req.uri_mut() = uri(&endpoint_text)?;
+            return m.http1.request(req).await.map_err(UpstreamError::Pooled);
         }
         if req.version() != http::Version::HTTP_2 {
             req.headers_mut().insert(crate::mesh_tls::ORIG_PROTO, http::HeaderValue::from_static("HTTP/1.1"));
             *req.version_mut() = http::Version::HTTP_2;
         }
-        Ok(m.http2.request(req))
+        *req.uri_mut() = uri(h2_authority)?;
+        let c = &m.connector;
+        let identity = c.identities.get(&endpoint).cloned().ok_or_else(|| {
+            UpstreamError::Connect(LocalReply::new(503, Flag::UpstreamConnectFailure, format!("{endpoint} has no mesh identity to verify")))
+        })?;
+        m.http2
+            .send(endpoint, req, || async move {
+                crate::mesh_tls::connect(endpoint, &identity, crate::mesh_tls::ALPN_H2, &c.certificate, c.connect_timeout).await
+            })
+            .await
     }
 
     /// `idle_timeout`: how long an unused pooled connection is kept.
@@ -80,13 +192,7 @@ impl HttpClients {
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(64 * 1024)
             .build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(connector);
-        HttpClients { http1, http2, mesh: None, connect_timeout }
+        HttpClients { http1, http2: Http2Pool::default(), mesh: None, connect_timeout }
     }
 }
 
@@ -114,6 +220,11 @@ pub fn explain(err: &hyper_util::client::legacy::Error, endpoint: SocketAddr, ti
             _ => LocalReply::new(503, Flag::UpstreamConnectFailure, format!("connect to {endpoint} failed: {}", chain(err))),
         };
     }
+    explain_response_error(err, endpoint)
+}
+
+/// Explains a failure after the connection was made.
+fn explain_response_error(err: &(dyn std::error::Error + 'static), endpoint: SocketAddr) -> LocalReply {
     let text = chain(err);
     if text.contains("message head is too large") || text.contains("header") && text.contains("too large") {
         return LocalReply::new(502, Flag::UpstreamProtocolError, format!("response headers from {endpoint} are too large"));
