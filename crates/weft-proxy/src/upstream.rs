@@ -45,29 +45,54 @@ impl MeshClients {
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(64 * 1024)
             .build(MeshConnector { alpn: crate::mesh_tls::ALPN_HTTP1, ..connector.clone() });
-        MeshClients { http2: Http2Pool::default(), http1, connector }
+        MeshClients { http2: Http2Pool::new(idle_timeout), http1, connector }
     }
 }
 
 /// HTTP/2 connections the proxy owns, one per endpoint, multiplexing every
 /// request to it. Unlike a pool keyed by URI, the request keeps its own URI,
 /// so the server sees the client's `:authority`, not the endpoint's address.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Http2Pool {
-    conns: Arc<Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>>>,
+    conns: Arc<Mutex<PoolState>>,
+    /// A connection unused this long is let go (closed once its last stream ends).
+    idle_timeout: Duration,
 }
 
-/// Above this many endpoints (passthrough can reach many), closed
-/// connections are forgotten, and if that is not enough, all idle ones.
+/// Above this many endpoints in use at once (passthrough can reach many),
+/// the pool starts over rather than grow.
 const MAX_HTTP2_ENDPOINTS: usize = 1024;
 
+/// Connections by endpoint with when each was last used, and when idle ones were last let go.
+struct PoolState {
+    conns: HashMap<SocketAddr, (hyper::client::conn::http2::SendRequest<Body>, std::time::Instant)>,
+    swept: std::time::Instant,
+}
+
 impl Http2Pool {
+    pub fn new(idle_timeout: Duration) -> Http2Pool {
+        Http2Pool { conns: Arc::new(Mutex::new(PoolState { conns: HashMap::new(), swept: std::time::Instant::now() })), idle_timeout }
+    }
+
     async fn send<IO, Fut>(&self, endpoint: SocketAddr, req: http::Request<Body>, connect: impl FnOnce() -> Fut) -> Result<Response<Incoming>, UpstreamError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         Fut: std::future::Future<Output = Result<IO, LocalReply>>,
     {
-        let cached = self.conns.lock().unwrap_or_else(|p| p.into_inner()).get(&endpoint).filter(|s| !s.is_closed()).cloned();
+        let cached = {
+            let mut pool = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            let idle = self.idle_timeout;
+            // Now and then (at most once a second): connections closed, or unused for the idle timeout, are let go.
+            if now.duration_since(pool.swept) >= idle.min(Duration::from_secs(1)) {
+                pool.swept = now;
+                pool.conns.retain(|_, (s, used)| !s.is_closed() && now.duration_since(*used) < idle);
+            }
+            pool.conns.get_mut(&endpoint).filter(|(s, _)| !s.is_closed()).map(|(s, used)| {
+                *used = now;
+                s.clone()
+            })
+        };
         let mut sender = match cached {
             Some(s) => s,
             None => {
@@ -82,14 +107,11 @@ impl Http2Pool {
                         tracing::debug!(%endpoint, "upstream HTTP/2 connection: {e}");
                     }
                 });
-                let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-                if conns.len() >= MAX_HTTP2_ENDPOINTS {
-                    conns.retain(|_, s| !s.is_closed());
-                    if conns.len() >= MAX_HTTP2_ENDPOINTS {
-                        conns.clear();
-                    }
+                let mut pool = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.conns.len() >= MAX_HTTP2_ENDPOINTS {
+                    pool.conns.clear();
                 }
-                conns.insert(endpoint, sender.clone());
+                pool.conns.insert(endpoint, (sender.clone(), std::time::Instant::now()));
                 sender
             }
         };
@@ -192,7 +214,7 @@ impl HttpClients {
             .pool_timer(TokioTimer::new())
             .http1_max_buf_size(64 * 1024)
             .build(connector.clone());
-        HttpClients { http1, http2: Http2Pool::default(), mesh: None, connect_timeout }
+        HttpClients { http1, http2: Http2Pool::new(idle_timeout), mesh: None, connect_timeout }
     }
 }
 
@@ -280,5 +302,55 @@ pub async fn connect_tcp(endpoint: SocketAddr, timeout: Duration) -> Result<TcpS
             Flag::UpstreamConnectFailure,
             format!("connect to {endpoint} timed out after {}ms", timeout.as_millis()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An h2c server that answers with the :authority it saw, counting connections.
+    async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                        let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from(authority))))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get() -> http::Request<Body> {
+        use http_body_util::BodyExt;
+        let mut req = http::Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+        *req.version_mut() = http::Version::HTTP_2;
+        req
+    }
+
+    #[tokio::test]
+    async fn http2_keeps_the_authority_shares_one_connection_and_lets_idle_ones_go() {
+        use http_body_util::BodyExt;
+        let (addr, accepted) = server().await;
+        let clients = HttpClients::new(Duration::from_secs(1), Duration::from_millis(100));
+        for _ in 0..3 {
+            let resp = clients.send(get(), addr, Some("reviews:9080"), "/x", false, false).await.unwrap();
+            assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "reviews:9080");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "multiplexed on one connection");
+        // Unused past the idle timeout: let go, and the next request opens a new one.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        clients.send(get(), addr, None, "/", false, false).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }
