@@ -300,15 +300,34 @@ pub fn proxy_config(client: &ControllerClient, proxy: &str, section: &str, outpu
         text += &table(rows);
     }
     if matches!(section, "all" | "clusters" | "endpoints") {
-        let mut rows = vec![vec!["CLUSTER".to_string(), "ENDPOINTS".into()]];
-        // A meshed endpoint shows as `ADDRESS (mTLS)`.
-        let endpoint = |e: &serde_json::Value| match e.get("address") {
-            Some(a) => format!("{} (mTLS)", s(a)),
-            None => s(e),
+        let mut rows = vec![vec!["CLUSTER".to_string(), "LB".into(), "TLS".into(), "LIMITS".into(), "ENDPOINTS".into()]];
+        // A meshed endpoint shows as `ADDRESS (mTLS)`, a weighted one as `ADDRESS (weight N)`.
+        let endpoint = |e: &serde_json::Value| {
+            let Some(a) = e.get("address") else { return s(e) };
+            let mut notes = Vec::new();
+            if e.get("identity").is_some() {
+                notes.push("mTLS".to_string());
+            }
+            if let Some(w) = e.get("weight") {
+                notes.push(format!("weight {w}"));
+            }
+            format!("{} ({})", s(a), notes.join(", "))
         };
+        let or = |v: &serde_json::Value, default: &str| if v.is_null() { default.to_string() } else { s(v) };
         for c in body["clusters"].as_array().into_iter().flatten() {
             let eps: Vec<String> = c["endpoints"].as_array().into_iter().flatten().map(endpoint).collect();
-            rows.push(vec![s(&c["name"]), eps.join(",")]);
+            let mut limits = Vec::new();
+            if c["pool"].is_object() {
+                limits.push("pool");
+            }
+            if c["outlier"].is_object() {
+                limits.push("outlier");
+            }
+            let lb = match c["hash_on"].as_object().and_then(|h| h.iter().next()) {
+                Some((k, v)) => format!("ring_hash({k}={})", s(v)),
+                None => or(&c["lb"], "round_robin"),
+            };
+            rows.push(vec![s(&c["name"]), lb, or(&c["tls"], "auto"), if limits.is_empty() { "-".into() } else { limits.join(",") }, eps.join(",")]);
         }
         if !text.is_empty() {
             text.push('\n');
