@@ -443,3 +443,23 @@ fn http2_requests_keep_their_authority_through_the_mesh() {
     assert_eq!(code, 200);
     assert_eq!(backend_stats(&m.backends[0])["last_authority"], "reviews:9080", "HTTP/1.1 Host");
 }
+
+#[test]
+fn a_sticky_cookie_is_handed_out_and_keeps_the_client_on_its_endpoint() {
+    let m = mesh("cookie", &[("a", "v1"), ("b", "v1"), ("c", "v1")]);
+    m.apply_and_wait(
+        &dr("  trafficPolicy:\n    loadBalancer: {consistentHash: {httpCookie: {name: sticky, ttl: 3600s}}}\n"),
+        "cookie hashing",
+        |c| c.contains("\"cookie_ttl\"") && c.matches("10.").count() >= 3,
+    );
+    let (code, head) = m.client.curl("http://reviews:9080/", &["-s", "-D", "-", "-o", "/dev/null"]).unwrap();
+    assert_eq!(code, 200, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("set-cookie: sticky=").then(|| l["set-cookie: ".len()..].split(';').next().unwrap_or("").to_string()))
+        .unwrap_or_else(|| panic!("no sticky cookie: {head}"));
+    assert!(head.to_ascii_lowercase().contains("max-age=3600"), "{head}");
+    let with_cookie = format!("cookie:{cookie}");
+    let c = m.count("/", 30, Some(&with_cookie), 1);
+    assert_eq!(c.len(), 1, "the cookie keeps one endpoint: {c:?}");
+}

@@ -119,7 +119,9 @@ fn load_balancer(lb: Option<&weft_model::mesh::LoadBalancer>) -> (weft_proto::co
             P::RingHash,
             Some(match key {
                 HashKey::Header(h) => HashOn { header: Some(h.to_ascii_lowercase()), ..HashOn::default() },
-                HashKey::Cookie { name, .. } => HashOn { cookie: Some(name.clone()), ..HashOn::default() },
+                HashKey::Cookie { name, path, ttl } => {
+                    HashOn { cookie: Some(name.clone()), cookie_ttl: *ttl, cookie_path: path.clone(), ..HashOn::default() }
+                }
                 HashKey::SourceIp => HashOn { source_ip: true, ..HashOn::default() },
                 HashKey::QueryParameter(q) => HashOn { query_parameter: Some(q.clone()), ..HashOn::default() },
             }),

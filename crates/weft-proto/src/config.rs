@@ -444,6 +444,12 @@ pub struct HashOn {
     pub header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
+    /// With `cookie`: a request without it gets one (Set-Cookie) that lives this long,
+    /// so the client sticks to the endpoint chosen for it (Istio `httpCookie.ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
+    pub cookie_ttl: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_parameter: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -411,6 +411,20 @@ impl Limits {
     }
 }
 
+/// For a cookie-keyed ring with a ttl, when the request has no such cookie:
+/// a new cookie value (from `random`) and its `Set-Cookie` header, so the
+/// client comes back to the endpoint the value hashes to.
+pub fn new_hash_cookie(cluster: &Cluster, random: u64) -> Option<(String, http::HeaderValue)> {
+    if cluster.lb != LoadBalancer::RingHash {
+        return None;
+    }
+    let on = cluster.hash_on.as_ref()?;
+    let (name, ttl) = (on.cookie.as_ref()?, on.cookie_ttl?);
+    let value = format!("{random:016x}");
+    let header = format!("{name}={value}; Path={}; Max-Age={}; HttpOnly", on.cookie_path.as_deref().unwrap_or("/"), ttl.as_secs().max(1));
+    Some((value, http::HeaderValue::from_str(&header).ok()?))
+}
+
 /// The consistent-hash key of a request, when the cluster hashes.
 pub fn request_hash(cluster: &Cluster, headers: &http::HeaderMap, query: Option<&str>, source: std::net::IpAddr) -> Option<u64> {
     if cluster.lb != LoadBalancer::RingHash {
@@ -539,5 +553,19 @@ mod tests {
         b.record(2, Outcome::Status(200));
         b.record(2, Outcome::Status(500));
         assert!(!b.record(2, Outcome::Status(500)));
+    }
+
+    #[test]
+    fn a_cookie_ring_with_a_ttl_hands_out_cookies_that_hash_like_the_request_would() {
+        let mut c = cluster("ring_hash", 3);
+        c.hash_on = Some(crate::config::HashOn { cookie: Some("sticky".into()), cookie_ttl: Some(Duration::from_secs(3600)), ..Default::default() });
+        let (value, header) = new_hash_cookie(&c, 0xabc).unwrap();
+        assert_eq!(header, "sticky=0000000000000abc; Path=/; Max-Age=3600; HttpOnly");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::COOKIE, format!("a=1; sticky={value}").parse().unwrap());
+        let ip = "10.0.0.9".parse().unwrap();
+        assert_eq!(request_hash(&c, &headers, None, ip), Some(hash64(value.as_bytes())), "the next request hashes the same");
+        c.hash_on.as_mut().unwrap().cookie_ttl = None;
+        assert!(new_hash_cookie(&c, 1).is_none(), "without a ttl no cookie is made (Istio)");
     }
 }

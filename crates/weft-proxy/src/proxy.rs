@@ -497,6 +497,8 @@ struct Chosen {
     budget: Option<Arc<crate::retry::BudgetState>>,
     /// Clusters that get a copy of the request (fire and forget).
     mirrors: Vec<Arc<ClusterState>>,
+    /// A consistent-hash cookie made for this client, sent back with the response.
+    set_cookie: Option<HeaderValue>,
 }
 
 /// What to do with a request.
@@ -588,7 +590,14 @@ fn apply_header_ops(headers: &mut HeaderMap, ops: &weft_proto::config::HeaderOps
 
 fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option<&str>, req: &Request<Incoming>) -> Result<Plan, LocalReply> {
     let from_cluster = |route: Arc<str>, c: &Arc<ClusterState>| {
-        let hash = crate::balance::request_hash(&c.config, req.headers(), req.uri().query(), info.peer.ip());
+        let mut hash = crate::balance::request_hash(&c.config, req.headers(), req.uri().query(), info.peer.ip());
+        let mut set_cookie = None;
+        if hash.is_none() {
+            if let Some((value, header)) = crate::balance::new_hash_cookie(&c.config, random_u64()) {
+                hash = Some(crate::balance::hash64(value.as_bytes()));
+                set_cookie = Some(header);
+            }
+        }
         pick(c, hash).map(|(index, endpoint, identity)| {
             Plan::Forward(Box::new(Chosen {
                 route,
@@ -602,6 +611,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
                 cluster: Some(c.clone()),
                 budget: None,
                 mirrors: vec![],
+                set_cookie,
             }))
         })
     };
@@ -618,6 +628,7 @@ fn http_target(proxy: &Proxy, snapshot: &Snapshot, info: &ConnInfo, host: Option
             cluster: None,
             budget: None,
             mirrors: vec![],
+            set_cookie: None,
         }))
     };
     match info.listener.kind {
@@ -837,6 +848,9 @@ async fn forward(proxy: &Proxy, mut req: Request<Incoming>, chosen: Chosen, host
     };
     if let Some(rule) = &actions {
         apply_header_ops(resp.headers_mut(), &rule.response_headers);
+    }
+    if let Some(cookie) = chosen.set_cookie.clone() {
+        resp.headers_mut().append(http::header::SET_COOKIE, cookie);
     }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down) = downstream_upgrade {
