@@ -145,6 +145,7 @@ pub fn analyze(all: &[Loaded], opts: &Options) -> Vec<Message> {
     selectors(&mut cx);
     peer_authentications(&mut cx);
     mtls_conflicts(&mut cx);
+    not_applied_yet(&mut cx);
     gateway_credentials(&mut cx);
     traffic_splits(&mut cx);
     authorization(&mut cx);
@@ -582,6 +583,51 @@ fn effective_mode(m: &Mesh, svc: &mesh::Service) -> Option<(MtlsMode, ResourceRe
     pick(&|s| matches!(s, PolicyScope::Workload { namespace, labels } if *namespace == svc.namespace && !svc.selector.is_empty() && labels.iter().all(|(k, v)| svc.selector.get(k) == Some(v))))
         .or_else(|| pick(&|s| matches!(s, PolicyScope::Namespace(n) if *n == svc.namespace)))
         .or_else(|| pick(&|s| matches!(s, PolicyScope::Mesh)))
+}
+
+/// Valid configuration the proxy does not act on yet: said out loud, so a
+/// user does not find out from traffic.
+fn not_applied_yet(cx: &mut Context) {
+    for l in cx.resources {
+        let r = &l.resource;
+        let mut found: Vec<(String, String)> = Vec::new();
+        match r {
+            Resource::DestinationRule(o) => {
+                let origination = |t: Option<&istio::ClientTlsSettings>| {
+                    t.and_then(|t| t.mode).filter(|m| matches!(m, istio::ClientTlsMode::Simple | istio::ClientTlsMode::Mutual))
+                };
+                let tp = o.spec.traffic_policy.as_ref();
+                let mut places: Vec<(String, Option<&istio::ClientTlsSettings>)> = vec![("spec.trafficPolicy.tls.mode".into(), tp.and_then(|t| t.tls.as_ref()))];
+                for (i, pl) in tp.map(|t| t.port_level_settings.as_slice()).unwrap_or(&[]).iter().enumerate() {
+                    places.push((format!("spec.trafficPolicy.portLevelSettings[{i}].tls.mode"), pl.tls.as_ref()));
+                }
+                for (i, sub) in o.spec.subsets.iter().enumerate() {
+                    places.push((format!("spec.subsets[{i}].trafficPolicy.tls.mode"), sub.traffic_policy.as_ref().and_then(|t| t.tls.as_ref())));
+                }
+                for (field, tls) in places {
+                    if origination(tls).is_some() {
+                        found.push((field, "TLS origination (SIMPLE / MUTUAL) is not done by the proxy yet: traffic to this host stays as the app sends it (auto-mTLS for meshed endpoints)".into()));
+                    }
+                }
+            }
+            Resource::VirtualService(o) => {
+                for (i, h) in o.spec.http.iter().enumerate() {
+                    for (j, m) in h.matches.iter().enumerate() {
+                        if m.authority.is_some() {
+                            found.push((format!("spec.http[{i}].match[{j}].authority"), "authority matches are not evaluated yet: this match never matches".into()));
+                        }
+                        if m.ignore_uri_case == Some(true) {
+                            found.push((format!("spec.http[{i}].match[{j}].ignoreUriCase"), "case-insensitive URI matches are not evaluated yet: this match never matches".into()));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (field, msg) in found {
+            cx.emit(Code::NotAppliedYet, r, field, msg);
+        }
+    }
 }
 
 fn mtls_conflicts(cx: &mut Context) {

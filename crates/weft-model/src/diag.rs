@@ -96,6 +96,7 @@ codes! {
     ContextMissing = "0119", Info, None, "check skipped: no context objects in input";
     SubsetWithoutDestinationRule = "0120", Error, Some("IST0101"), "subset referenced but no DestinationRule for the host";
     ConflictingDestinationRules = "0121", Warning, None, "several DestinationRules for one host";
+    NotAppliedYet = "0122", Warning, None, "valid, but not applied by weft's proxy yet";
 }
 
 impl fmt::Display for Code {

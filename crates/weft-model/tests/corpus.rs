@@ -34,11 +34,15 @@ fn realistic_configurations_analyze_clean() {
     for f in &files {
         let (n, msgs) = messages(std::slice::from_ref(f));
         assert!(n > 0, "{} parsed to nothing", f.display());
+        // Correct configuration that weft's proxy does not apply yet is reported (WEFT0122),
+        // but it is not a problem with the configuration.
+        let msgs: Vec<_> = msgs.into_iter().filter(|m| m.code != weft_model::Code::NotAppliedYet).collect();
         let text: Vec<String> = msgs.iter().map(|m| m.to_string()).collect();
         assert!(text.is_empty(), "{} should analyze clean, got:\n{}", f.display(), text.join("\n"));
     }
     // All together too: cross-file analysis must not find conflicts between them.
     let (_, msgs) = messages(&[corpus("valid")]);
+    let msgs: Vec<_> = msgs.into_iter().filter(|m| m.code != weft_model::Code::NotAppliedYet).collect();
     assert!(msgs.is_empty(), "{msgs:#?}");
 }
 
