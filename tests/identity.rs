@@ -94,3 +94,25 @@ fn a_join_token_cannot_obtain_another_namespaces_identity() {
     assert!(certs(&pod).is_none());
     assert_eq!(ctl.weft(&["proxy-config", "intruder", "secret"]).unwrap().status.code(), Some(1));
 }
+
+#[test]
+fn a_controller_that_requires_certificates_refuses_token_less_proxies() {
+    let net = Net::new().expect("network namespaces");
+    let ctl = ControllerProcess::start_with(&net, &data_dir("require"), &["--require-proxy-certificates"]).unwrap();
+    let anonymous = net.pod("anonymous").unwrap();
+    anonymous.start_meshed_proxy(ctl.grpc, "default", "app=anonymous", &[]).unwrap();
+    let token = ctl.token("default", "known").unwrap();
+    let known = net.pod("known").unwrap();
+    known.start_meshed_proxy(ctl.grpc, "default", "app=known", &["--service-account", "known", "--token", &token]).unwrap();
+    let start = Instant::now();
+    loop {
+        let status = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).into_owned();
+        let refused = ctl.logs().lines().any(|l| l.contains("Hello refused") && l.contains("anonymous") && l.contains("--require-proxy-certificates"));
+        if refused && status.lines().any(|l| l.starts_with("known ") && l.contains(" SYNCED ")) {
+            assert!(!status.contains("anonymous"), "{status}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status}\n{}", ctl.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

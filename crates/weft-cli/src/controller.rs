@@ -19,6 +19,10 @@ pub struct Args {
     /// How long a disconnected proxy's workload stays an endpoint (e.g. `10s`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     endpoint_grace: std::time::Duration,
+    /// Refuse config streams from proxies without a workload certificate (production):
+    /// without it, token-less proxies may stream in plaintext and are taken at their word.
+    #[arg(long)]
+    require_proxy_certificates: bool,
     /// The trust domain of workload identities (spiffe://TRUST-DOMAIN/ns/NS/sa/SA).
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -70,7 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
-        let push = weft_controller::push::PushService { registry: controller.registry.clone(), ca: controller.ca.clone() };
+        let push = weft_controller::push::PushService {
+            registry: controller.registry.clone(),
+            ca: controller.ca.clone(),
+            require_certificates: args.require_proxy_certificates,
+        };
         // The proxies' port speaks TLS (with the controller's own certificate, proxies
         // authenticated by theirs) and plaintext, told apart by the first byte.
         let (chain, key) = controller.ca.serving_identity()?;

@@ -160,8 +160,9 @@ impl Registry {
 /// certificate may speak only for that identity's namespace and service
 /// account; only such a proxy may say it serves mTLS (peers would be told to
 /// expect that identity at its address). A proxy without a certificate is
-/// taken at its word otherwise (development meshes without tokens).
-fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>) -> Result<(), String> {
+/// taken at its word otherwise (development meshes without tokens), unless
+/// the controller requires certificates.
+fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>, require_certificate: bool) -> Result<(), String> {
     match peer.and_then(|p| p.identity.as_ref()) {
         Some(id) if id.namespace != hello.namespace || id.service_account != hello.service_account => Err(format!(
             "the proxy's certificate is {id}, but its Hello speaks for namespace {:?} service account {:?}",
@@ -169,6 +170,9 @@ fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>) -> Resul
         )),
         Some(_) => Ok(()),
         None if hello.mtls => Err("a proxy that serves mTLS must connect with its workload certificate".into()),
+        None if require_certificate => {
+            Err("this controller requires a workload certificate (--require-proxy-certificates): start the proxy with --token".into())
+        }
         None => Ok(()),
     }
 }
@@ -177,6 +181,8 @@ fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>) -> Resul
 pub struct PushService {
     pub registry: Arc<Registry>,
     pub ca: Arc<crate::identity::MeshCa>,
+    /// Only proxies that connect with a workload certificate may stream.
+    pub require_certificates: bool,
 }
 
 #[tonic::async_trait]
@@ -210,7 +216,7 @@ impl ProxyConfigService for PushService {
         if hello.proxy_id.is_empty() {
             return Err(Status::invalid_argument("Hello.proxy_id is empty"));
         }
-        admit(&hello, peer.as_ref()).map_err(|e| {
+        admit(&hello, peer.as_ref(), self.require_certificates).map_err(|e| {
             tracing::warn!(proxy = %hello.proxy_id, "Hello refused: {e}");
             Status::permission_denied(e)
         })?;
@@ -428,13 +434,15 @@ mod admit_tests {
     #[test]
     fn a_hello_speaks_only_for_the_certificate_it_came_with() {
         let reviews = peer(Some("spiffe://cluster.local/ns/prod/sa/reviews"));
-        assert!(admit(&hello("prod", "reviews", true), Some(&reviews)).is_ok());
-        let e = admit(&hello("bank", "admin", true), Some(&reviews)).unwrap_err();
+        assert!(admit(&hello("prod", "reviews", true), Some(&reviews), true).is_ok());
+        let e = admit(&hello("bank", "admin", true), Some(&reviews), false).unwrap_err();
         assert!(e.contains("certificate is spiffe://cluster.local/ns/prod/sa/reviews"), "{e}");
         // Without a certificate, no mTLS claim (peers would expect that identity there).
-        assert!(admit(&hello("prod", "reviews", true), Some(&peer(None))).unwrap_err().contains("must connect with its workload certificate"));
-        assert!(admit(&hello("prod", "reviews", true), None).is_err());
-        // A development proxy without certificate or claim is taken at its word.
-        assert!(admit(&hello("prod", "reviews", false), None).is_ok());
+        assert!(admit(&hello("prod", "reviews", true), Some(&peer(None)), false).unwrap_err().contains("must connect with its workload certificate"));
+        assert!(admit(&hello("prod", "reviews", true), None, false).is_err());
+        // A development proxy without certificate or claim is taken at its word...
+        assert!(admit(&hello("prod", "reviews", false), None, false).is_ok());
+        // ...unless the controller requires certificates.
+        assert!(admit(&hello("prod", "reviews", false), Some(&peer(None)), true).unwrap_err().contains("--require-proxy-certificates"));
     }
 }
