@@ -33,7 +33,6 @@ struct Failures {
     consecutive_gateway: u32,
     consecutive_local: u32,
     ejections: u32,
-    ejected_until: Option<Instant>,
 }
 
 /// Run-time state of one endpoint.
@@ -42,6 +41,9 @@ pub struct EndpointState {
     /// Peak-EWMA latency in nanoseconds, and when it was last updated (ns since `epoch`).
     ewma_ns: AtomicU64,
     stamp_ns: AtomicU64,
+    /// Ejected until this time (ns since the balancer's epoch); 0: never ejected.
+    /// An atomic, so picking an endpoint takes no lock.
+    ejected_until_ns: AtomicU64,
     failures: Mutex<Failures>,
 }
 
@@ -51,6 +53,7 @@ impl EndpointState {
             in_flight: AtomicU32::new(0),
             ewma_ns: AtomicU64::new(DEFAULT_RTT.as_nanos() as u64),
             stamp_ns: AtomicU64::new(0),
+            ejected_until_ns: AtomicU64::new(0),
             failures: Mutex::new(Failures::default()),
         }
     }
@@ -140,31 +143,17 @@ impl Balancer {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Not ejected (an ejection that has run out ends here).
-    fn available(&self, i: usize, now: Instant) -> bool {
-        if self.outlier.is_none() {
-            return true;
-        }
-        let mut f = self.states[i].failures.lock().unwrap_or_else(|p| p.into_inner());
-        match f.ejected_until {
-            Some(t) if t > now => false,
-            Some(_) => {
-                f.ejected_until = None;
-                true
-            }
-            None => true,
-        }
+    /// Not ejected at `now_ns` (an ejection ends when its time runs out).
+    fn available(&self, i: usize, now_ns: u64) -> bool {
+        self.states[i].ejected_until_ns.load(Ordering::Relaxed) <= now_ns
     }
 
-    /// Which endpoints may be chosen: the healthy ones, or all of them when
-    /// too few are healthy (panic mode, as Envoy).
-    fn candidates(&self) -> Option<Vec<bool>> {
-        let o = self.outlier.as_ref()?;
-        let now = Instant::now();
-        let ok: Vec<bool> = (0..self.states.len()).map(|i| self.available(i, now)).collect();
-        let healthy = ok.iter().filter(|b| **b).count();
-        let panic = healthy == 0 || (healthy * 100) < (o.min_health_percent as usize * self.states.len());
-        (!panic).then_some(ok)
+    /// Whether picks must skip ejected endpoints: with outlier detection,
+    /// unless too few are healthy (panic mode, as Envoy: then all are used).
+    fn skip_ejected(&self, now_ns: u64) -> bool {
+        let Some(o) = self.outlier.as_ref() else { return false };
+        let healthy = (0..self.states.len()).filter(|i| self.available(*i, now_ns)).count();
+        healthy > 0 && healthy * 100 >= o.min_health_percent as usize * self.states.len()
     }
 
     /// Chooses an endpoint; `hash` is the request's consistent-hash key when
@@ -174,8 +163,9 @@ impl Balancer {
         if n == 0 {
             return None;
         }
-        let ok = self.candidates();
-        let usable = |i: usize| ok.as_ref().is_none_or(|ok| ok[i]);
+        let now_ns = self.now_ns();
+        let skip = self.skip_ejected(now_ns);
+        let usable = |i: usize| !skip || self.available(i, now_ns);
         match &self.lb {
             LoadBalancer::RingHash => {
                 let h = hash.unwrap_or_else(&mut *random);
@@ -256,7 +246,7 @@ impl Balancer {
     /// when this outcome ejected it.
     pub fn record(&self, i: usize, outcome: Outcome) -> bool {
         let Some(o) = &self.outlier else { return false };
-        let now = Instant::now();
+        let now_ns = self.now_ns();
         let tripped = {
             let mut f = self.states[i].failures.lock().unwrap_or_else(|p| p.into_inner());
             match outcome {
@@ -282,7 +272,7 @@ impl Balancer {
                 }
             }
             let hit = |limit: Option<u32>, count: u32| limit.is_some_and(|l| l > 0 && count >= l);
-            f.ejected_until.is_none()
+            self.available(i, now_ns)
                 && (hit(o.consecutive_5xx, f.consecutive_5xx)
                     || hit(o.consecutive_gateway_errors, f.consecutive_gateway)
                     || hit(o.consecutive_local_origin_failures, f.consecutive_local))
@@ -290,14 +280,15 @@ impl Balancer {
         if !tripped {
             return false;
         }
-        let ejected = (0..self.states.len()).filter(|j| *j != i && !self.available(*j, now)).count();
+        let ejected = (0..self.states.len()).filter(|j| *j != i && !self.available(*j, now_ns)).count();
         let allowed = ((self.states.len() * o.max_ejection_percent as usize) / 100).max(usize::from(o.max_ejection_percent > 0));
         if ejected >= allowed {
             return false;
         }
         let mut f = self.states[i].failures.lock().unwrap_or_else(|p| p.into_inner());
         f.ejections += 1;
-        f.ejected_until = Some(now + o.base_ejection_time * f.ejections);
+        let until = now_ns.saturating_add((o.base_ejection_time * f.ejections).as_nanos() as u64).max(1);
+        self.states[i].ejected_until_ns.store(until, Ordering::Relaxed);
         f.consecutive_5xx = 0;
         f.consecutive_gateway = 0;
         f.consecutive_local = 0;
@@ -308,7 +299,8 @@ impl Balancer {
     pub fn describe(&self, i: usize) -> serde_json::Value {
         let s = &self.states[i];
         let f = s.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let ejected_for = f.ejected_until.and_then(|t| t.checked_duration_since(Instant::now()));
+        let left_ns = s.ejected_until_ns.load(Ordering::Relaxed).saturating_sub(self.now_ns());
+        let ejected_for = (left_ns > 0).then(|| Duration::from_nanos(left_ns));
         serde_json::json!({
             "in_flight": s.in_flight(),
             "latency_ewma_ms": s.ewma_ns.load(Ordering::Relaxed) as f64 / 1e6,
@@ -320,7 +312,7 @@ impl Balancer {
 
     /// Is endpoint `i` ejected now (for the admin view and tests)?
     pub fn is_ejected(&self, i: usize) -> bool {
-        !self.available(i, Instant::now())
+        !self.available(i, self.now_ns())
     }
 }
 
