@@ -42,17 +42,6 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
@@ -132,14 +121,12 @@ impl MeshCa {
         // controller before it has a trust bundle (covered by the HMAC like the rest).
         let payload = format!("{namespace}/{service_account}/{expires}/{}", self.root_fingerprint().unwrap_or_default());
         let tag = hmac::sign(&self.token_key, payload.as_bytes());
-        Ok((format!("{}.{}", hex(payload.as_bytes()), hex(tag.as_ref())), id, expires))
+        Ok((weft_identity::token::join(payload.as_bytes(), tag.as_ref()), id, expires))
     }
 
     /// The identity a token grants, if it is genuine and unexpired.
     pub fn verify_token(&self, token: &str) -> Result<SpiffeId, String> {
-        let (payload_hex, tag_hex) = token.split_once('.').ok_or("malformed token")?;
-        let payload = unhex(payload_hex).ok_or("malformed token")?;
-        let tag = unhex(tag_hex).ok_or("malformed token")?;
+        let (payload, tag) = weft_identity::token::split(token).ok_or("malformed token")?;
         hmac::verify(&self.token_key, &payload, &tag).map_err(|_| "token not issued by this controller")?;
         let text = String::from_utf8(payload).map_err(|_| "malformed token")?;
         let mut parts = text.split('/');
@@ -174,7 +161,7 @@ impl MeshCa {
         let issued = self.ca.sign_csr(csr_pem, &id, self.cert_ttl).map_err(|e| e.to_string())?;
         let roots = self.ca.trust_bundle_pem();
         let fingerprints = weft_identity::TrustBundle::from_pem(self.trust_domain(), &roots)
-            .map(|b| b.roots.iter().map(|r| hex(ring::digest::digest(&ring::digest::SHA256, r.as_ref()).as_ref())).collect())
+            .map(|b| b.roots.iter().map(weft_identity::tls::fingerprint).collect())
             .unwrap_or_default();
         self.issued.lock().unwrap_or_else(|e| e.into_inner()).insert(
             proxy_id.to_string(),
@@ -213,7 +200,9 @@ mod tests {
         assert_eq!(m.prove(&token, "", "", &[]).unwrap(), id);
         // Changing the granted identity breaks the signature.
         let (payload, tag) = token.split_once('.').unwrap();
-        let forged_payload = hex(String::from_utf8(unhex(payload).unwrap()).unwrap().replace("shop", "bank").as_bytes());
+        let forged_payload = weft_identity::token::hex(
+            String::from_utf8(weft_identity::token::unhex(payload).unwrap()).unwrap().replace("shop", "bank").as_bytes(),
+        );
         assert_eq!(m.verify_token(&format!("{forged_payload}.{tag}")).unwrap_err(), "token not issued by this controller");
         let (old, _, _) = m.create_token("shop", "checkout", Duration::ZERO).unwrap();
         std::thread::sleep(Duration::from_millis(1100));

@@ -208,7 +208,7 @@ impl CertificateAuthority {
             chain_pem,
             not_before,
             not_after,
-            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+            serial: crate::token::hex(&serial),
         })
     }
 }

@@ -8,11 +8,13 @@
 //! - [`tls`]: rustls client and server configs for proxy-to-proxy mTLS that
 //!   verify chains against a [`TrustBundle`] (several roots during a rotation)
 //!   and check SPIFFE IDs instead of DNS names.
+//! - [`token`]: the text of join tokens.
 
 pub mod ca;
 pub mod csr;
 pub mod spiffe;
 pub mod tls;
+pub mod token;
 
 pub use ca::{CertificateAuthority, IssuedCertificate};
 pub use spiffe::SpiffeId;

@@ -160,7 +160,7 @@ pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<Sp
 
 /// SHA-256 of a certificate, hex: how a join token pins the mesh's root.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::token::hex(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
 }
 
 /// The identity the controller serves its proxies' port with.

@@ -110,16 +110,6 @@ pub fn load_dir(dir: &std::path::Path, trust_domain: &str) -> Result<WorkloadCer
     WorkloadCert::new(&chain, &key, bundle, serial, not_after)
 }
 
-/// The mesh root's SHA-256 that a join token pins (`ns/sa/expiry/sha256` in
-/// its hex payload); tokens from older controllers have none.
-fn token_pin(token: &str) -> Option<String> {
-    let payload = token.split_once('.')?.0;
-    let bytes: Vec<u8> = (0..payload.len()).step_by(2).map(|i| u8::from_str_radix(payload.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let pin = text.split('/').nth(3)?;
-    (pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit())).then(|| pin.to_string())
-}
-
 /// Gets a new certificate: the first with the join token, renewals proven by
 /// the current certificate (the token may have expired by then; it is sent
 /// too, for when the current certificate expired during a long outage).
@@ -129,7 +119,7 @@ async fn fetch(opts: &CertOptions, current: Option<Arc<WorkloadCert>>) -> Result
         Some(c) => (c.chain_pem.clone(), csr::prove(&c.key_pem, kc.csr_pem.as_bytes()).map_err(|e| e.to_string())?),
         None => (String::new(), Vec::new()),
     };
-    let tls = match (current, token_pin(&opts.token)) {
+    let tls = match (current, weft_identity::token::root_pin(&opts.token)) {
         (Some(c), _) => crate::control::ControlTls::Mutual(c),
         (None, Some(pin)) => crate::control::ControlTls::Pinned { root_sha256: pin, trust_domain: opts.id.trust_domain.clone() },
         (None, None) => crate::control::ControlTls::Plain,
