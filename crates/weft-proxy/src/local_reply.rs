@@ -3,8 +3,6 @@
 //! from the mesh always says why.
 
 use crate::upstream::Body;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 
 /// Header with the short response flag (`UF`, `UH`, ...).
 pub const FLAGS_HEADER: &str = "x-weft-flags";
@@ -72,7 +70,7 @@ impl LocalReply {
 
     pub fn into_response(self) -> http::Response<Body> {
         if let Some(code) = self.grpc_status {
-            let mut resp = http::Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+            let mut resp = http::Response::new(crate::upstream::empty_body());
             let h = resp.headers_mut();
             h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", http::HeaderValue::from(code));
@@ -82,7 +80,7 @@ impl LocalReply {
             h.insert(FLAGS_HEADER, http::HeaderValue::from_static(self.flag.code()));
             return resp;
         }
-        let body = Full::new(Bytes::from(format!("{}\n", self.reason))).map_err(|never| match never {}).boxed();
+        let body = crate::upstream::full_body(format!("{}\n", self.reason));
         let mut resp = http::Response::new(body);
         *resp.status_mut() = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
         let h = resp.headers_mut();

@@ -11,7 +11,7 @@ use crate::local_reply::{Flag, LocalReply};
 use crate::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
 use crate::snapshot::{ClusterState, RequestFacts, RouteTarget, Snapshot};
 use weft_proto::config::HttpRule;
-use crate::upstream::{self, Body, HttpClients};
+use crate::upstream::{self, empty_body, full_body, Body, HttpClients};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -466,6 +466,16 @@ pub(crate) fn random_u64() -> u64 {
     })
 }
 
+/// True for `percent` (0 to 100) of calls, in steps of 0.0001%.
+fn chance(percent: f64) -> bool {
+    ((random_u64() % 1_000_000) as f64) < percent * 10_000.0
+}
+
+/// A gRPC call (by its content type).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 fn request_id() -> HeaderValue {
     let (a, b) = (random_u64(), random_u64());
     let id = format!(
@@ -547,15 +557,14 @@ fn routed(target: &RouteTarget, req: &Request<Incoming>, port: Option<u16>) -> R
     let cluster = rule
         .pick(random_u64())
         .ok_or_else(|| LocalReply::new(503, Flag::NoRouteFound, format!("route {} has no cluster to send to", target.route)))?;
-    let mirrors = rule.mirrors.iter().filter(|(_, pct)| ((random_u64() % 10_000) as f64) < pct * 100.0).map(|(c, _)| c.clone()).collect();
+    let mirrors = rule.mirrors.iter().filter(|(_, pct)| chance(*pct)).map(|(c, _)| c.clone()).collect();
     Ok(Routed { route, cluster: Some(cluster.clone()), actions, budget: rule.budget.clone(), mirrors })
 }
 
 /// The response of a rule that answers itself.
 fn own_answer(rule: &HttpRule, req: &Request<Incoming>, host: Option<&str>) -> Option<Response<Body>> {
-    let full = |b: String| http_body_util::Full::new(bytes::Bytes::from(b)).map_err(|never| match never {}).boxed();
     if let Some(d) = &rule.direct_response {
-        let mut r = Response::new(full(d.body.clone().unwrap_or_default()));
+        let mut r = Response::new(full_body(d.body.clone().unwrap_or_default()));
         *r.status_mut() = http::StatusCode::from_u16(d.status).unwrap_or(http::StatusCode::OK);
         return Some(r);
     }
@@ -564,7 +573,7 @@ fn own_answer(rule: &HttpRule, req: &Request<Incoming>, host: Option<&str>) -> O
     let port = rd.port.map(|p| format!(":{p}")).unwrap_or_default();
     let path = rd.path.clone().unwrap_or_else(|| req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or("/".into()));
     let location = format!("{}://{host}{port}{path}", rd.scheme.as_deref().unwrap_or("http"));
-    let mut r = Response::new(full(String::new()));
+    let mut r = Response::new(empty_body());
     *r.status_mut() = http::StatusCode::from_u16(rd.status).unwrap_or(http::StatusCode::MOVED_PERMANENTLY);
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(http::header::LOCATION, v);
@@ -881,10 +890,6 @@ enum RequestBody {
 /// arrives with its end of stream; a stream that pauses goes on unbuffered.
 const READ_AHEAD: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn empty_body() -> Body {
-    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
-}
-
 impl RequestBody {
     /// Reads the body into memory when it is small (at most
     /// [`MAX_REPLAY_BYTES`]) and complete: known-length bodies are waited
@@ -947,12 +952,11 @@ impl RequestBody {
 /// Istio fault injection: delay a share of requests, abort a share with a
 /// status (HTTP, or gRPC as a trailers-only 200).
 async fn inject_fault(fault: &weft_proto::config::Fault, req: &Request<Incoming>) -> Result<(), LocalReply> {
-    let hit = |percent: f64| ((random_u64() % 1_000_000) as f64) < percent * 10_000.0;
-    if let Some(d) = fault.delay.as_ref().filter(|d| hit(d.percent)) {
+    if let Some(d) = fault.delay.as_ref().filter(|d| chance(d.percent)) {
         tokio::time::sleep(d.fixed).await;
     }
-    if let Some(a) = fault.abort.as_ref().filter(|a| hit(a.percent)) {
-        let grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if let Some(a) = fault.abort.as_ref().filter(|a| chance(a.percent)) {
+        let grpc = is_grpc(req.headers());
         let mut reply = LocalReply::new(a.http_status.unwrap_or(503), Flag::FaultInjected, "fault injected by the route");
         if let Some(code) = a.grpc_status.filter(|_| grpc || a.http_status.is_none()) {
             reply.status = 200;
@@ -968,7 +972,7 @@ async fn inject_fault(fault: &weft_proto::config::Fault, req: &Request<Incoming>
 /// caller. As Istio, the copy's authority gets `-shadow` appended.
 fn mirror(cluster: &Arc<ClusterState>, parts: &http::request::Parts, pq: &str, host: Option<&str>, body: bytes::Bytes, timeout: Option<std::time::Duration>) {
     let Ok((_, endpoint, identity)) = pick(cluster, None) else { return };
-    let mut req = Request::new(http_body_util::Full::new(body).map_err(|never| match never {}).boxed());
+    let mut req = Request::new(full_body(body));
     *req.method_mut() = parts.method.clone();
     *req.version_mut() = if parts.version == http::Version::HTTP_2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     *req.headers_mut() = parts.headers.clone();
@@ -1015,11 +1019,10 @@ async fn send_with_retries(
     use crate::retry::{retriable, TryOutcome};
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     // Every gRPC call is a POST: a policy that names gRPC statuses asked for gRPC calls to be retried.
-    let grpc = parts.headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let asks_grpc = |p: &weft_proto::config::RetryPolicy| {
-        p.retry_on.iter().any(|c| matches!(c.as_str(), "cancelled" | "deadline-exceeded" | "resource-exhausted" | "unavailable" | "internal"))
-    };
-    let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent || (grpc && asks_grpc(p))) && !upgrade);
+    let grpc_call = is_grpc(&parts.headers);
+    let may_retry = policy.filter(|p| {
+        p.attempts > 0 && (idempotent || p.non_idempotent || (grpc_call && crate::retry::names_grpc_status(&p.retry_on))) && !upgrade
+    });
     let replay = match (&body, may_retry) {
         (RequestBody::Buffered(bytes), _) => Some(bytes.clone()),
         (RequestBody::Streaming(_), Some(_)) => body.replayable().await?,
@@ -1047,7 +1050,7 @@ async fn send_with_retries(
     let mut retry_slot = false;
     loop {
         let this_body: Body = match (&replay, body.take()) {
-            (Some(bytes), _) => http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed(),
+            (Some(bytes), _) => full_body(bytes.clone()),
             (None, Some(b)) => b,
             (None, None) => {
                 return Err(LocalReply::new(500, Flag::UpstreamConnectionTermination, "internal: a request body that cannot be replayed was needed twice"))
@@ -1146,7 +1149,7 @@ async fn tunnel(mut req: Request<Incoming>, endpoint: SocketAddr, timeout: std::
             let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut upstream).await;
         }
     });
-    let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed();
+    let body = empty_body();
     Ok(Response::new(body))
 }
 

@@ -21,6 +21,24 @@ pub enum TryOutcome {
 }
 
 /// Does `retry_on` allow retrying this outcome?
+/// Whether a policy names a gRPC status: then it is meant for gRPC calls,
+/// which are all POSTs.
+pub fn names_grpc_status(retry_on: &[String]) -> bool {
+    retry_on.iter().any(|c| grpc_code(c).is_some())
+}
+
+/// The gRPC status code a retry condition names.
+fn grpc_code(condition: &str) -> Option<u32> {
+    Some(match condition {
+        "cancelled" => 1,
+        "deadline-exceeded" => 4,
+        "resource-exhausted" => 8,
+        "internal" => 13,
+        "unavailable" => 14,
+        _ => return None,
+    })
+}
+
 pub fn retriable(retry_on: &[String], outcome: TryOutcome) -> bool {
     retry_on.iter().any(|cond| match (cond.as_str(), outcome) {
         ("5xx", TryOutcome::Response { status, .. }) => status >= 500,
@@ -29,11 +47,7 @@ pub fn retriable(retry_on: &[String], outcome: TryOutcome) -> bool {
         ("refused-stream", TryOutcome::Reset) => true,
         ("gateway-error", TryOutcome::Response { status, .. }) => matches!(status, 502..=504),
         ("retriable-4xx", TryOutcome::Response { status, .. }) => status == 409,
-        ("cancelled", TryOutcome::Response { grpc: Some(1), .. })
-        | ("deadline-exceeded", TryOutcome::Response { grpc: Some(4), .. })
-        | ("resource-exhausted", TryOutcome::Response { grpc: Some(8), .. })
-        | ("internal", TryOutcome::Response { grpc: Some(13), .. })
-        | ("unavailable", TryOutcome::Response { grpc: Some(14), .. }) => true,
+        (name, TryOutcome::Response { grpc: Some(code), .. }) if grpc_code(name).is_some() => grpc_code(name) == Some(code),
         (code, TryOutcome::Response { status, .. }) => code.parse::<u16>() == Ok(status),
         _ => false,
     })

@@ -19,6 +19,17 @@ use tokio::net::TcpStream;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A body of these bytes.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+pub fn empty_body() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
 /// Plaintext HTTP/1.1 and HTTP/2 clients, and for clusters with meshed
 /// endpoints the mTLS ones; each pools connections per endpoint.
 #[derive(Clone)]
@@ -332,8 +343,7 @@ mod tests {
     }
 
     fn get() -> http::Request<Body> {
-        use http_body_util::BodyExt;
-        let mut req = http::Request::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed());
+        let mut req = http::Request::new(empty_body());
         *req.version_mut() = http::Version::HTTP_2;
         req
     }
