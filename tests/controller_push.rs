@@ -59,7 +59,7 @@ fn wait_for_route(c: &ControllerProcess, proxy: &str, destination: &str) {
     let start = Instant::now();
     loop {
         let routes = String::from_utf8_lossy(&c.weft(&["proxy-config", proxy, "routes"]).unwrap().stdout).into_owned();
-        let synced = statuses(c).lines().any(|l| l.starts_with(proxy) && l.contains(" SYNCED "));
+        let synced = c.is_synced(proxy);
         if routes.contains(destination) && synced {
             return;
         }
@@ -69,7 +69,7 @@ fn wait_for_route(c: &ControllerProcess, proxy: &str, destination: &str) {
 }
 
 fn statuses(c: &ControllerProcess) -> String {
-    String::from_utf8_lossy(&c.weft(&["proxy-status"]).unwrap().stdout).into_owned()
+    c.proxy_status()
 }
 
 fn wait_all_synced(c: &ControllerProcess, n: usize, within: Duration) -> String {
@@ -424,8 +424,7 @@ spec:
 }
 
 fn backend_served(pod: &Pod) -> u64 {
-    let (_, body) = pod.curl("http://127.0.0.1:8080/stats", &[]).unwrap();
-    serde_json::from_str::<serde_json::Value>(&body).unwrap()["requests"].as_u64().unwrap()
+    pod.echo_stats().unwrap()["requests"].as_u64().unwrap()
 }
 
 #[test]

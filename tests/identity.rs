@@ -106,9 +106,9 @@ fn a_controller_that_requires_certificates_refuses_token_less_proxies() {
     known.start_meshed_proxy(ctl.grpc, "default", "app=known", &["--service-account", "known", "--token", &token]).unwrap();
     let start = Instant::now();
     loop {
-        let status = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).into_owned();
+        let status = ctl.proxy_status();
         let refused = ctl.logs().lines().any(|l| l.contains("Hello refused") && l.contains("anonymous") && l.contains("--require-proxy-certificates"));
-        if refused && status.lines().any(|l| l.starts_with("known ") && l.contains(" SYNCED ")) {
+        if refused && ctl.is_synced("known") {
             assert!(!status.contains("anonymous"), "{status}");
             break;
         }

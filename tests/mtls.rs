@@ -33,7 +33,7 @@ fn wait_for(ctl: &ControllerProcess, args: &[&str], what: &str, check: impl Fn(&
     let start = Instant::now();
     loop {
         let v = json(ctl.weft(args).unwrap());
-        let synced = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().skip(1).all(|l| l.contains(" SYNCED "));
+        let synced = ctl.proxy_status().lines().skip(1).all(|l| l.contains(" SYNCED "));
         if check(&v) && synced {
             return v;
         }

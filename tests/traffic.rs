@@ -57,8 +57,8 @@ impl Mesh {
             // Compact JSON, so checks can name `"key":value`.
             let cfg: String =
                 String::from_utf8_lossy(&self.ctl.weft(&["proxy-config", "client", "all", "-o", "json"]).unwrap().stdout).split_whitespace().collect();
-            let status = String::from_utf8_lossy(&self.ctl.weft(&["proxy-status"]).unwrap().stdout).into_owned();
-            let synced = status.lines().any(|l| l.starts_with("client ") && l.contains(" SYNCED "));
+            let status = self.ctl.proxy_status();
+            let synced = self.ctl.is_synced("client");
             if synced && check(&cfg) {
                 return;
             }
@@ -89,8 +89,7 @@ impl Mesh {
 
 /// The backend's own view: requests served, most in flight at once, last authority.
 fn backend_stats(pod: &Pod) -> serde_json::Value {
-    let (_, body) = pod.curl("http://127.0.0.1:8080/stats", &[]).unwrap();
-    serde_json::from_str(&body).unwrap()
+    pod.echo_stats().unwrap()
 }
 
 fn set(pod: &Pod, what: &str) {
@@ -349,7 +348,7 @@ fn grpc_calls_failing_with_unavailable_are_retried_on_the_grpc_status() {
     let start = Instant::now();
     loop {
         let routes = String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes"]).unwrap().stdout).into_owned();
-        let synced = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().any(|l| l.starts_with("client ") && l.contains(" SYNCED "));
+        let synced = ctl.is_synced("client");
         if routes.contains("10.96.0.11:50051") && synced {
             break;
         }
@@ -369,7 +368,7 @@ fn grpc_calls_failing_with_unavailable_are_retried_on_the_grpc_status() {
     }
     let stats = |p: &Pod| p.admin("/stats/prometheus").unwrap();
     let start = Instant::now();
-    while !String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().any(|l| l.starts_with("client ") && l.contains(" SYNCED ")) {
+    while !ctl.is_synced("client") {
         assert!(start.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -412,7 +411,7 @@ fn a_grpc_route_sends_one_method_to_v2_and_the_rest_to_v1() {
     let start = Instant::now();
     loop {
         let routes = String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes", "-o", "json"]).unwrap().stdout).into_owned();
-        let synced = String::from_utf8_lossy(&ctl.weft(&["proxy-status"]).unwrap().stdout).lines().filter(|l| l.contains(" SYNCED ")).count() == 3;
+        let synced = ctl.synced_count() == 3;
         if routes.contains("/weft.Echo/Say") && synced {
             break;
         }

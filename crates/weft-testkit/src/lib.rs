@@ -334,6 +334,13 @@ impl Pod {
         http_get(SocketAddr::from((self.ip, 15000)), path)
     }
 
+    /// What the pod's `weft-echo serve` on 8080 counted (`/stats`): requests
+    /// served, most in flight at once, last authority seen.
+    pub fn echo_stats(&self) -> anyhow::Result<serde_json::Value> {
+        let (_, body) = self.curl("http://127.0.0.1:8080/stats", &[])?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
     /// Runs curl inside the pod; returns (status code, body). Extra args go before the URL.
     pub fn curl(&self, url: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
         let mut args = vec!["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"];
@@ -447,6 +454,21 @@ impl ControllerProcess {
     /// Runs `weft ARGS` against this controller.
     pub fn weft(&self, args: &[&str]) -> anyhow::Result<Output> {
         Ok(Command::new(workspace_bin("weft")).arg("--controller").arg(self.api.to_string()).args(args).output()?)
+    }
+
+    /// `weft proxy-status`, as printed.
+    pub fn proxy_status(&self) -> String {
+        self.weft(&["proxy-status"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    }
+
+    /// Has `proxy` acknowledged the config the controller wants it to run?
+    pub fn is_synced(&self, proxy: &str) -> bool {
+        self.proxy_status().lines().any(|l| l.starts_with(&format!("{proxy} ")) && l.contains(" SYNCED "))
+    }
+
+    /// How many proxies are SYNCED.
+    pub fn synced_count(&self) -> usize {
+        self.proxy_status().lines().filter(|l| l.contains(" SYNCED ")).count()
     }
 
     /// A join token for `namespace`/`service_account` (`weft token create`).
