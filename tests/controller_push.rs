@@ -191,7 +191,7 @@ fn scaling_a_backend_from_one_to_three_pods_spreads_traffic() {
     let stats = client.admin("/stats/prometheus").unwrap();
     let deltas: f64 = stats
         .lines()
-        .filter(|l| l.starts_with("weft_config_reloads_total{listener=\"controller-delta\",reason=\"applied\"}"))
+        .filter(|l| l.starts_with("weft_config_reloads_total{source=\"controller-delta\",result=\"applied\"}"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(deltas >= 1.0, "{stats}");

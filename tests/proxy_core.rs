@@ -276,7 +276,7 @@ fn config_changes_apply_live_and_a_bad_file_keeps_the_running_config() {
     assert!(a.admin("/config_dump").unwrap().contains("\"version\": \"2\""));
     replace("listeners: [this is not: a config");
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while metric(&a.admin("/stats/prometheus").unwrap(), "weft_config_reloads_total{listener=\"file\",reason=\"rejected\"}") < 1.0 {
+    while metric(&a.admin("/stats/prometheus").unwrap(), "weft_config_reloads_total{source=\"file\",result=\"rejected\"}") < 1.0 {
         assert!(std::time::Instant::now() < deadline, "bad config not noticed:\n{}", a.logs());
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -140,14 +140,9 @@ fn connection_pool(p: &weft_model::mesh::ConnectionPool) -> weft_proto::config::
     }
 }
 
-/// gRPC status codes by the names Istio's fault injection uses.
+/// A gRPC status written as a number or by its name (`UNAVAILABLE`).
 fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    name.parse().ok().or_else(|| NAMES.iter().position(|n| n.eq_ignore_ascii_case(name)).map(|i| i as u32))
+    name.parse().ok().or_else(|| weft_proto::grpc::code_by_name(name))
 }
 
 fn fault(f: &weft_model::mesh::Fault) -> weft_proto::config::Fault {

@@ -3,6 +3,7 @@
 //! (`proto/weft.proto`, generated into [`v1`]).
 
 pub mod config;
+pub mod grpc;
 
 /// Generated from `proto/weft.proto`.
 #[allow(clippy::all)]

@@ -3,24 +3,38 @@
 //! forwards HTTP/1.1, HTTP/2, gRPC and opaque TCP with metrics, access logs
 //! and error responses that say what went wrong.
 //!
-//! Start reading at [`proxy`]: the request path top to bottom.
+//! Modules are layered: each may use only those listed before it (a test,
+//! `tests/layers.rs`, checks the `use` lines). Start reading at [`listen`]
+//! for a connection, [`http`] and [`tcp`] for the stacks per direction.
 
-pub mod admin;
-pub mod certs;
-pub mod config {
-    //! The proxy config types, shared with the controller (defined in weft-proto).
-    pub use weft_proto::config::*;
-}
-pub mod balance;
-pub mod control;
-pub mod detect;
+// Leaves: no dependencies inside the crate.
+pub mod backoff;
+pub mod body;
+pub mod budget;
+pub mod connection;
+pub mod drain;
 pub mod iptables;
 pub mod local_reply;
-pub mod mesh_tls;
-pub mod metrics;
-pub mod orig_dst;
-pub mod proxy;
-pub mod retry;
-pub mod run;
-pub mod snapshot;
+pub mod mesh_alpn;
+pub mod random;
+pub mod workload_cert;
+// What a request is sent to and with.
+pub mod balance;
 pub mod upstream;
+pub mod config;
+// What is told about it.
+pub mod telemetry;
+// What every connection shares, and where it is sent.
+pub mod state;
+pub mod target;
+// Decisions per direction.
+pub mod inbound;
+pub mod outbound;
+// The stacks per protocol.
+pub mod http;
+pub mod tcp;
+// Accepting connections.
+pub mod listen;
+// The controller, and the process.
+pub mod control;
+pub mod app;

@@ -2,7 +2,7 @@
 //! flag and a one-line reason, in headers and in the access log, so a 503
 //! from the mesh always says why.
 
-use crate::upstream::Body;
+use crate::body::Body;
 
 /// Header with the short response flag (`UF`, `UH`, ...).
 pub const FLAGS_HEADER: &str = "x-weft-flags";
@@ -70,7 +70,7 @@ impl LocalReply {
 
     pub fn into_response(self) -> http::Response<Body> {
         if let Some(code) = self.grpc_status {
-            let mut resp = http::Response::new(crate::upstream::empty_body());
+            let mut resp = http::Response::new(crate::body::empty_body());
             let h = resp.headers_mut();
             h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", http::HeaderValue::from(code));
@@ -80,7 +80,7 @@ impl LocalReply {
             h.insert(FLAGS_HEADER, http::HeaderValue::from_static(self.flag.code()));
             return resp;
         }
-        let body = crate::upstream::full_body(format!("{}\n", self.reason));
+        let body = crate::body::full_body(format!("{}\n", self.reason));
         let mut resp = http::Response::new(body);
         *resp.status_mut() = http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
         let h = resp.headers_mut();

@@ -150,11 +150,11 @@ fn real_main() -> anyhow::Result<()> {
             let proxy_id = proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}"));
             let mtls = token.is_some() || cert_dir.is_some();
             let cert_files = match &cert_dir {
-                Some(dir) => Some(weft_proxy::certs::load_dir(dir, &trust_domain).map_err(|e| anyhow::anyhow!("--cert-dir: {e}"))?),
+                Some(dir) => Some(weft_proxy::workload_cert::load_dir(dir, &trust_domain).map_err(|e| anyhow::anyhow!("--cert-dir: {e}"))?),
                 None => None,
             };
             let certificates = match (&controller, token) {
-                (Some(addr), Some(token)) => Some(weft_proxy::certs::CertOptions {
+                (Some(addr), Some(token)) => Some(weft_proxy::control::certs::CertOptions {
                     controller: addr.clone(),
                     proxy_id: proxy_id.clone(),
                     token,
@@ -165,7 +165,7 @@ fn real_main() -> anyhow::Result<()> {
             };
             let labels: std::collections::BTreeMap<String, String> =
                 labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let workload_info = weft_proxy::snapshot::Workload { namespace: namespace.clone(), labels: labels.clone() };
+            let workload_info = weft_proxy::config::Workload { namespace: namespace.clone(), labels: labels.clone() };
             let controller = controller.map(|controller_address| {
                 let labels = labels.into_iter().collect();
                 weft_proxy::control::ControlOptions {
@@ -184,7 +184,7 @@ fn real_main() -> anyhow::Result<()> {
                     },
                 }
             });
-            weft_proxy::run::run(weft_proxy::run::RunOptions { config, controller, certificates, cert_files, workload: workload_info, admin, workers, set_log_level })
+            weft_proxy::app::run::run(weft_proxy::app::run::RunOptions { config, controller, certificates, cert_files, workload: workload_info, admin, workers, set_log_level })
         }
         Command::Init(args) => {
             let (cleanup, dry_run) = (args.cleanup, args.dry_run);

@@ -7,6 +7,8 @@
 //! Needs root (network namespaces, veth, iptables). Without it, [`Net::new`]
 //! fails with the reason: end-to-end tests fail rather than pass silently.
 
+pub mod layers;
+
 use anyhow::{bail, Context};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;

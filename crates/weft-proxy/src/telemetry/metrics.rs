@@ -1,5 +1,6 @@
-//! Prometheus metrics of the request path. Recording is a few atomic adds;
-//! rendering happens on the admin thread, never on a worker.
+//! The proxy's Prometheus metrics. Recording is a few atomic adds (done by
+//! the records in [`super::record`]); rendering happens on the admin thread,
+//! never on a worker.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -45,6 +46,25 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub route: String,
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EjectionLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// Where the config came from: file, sighup, controller, controller-delta.
+    pub source: String,
+    /// applied or rejected.
+    pub result: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -54,11 +74,9 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     pub tcp_sent_bytes: Family<ListenerLabels, Counter>,
     pub tcp_received_bytes: Family<ListenerLabels, Counter>,
-    pub config_reloads: Family<RejectLabels, Counter>,
-    /// Retries, by route (`listener` label) and cluster (`reason` label).
-    pub retries: Family<RejectLabels, Counter>,
-    /// Outlier ejections, by route (`listener` label) and cluster (`reason` label).
-    pub ejections: Family<RejectLabels, Counter>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
+    pub retries: Family<RetryLabels, Counter>,
+    pub ejections: Family<EjectionLabels, Counter>,
 }
 
 impl Metrics {
@@ -80,12 +98,12 @@ impl Metrics {
         registry.register("tcp_sent_bytes", "Bytes sent to downstream on opaque TCP connections", tcp_sent_bytes.clone());
         let tcp_received_bytes = Family::<ListenerLabels, Counter>::default();
         registry.register("tcp_received_bytes", "Bytes received from downstream on opaque TCP connections", tcp_received_bytes.clone());
-        let config_reloads = Family::<RejectLabels, Counter>::default();
-        registry.register("config_reloads", "Config reloads, by result (listener label is the source)", config_reloads.clone());
-        let retries = Family::<RejectLabels, Counter>::default();
-        registry.register("upstream_retries", "Retries sent, labelled listener=ROUTE reason=CLUSTER", retries.clone());
-        let ejections = Family::<RejectLabels, Counter>::default();
-        registry.register("outlier_ejections", "Endpoints ejected by outlier detection, labelled listener=ROUTE reason=CLUSTER", ejections.clone());
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads, by source and result", config_reloads.clone());
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register("upstream_retries", "Retries sent, by route and cluster", retries.clone());
+        let ejections = Family::<EjectionLabels, Counter>::default();
+        registry.register("outlier_ejections", "Endpoints ejected by outlier detection, by cluster", ejections.clone());
         Metrics {
             retries,
             ejections,

@@ -1,15 +1,19 @@
 //! Choosing an endpoint, and what that choice depends on at run time: the
 //! load balancer (round robin, random, least request and peak EWMA by power
 //! of two choices, ring hash), requests in flight and latency per endpoint,
-//! outlier ejection, and the cluster's limits on concurrent requests
-//! (circuit breaking, answered 503 UO at once rather than queued).
+//! and outlier ejection. The cluster's limits on concurrent requests
+//! (circuit breaking) are in [`limits`], hash keys and cookies in [`hash`].
 
-use crate::config::{Cluster, ConnectionPool, Endpoint, LoadBalancer, OutlierDetection};
-use crate::local_reply::{Flag, LocalReply};
+pub mod hash;
+pub mod limits;
+
+pub use hash::hash64;
+pub use limits::{Admitted, Limits};
+
+use weft_proto::config::{Cluster, Endpoint, LoadBalancer, OutlierDetection};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How fast peak-EWMA forgets (Linkerd's default decay).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -83,20 +87,6 @@ fn gcd(a: u32, b: u32) -> u32 {
     } else {
         gcd(b, a % b)
     }
-}
-
-/// FNV-1a, 64 bits: stable across processes and releases (ring points must be).
-pub fn hash64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    // FNV's low bits mix poorly for short inputs: finish with a murmur-style avalanche.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h
 }
 
 impl Balancer {
@@ -339,109 +329,6 @@ impl Drop for InFlight {
     }
 }
 
-/// A cluster's limits on concurrent requests and retries.
-pub struct Limits {
-    requests: Option<Arc<Semaphore>>,
-    max_requests: u32,
-    max_pending: Option<u32>,
-    pending: AtomicU32,
-    retries: Option<(u32, AtomicU32)>,
-}
-
-/// Held while a request is admitted.
-pub struct Admitted(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
-
-impl Limits {
-    pub fn new(pool: &ConnectionPool, http2: bool) -> Limits {
-        let max = if http2 { pool.max_requests } else { pool.max_connections };
-        Limits {
-            requests: max.map(|m| Arc::new(Semaphore::new(m as usize))),
-            max_requests: max.unwrap_or(0),
-            max_pending: if http2 { Some(0) } else { pool.max_pending_requests },
-            pending: AtomicU32::new(0),
-            retries: pool.max_retries.map(|m| (m, AtomicU32::new(0))),
-        }
-    }
-
-    /// Admits a request: at once while under the limit, after waiting while
-    /// the pending queue has room, else refused with UO.
-    pub async fn admit(&self, cluster: &str) -> Result<Admitted, LocalReply> {
-        let Some(sem) = &self.requests else { return Ok(Admitted(None)) };
-        if let Ok(p) = sem.clone().try_acquire_owned() {
-            return Ok(Admitted(Some(p)));
-        }
-        let max_pending = self.max_pending.unwrap_or(u32::MAX);
-        if self.pending.fetch_add(1, Ordering::AcqRel) >= max_pending {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(LocalReply::new(
-                503,
-                Flag::UpstreamOverflow,
-                format!("cluster {cluster} is at its limit of {} requests in flight and {max_pending} pending", self.max_requests),
-            ));
-        }
-        let permit = sem.clone().acquire_owned().await;
-        self.pending.fetch_sub(1, Ordering::AcqRel);
-        permit.map(|p| Admitted(Some(p))).map_err(|_| LocalReply::new(503, Flag::UpstreamOverflow, "cluster closed"))
-    }
-
-    /// Takes a retry slot if the cluster's `max_retries` allows; release with [`Limits::retry_done`].
-    pub fn try_retry(&self) -> bool {
-        match &self.retries {
-            None => true,
-            Some((max, n)) if n.fetch_add(1, Ordering::AcqRel) >= *max => {
-                n.fetch_sub(1, Ordering::AcqRel);
-                false
-            }
-            Some(_) => true,
-        }
-    }
-
-    pub fn retry_done(&self) {
-        if let Some((_, n)) = &self.retries {
-            n.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// For a cookie-keyed ring with a ttl, when the request has no such cookie:
-/// a new cookie value (from `random`) and its `Set-Cookie` header, so the
-/// client comes back to the endpoint the value hashes to.
-pub fn new_hash_cookie(cluster: &Cluster, random: u64) -> Option<(String, http::HeaderValue)> {
-    if cluster.lb != LoadBalancer::RingHash {
-        return None;
-    }
-    let on = cluster.hash_on.as_ref()?;
-    let (name, ttl) = (on.cookie.as_ref()?, on.cookie_ttl?);
-    let value = format!("{random:016x}");
-    let header = format!("{name}={value}; Path={}; Max-Age={}; HttpOnly", on.cookie_path.as_deref().unwrap_or("/"), ttl.as_secs().max(1));
-    Some((value, http::HeaderValue::from_str(&header).ok()?))
-}
-
-/// The consistent-hash key of a request, when the cluster hashes.
-pub fn request_hash(cluster: &Cluster, headers: &http::HeaderMap, query: Option<&str>, source: std::net::IpAddr) -> Option<u64> {
-    if cluster.lb != LoadBalancer::RingHash {
-        return None;
-    }
-    let on = cluster.hash_on.as_ref()?;
-    if let Some(name) = &on.header {
-        return headers.get(name.as_str()).map(|v| hash64(v.as_bytes()));
-    }
-    if let Some(name) = &on.cookie {
-        return headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| hash64(v.as_bytes()));
-    }
-    if let Some(name) = &on.query_parameter {
-        return query?.split('&').map(|kv| kv.split_once('=').unwrap_or((kv, ""))).find(|(k, _)| k == name).map(|(_, v)| hash64(v.as_bytes()));
-    }
-    on.source_ip.then(|| hash64(source.to_string().as_bytes()))
-}
-
 /// Endpoints of a cluster by index, for tests and the admin view.
 pub fn endpoint_index(endpoints: &[Endpoint], address: std::net::SocketAddr) -> Option<usize> {
     endpoints.iter().position(|e| e.address == address)
@@ -545,19 +432,5 @@ mod tests {
         b.record(2, Outcome::Status(200));
         b.record(2, Outcome::Status(500));
         assert!(!b.record(2, Outcome::Status(500)));
-    }
-
-    #[test]
-    fn a_cookie_ring_with_a_ttl_hands_out_cookies_that_hash_like_the_request_would() {
-        let mut c = cluster("ring_hash", 3);
-        c.hash_on = Some(crate::config::HashOn { cookie: Some("sticky".into()), cookie_ttl: Some(Duration::from_secs(3600)), ..Default::default() });
-        let (value, header) = new_hash_cookie(&c, 0xabc).unwrap();
-        assert_eq!(header, "sticky=0000000000000abc; Path=/; Max-Age=3600; HttpOnly");
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::COOKIE, format!("a=1; sticky={value}").parse().unwrap());
-        let ip = "10.0.0.9".parse().unwrap();
-        assert_eq!(request_hash(&c, &headers, None, ip), Some(hash64(value.as_bytes())), "the next request hashes the same");
-        c.hash_on.as_mut().unwrap().cookie_ttl = None;
-        assert!(new_hash_cookie(&c, 1).is_none(), "without a ttl no cookie is made (Istio)");
     }
 }

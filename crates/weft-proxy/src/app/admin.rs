@@ -2,7 +2,7 @@
 //! `/logging`), on its own thread and runtime so that a slow scrape or a big
 //! config dump never competes with requests on the workers.
 
-use crate::proxy::Proxy;
+use crate::state::Proxy;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;

@@ -2,11 +2,12 @@
 //! SIGHUP or file change (atomically; a bad file is refused and the old
 //! config stays), and drain on SIGTERM/SIGINT.
 
-use crate::admin::{self, SetLogLevel};
-use crate::config::ProxyConfig;
-use crate::metrics::{Metrics, RejectLabels};
-use crate::proxy::{serve_listener, Drain, Proxy};
-use crate::snapshot::Snapshot;
+use super::admin::{self, SetLogLevel};
+use crate::config::{BuildContext, ProxyConfig, Snapshot, Workload};
+use crate::drain::Drain;
+use crate::listen::serve_listener;
+use crate::state::Proxy;
+use crate::telemetry::{Metrics, ReloadLabels};
 use crate::upstream::HttpClients;
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -22,11 +23,11 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     pub controller: Option<crate::control::ControlOptions>,
     /// Obtain and renew a workload certificate from the controller.
-    pub certificates: Option<crate::certs::CertOptions>,
+    pub certificates: Option<crate::control::certs::CertOptions>,
     /// A certificate loaded from files (`--cert-dir`).
-    pub cert_files: Option<crate::certs::WorkloadCert>,
+    pub cert_files: Option<crate::workload_cert::WorkloadCert>,
     /// The workload served (namespace and labels, for source matches).
-    pub workload: crate::snapshot::Workload,
+    pub workload: Workload,
     pub admin: Vec<SocketAddr>,
     pub workers: usize,
     pub set_log_level: SetLogLevel,
@@ -53,7 +54,7 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> 
     let idle_timeout = config.limits.idle_timeout;
     let (certificate, certificate_rx) = watch::channel(opts.cert_files.take().map(Arc::new));
     let workload = Arc::new(opts.workload.clone());
-    let cx = crate::snapshot::BuildContext { certificate: certificate_rx, workload: workload.clone() };
+    let cx = BuildContext { certificate: certificate_rx, workload: workload.clone() };
     let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx)));
     let proxy = Arc::new(Proxy {
         snapshot: rx,
@@ -72,10 +73,11 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> 
         tasks.push(tokio::spawn(serve_listener(proxy.clone(), l, socket)));
     }
     if let Some(c) = opts.certificates.clone() {
-        tokio::spawn(crate::certs::run(c, proxy.clone()));
+        tokio::spawn(crate::control::certs::run(c, proxy.certificate.clone()));
     }
     if let Some(control) = opts.controller.clone() {
-        tokio::spawn(crate::control::run(control, proxy.clone(), tx.clone()));
+        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone() };
+        tokio::spawn(crate::control::run(control, sink));
     }
     proxy.ready.store(true, Ordering::SeqCst);
     tracing::info!("ready");
@@ -147,7 +149,7 @@ fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Pa
             "rejected"
         }
     };
-    proxy.metrics.config_reloads.get_or_create(&RejectLabels { listener: source.into(), reason: result.into() }).inc();
+    proxy.metrics.config_reloads.get_or_create(&ReloadLabels { source: source.into(), result: result.into() }).inc();
 }
 
 fn set_v6_only(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {

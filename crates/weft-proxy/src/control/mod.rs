@@ -1,0 +1,113 @@
+//! The proxy's side of the push protocol: one gRPC stream to the controller,
+//! a Hello saying which workload this is, then every pushed config is
+//! checked and applied atomically (ACK) or refused with the reason (NACK,
+//! the running config stays). When the controller is away the proxy keeps
+//! serving its last config and reconnects with jittered exponential backoff.
+
+pub mod certs;
+pub mod channel;
+
+use crate::backoff::Backoff;
+use crate::config::{BuildContext, ProxyConfig, Snapshot};
+use crate::telemetry::{Metrics, ReloadLabels};
+use channel::ControlTls;
+use std::sync::Arc;
+use tokio::sync::watch;
+use weft_proto::v1::{proxy_config_service_client::ProxyConfigServiceClient, proxy_message, Ack, ConfigPush, Hello, ProxyMessage};
+
+/// The largest config push the proxy accepts.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// `host:port` of the controller's gRPC endpoint.
+    pub address: String,
+    pub hello: Hello,
+}
+
+/// What the stream needs of the proxy: where configs go, what a new
+/// snapshot is built with (including the certificate to connect with), and
+/// the reload counter.
+pub struct ConfigSink {
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    pub build: BuildContext,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs forever: connect, stream, and on any failure back off and retry.
+pub async fn run(opts: ControlOptions, sink: ConfigSink) {
+    if opts.hello.mtls {
+        // Peers are told to reach this workload over mTLS as soon as it says
+        // Hello, so it says Hello once it has a certificate to answer with.
+        let mut cert = sink.build.certificate.clone();
+        let _ = cert.wait_for(|c| c.is_some()).await;
+    }
+    let mut attempt: u32 = 0;
+    loop {
+        match session(&opts, &sink, &mut attempt).await {
+            Ok(()) => tracing::warn!(controller = %opts.address, "controller closed the stream; keeping the last config"),
+            Err(e) => tracing::warn!(controller = %opts.address, "controller unreachable ({e}); keeping the last config"),
+        }
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(Backoff::CONTROLLER.delay(attempt, crate::random::random_u64())).await;
+    }
+}
+
+async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tls = match sink.build.certificate.borrow().clone() {
+        Some(cert) => ControlTls::Mutual(cert),
+        None => ControlTls::Plain,
+    };
+    // Configs of large meshes exceed gRPC's 4 MiB default; scoping keeps most far smaller.
+    let mut client = ProxyConfigServiceClient::new(channel::connect(&opts.address, tls).await?).max_decoding_message_size(MAX_CONFIG_BYTES);
+    let (out, rx) = tokio::sync::mpsc::channel::<ProxyMessage>(16);
+    let mut hello = opts.hello.clone();
+    hello.version = sink.snapshot.borrow().config.version.clone();
+    out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello)) }).await?;
+    let mut pushes = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(controller = %opts.address, "connected to the controller");
+    *attempt = 0;
+    while let Some(push) = pushes.message().await? {
+        let result = apply(&push, sink);
+        let outcome = if result.is_ok() { "applied" } else { "rejected" };
+        let source = if push.config_json.is_empty() { "controller-delta" } else { "controller" };
+        sink.metrics.config_reloads.get_or_create(&ReloadLabels { source: source.into(), result: outcome.into() }).inc();
+        let ack = match result {
+            Ok(()) => {
+                tracing::info!(version = %push.version, "config from the controller applied");
+                Ack { version: push.version, nonce: push.nonce, accepted: true, error: String::new() }
+            }
+            Err(reason) => {
+                tracing::error!(version = %push.version, "config from the controller refused: {reason}");
+                Ack { version: push.version, nonce: push.nonce, accepted: false, error: reason }
+            }
+        };
+        out.send(ProxyMessage { kind: Some(proxy_message::Kind::Ack(ack)) }).await?;
+    }
+    Ok(())
+}
+
+/// Checks a pushed config (or endpoint delta) and swaps it in; the error is the NACK reason.
+fn apply(push: &ConfigPush, sink: &ConfigSink) -> Result<(), String> {
+    let previous = sink.snapshot.borrow().clone();
+    let mut cfg: ProxyConfig = if push.config_json.is_empty() {
+        if previous.config.version != push.base_version {
+            return Err(format!(
+                "endpoint update is for version {:?} but this proxy runs {:?}; send the whole config",
+                push.base_version, previous.config.version
+            ));
+        }
+        let delta: std::collections::BTreeMap<String, Vec<crate::config::Endpoint>> =
+            serde_json::from_slice(&push.endpoints_json).map_err(|e| format!("endpoint update does not parse: {e}"))?;
+        previous.config.with_endpoints(&delta)?
+    } else {
+        serde_json::from_slice(&push.config_json).map_err(|e| format!("config does not parse: {e}"))?
+    };
+    cfg.version = push.version.clone();
+    cfg.check()?;
+    if cfg.listeners != previous.config.listeners {
+        return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
+    }
+    sink.snapshot.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &sink.build)));
+    Ok(())
+}

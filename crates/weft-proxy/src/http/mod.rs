@@ -1,0 +1,105 @@
+//! HTTP requests, one stack per direction. Each function below names every
+//! step a request goes through, in order; a new step is one line here and
+//! one module. The steps' mechanics live beside: the server side
+//! ([`server`]), forwarding ([`forward`]: faults, mirrors, rewrites, header
+//! rules, tunnels), sending with retries ([`send`], [`retry`], [`body`]).
+//! Every request is one [`RequestRecord`], emitted once.
+
+pub mod body;
+pub mod fault;
+pub mod forward;
+pub mod headers;
+pub mod mirror;
+pub mod retry;
+pub mod send;
+pub mod server;
+pub mod tunnel;
+
+use crate::body::Body;
+use crate::connection::{Connection, Destination};
+use crate::local_reply::{Flag, LocalReply};
+use crate::outbound::{Forward, Plan};
+use crate::target::Target;
+use crate::state::Proxy;
+use crate::telemetry::RequestRecord;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Outbound: size limit -> route (rule, cluster, endpoint) -> forward, or the route's own answer.
+pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination, req: Request<Incoming>) -> Response<Body> {
+    let mut record = start(&proxy, &conn, &req);
+    let snapshot = proxy.snapshot();
+    let host = headers::authority(&req);
+    let result = async {
+        within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
+        match crate::outbound::route::http(&snapshot, &conn, &dst, host.as_deref(), &req, &mut crate::random::random_u64)? {
+            Plan::Respond { route, response } => {
+                record.route = route;
+                Ok(response)
+            }
+            Plan::Forward(fwd) => {
+                targeted(&mut record, &fwd.target);
+                forward::forward(&proxy, req, *fwd, host.as_deref()).await
+            }
+        }
+    }
+    .await;
+    answer(record, result)
+}
+
+/// Inbound: hand-off rules (identity headers) -> size limit -> the local app.
+pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    crate::inbound::app::hand_off(&mut req, &conn.peer, proxy.own_identity().as_deref());
+    let mut record = start(&proxy, &conn, &req);
+    let snapshot = proxy.snapshot();
+    let host = headers::authority(&req);
+    let result = async {
+        within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
+        let target = crate::inbound::target(app);
+        targeted(&mut record, &target);
+        forward::forward(&proxy, req, Forward { target, matched: None, mirrors: vec![], set_cookie: None }, host.as_deref()).await
+    }
+    .await;
+    answer(record, result)
+}
+
+fn start(proxy: &Proxy, conn: &Connection, req: &Request<Incoming>) -> RequestRecord {
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    RequestRecord::start(proxy.metrics.clone(), conn.listener.clone(), conn.peer.clone(), req.method().clone(), path)
+}
+
+fn targeted(record: &mut RequestRecord, target: &Target) {
+    record.route = target.route.clone();
+    record.cluster = target.cluster_name().to_string();
+    record.upstream = Some(target.endpoint.address);
+    record.upstream_mtls = target.endpoint.identity.is_some();
+}
+
+/// 431 for a head over the limit: hyper's own limit is twice this, so the
+/// client gets a reply with a flag and a reason instead of a reset.
+fn within_header_limit<B>(req: &Request<B>, limit: usize) -> Result<(), LocalReply> {
+    let size = headers::head_bytes(req);
+    if size > limit {
+        return Err(LocalReply::new(431, Flag::DownstreamProtocolError, format!("request headers are {size} bytes, over the {limit}-byte limit")));
+    }
+    Ok(())
+}
+
+/// The response to send, with the record finished: a reply the proxy writes
+/// itself keeps its own status, its flag and reason go to the record.
+fn answer(mut record: RequestRecord, result: Result<Response<Body>, LocalReply>) -> Response<Body> {
+    let resp = match result {
+        Ok(resp) => {
+            record.status = resp.status().as_u16();
+            resp
+        }
+        Err(reply) => {
+            record.local_reply(&reply);
+            reply.into_response()
+        }
+    };
+    record.finish();
+    resp
+}

@@ -1,0 +1,79 @@
+//! Opaque TCP, one stack per direction: each function names every step in
+//! order. A connection counts against its cluster's `maxConnections` and as
+//! load on its endpoint while it lasts; bytes are copied both ways with
+//! half-close propagated. Every connection is one [`ConnectionRecord`].
+
+use crate::balance::Outcome;
+use crate::body::Downstream;
+use crate::connection::{Connection, Destination};
+use crate::local_reply::LocalReply;
+use crate::target::Target;
+use crate::state::Proxy;
+use crate::telemetry::{ConnectionRecord, TcpRelay};
+use crate::upstream::connect_tcp;
+use crate::upstream::mesh;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+
+/// Outbound: route (explicit cluster, original destination, or passthrough) -> admit -> connect -> copy.
+pub async fn outbound(proxy: &Proxy, conn: &Connection, dst: &Destination, downstream: impl Downstream, record: ConnectionRecord) {
+    let snapshot = proxy.snapshot();
+    match crate::outbound::route::tcp(&snapshot, conn, dst, &mut crate::random::random_u64) {
+        Ok(target) => relay(proxy, target, downstream, record).await,
+        Err(reply) => record.tcp_failed(None, reply),
+    }
+}
+
+/// Inbound: the local app at the original destination -> connect -> copy.
+pub async fn inbound(proxy: &Proxy, app: SocketAddr, downstream: impl Downstream, record: ConnectionRecord) {
+    relay(proxy, crate::inbound::target(app), downstream, record).await
+}
+
+/// Connects to the target and copies until both sides are done.
+async fn relay(proxy: &Proxy, target: Target, mut downstream: impl Downstream, record: ConnectionRecord) {
+    let cluster = target.cluster();
+    let timeout = cluster.map(|c| c.config.connect_timeout).unwrap_or(proxy.passthrough.connect_timeout);
+    let _admitted = match cluster {
+        Some(c) => match c.limits(false).admit(c.name()).await {
+            Ok(a) => Some(a),
+            Err(reply) => return record.tcp_failed(None, reply),
+        },
+        None => None,
+    };
+    let in_flight = cluster.zip(target.endpoint.index).map(|(c, i)| c.balancer.start(i));
+    let endpoint = target.endpoint.address;
+    let mut upstream = match connect(proxy, &target, timeout).await {
+        Ok(s) => s,
+        Err(reply) => {
+            if let Some(f) = in_flight {
+                f.finish(Outcome::LocalFailure);
+            }
+            return record.tcp_failed(Some(endpoint), reply);
+        }
+    };
+    // copy_bidirectional propagates each side's EOF as a write shutdown (half-close).
+    let result = match &mut upstream {
+        TcpUpstream::Plain(s) => tokio::io::copy_bidirectional(&mut downstream, s).await,
+        TcpUpstream::Mesh(s) => tokio::io::copy_bidirectional(&mut downstream, s.as_mut()).await,
+    };
+    let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
+    let upstream_mtls = target.endpoint.identity.is_some();
+    record.tcp_done(TcpRelay { endpoint, route: target.route, upstream_mtls, sent, received, reset: result.is_err() });
+}
+
+enum TcpUpstream {
+    Plain(TcpStream),
+    Mesh(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Plain TCP, or mesh mTLS carrying `weft/tcp` when the endpoint has an identity.
+async fn connect(proxy: &Proxy, target: &Target, timeout: std::time::Duration) -> Result<TcpUpstream, LocalReply> {
+    let endpoint = target.endpoint.address;
+    match &target.endpoint.identity {
+        Some(id) => {
+            let certificate = proxy.certificate.subscribe();
+            mesh::connect(endpoint, id, crate::mesh_alpn::ALPN_TCP, &certificate, timeout).await.map(|s| TcpUpstream::Mesh(Box::new(s)))
+        }
+        None => connect_tcp(endpoint, timeout).await.map(TcpUpstream::Plain),
+    }
+}

@@ -1,0 +1,12 @@
+//! What the proxy tells about the traffic it carries. A request and a
+//! connection are each described by one record ([`record`]) that the path
+//! fills as it goes and that is emitted exactly once, when the request or
+//! connection is done (or dropped): the metrics ([`metrics`]) and the access
+//! log ([`access_log`]) read that record, so they always agree.
+
+pub mod access_log;
+pub mod metrics;
+pub mod record;
+
+pub use metrics::{EjectionLabels, Metrics, ReloadLabels, RetryLabels};
+pub use record::{ConnectionRecord, Peer, RequestRecord, TcpRelay};

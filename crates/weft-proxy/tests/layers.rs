@@ -1,0 +1,29 @@
+//! The proxy's import rule (docs/architecture.md): leaves at the bottom,
+//! then what a request is sent to, what is told about it, shared state, the
+//! decisions per direction, the stacks per protocol, accepting, and the
+//! controller and process on top. A module may use only layers below it.
+
+/// Bottom first. Keep in step with `src/lib.rs` and docs/architecture.md.
+const LAYERS: &[&[&str]] = &[
+    &["backoff", "body", "budget", "connection", "drain", "iptables", "mesh_alpn", "random"],
+    &["local_reply", "workload_cert"],
+    &["balance"],
+    &["upstream"],
+    &["config"],
+    &["telemetry"],
+    &["state", "target"],
+    &["inbound", "outbound"],
+    &["http", "tcp"],
+    &["listen"],
+    &["control"],
+    &["app"],
+];
+
+#[test]
+fn modules_use_only_the_layers_below_them() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = weft_testkit::layers::graph(&src).unwrap();
+    assert!(graph.len() >= 20, "the source tree was not read: {graph:?}");
+    let broken = weft_testkit::layers::violations(&graph, LAYERS);
+    assert!(broken.is_empty(), "import rule broken:\n{}", broken.join("\n"));
+}
