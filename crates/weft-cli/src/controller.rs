@@ -53,61 +53,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_ansi(ansi)
         .with_env_filter(EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let store = weft_controller::store::RedbStore::open(&args.data_dir)?;
-    let plugged = match (&args.ca_cert, &args.ca_key, &args.ca_roots) {
-        (Some(cert), Some(key), Some(roots)) => Some(weft_controller::identity::PluggedCa {
-            cert: cert.clone(),
-            key: key.clone(),
-            chain: args.ca_chain.clone(),
-            roots: roots.clone(),
-        }),
+    let plugged_ca = match (args.ca_cert, args.ca_key, args.ca_roots) {
+        (Some(cert), Some(key), Some(roots)) => Some(weft_controller::identity::PluggedCa { cert, key, chain: args.ca_chain, roots }),
         _ => None,
     };
-    let ca = weft_controller::identity::MeshCa::open(&args.data_dir, &args.trust_domain, plugged.as_ref(), args.cert_ttl)?;
-    let controller = weft_controller::api::Controller::new(
-        Box::new(store),
-        weft_model::analyze::Options { root_namespace: args.root_namespace },
-        args.endpoint_grace,
-        ca,
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen).await?;
-        tracing::info!(address = %args.listen, data_dir = %args.data_dir.display(), "controller listening");
-        let push = weft_controller::push::PushService {
-            registry: controller.registry.clone(),
-            ca: controller.ca.clone(),
-            require_certificates: args.require_proxy_certificates,
-        };
-        // The proxies' port speaks TLS (with the controller's own certificate, proxies
-        // authenticated by theirs) and plaintext, told apart by the first byte.
-        let (chain, key) = controller.ca.serving_identity()?;
-        let tls = weft_controller::grpc_listener::server_config(&chain, &key, controller.ca.trust_domain(), &controller.ca.trust_bundle_pem())?;
-        let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await?;
-        let grpc = tonic::transport::Server::builder()
-            .add_service(
-                weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024),
-            )
-            .serve_with_incoming(weft_controller::grpc_listener::incoming(grpc_listener, tls));
-        tracing::info!(address = %args.grpc_listen, "proxies stream config from here");
-        tokio::spawn(async move {
-            if let Err(e) = grpc.await {
-                tracing::error!("gRPC server: {e}");
-            }
-        });
-        tokio::spawn(weft_controller::push::push_loop(controller.clone(), controller.registry.clone(), std::time::Duration::from_millis(100)));
-        // Proxies that are already connected get the stored state at once.
-        controller.changed.notify_one();
-        axum::serve(listener, weft_controller::api::router(controller))
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-                }
-            })
-            .await?;
-        Ok::<_, anyhow::Error>(())
+    weft_controller::server::run(weft_controller::server::Options {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        grpc_listen: args.grpc_listen,
+        endpoint_grace: args.endpoint_grace,
+        require_proxy_certificates: args.require_proxy_certificates,
+        trust_domain: args.trust_domain,
+        cert_ttl: args.cert_ttl,
+        plugged_ca,
+        root_namespace: args.root_namespace,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,8 @@
 //! - `POST /api/v1/delete` `{keys: [...]}`: all or nothing.
 //! - `GET /api/v1/analyze`: analysis of the stored state.
 
-use crate::store::{Change, ObjectKey, Outcome, Store, StoreError, StoredObject};
+use crate::state::Controller;
+use crate::store::{Change, ObjectKey, Outcome, StoreError, StoredObject};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,44 +19,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use weft_model::analyze::{self, Options};
-use weft_model::{Message, Origin, Severity};
-
-pub struct Controller {
-    pub store: Box<dyn Store>,
-    pub analysis: Options,
-    /// Connected proxies and what they were sent.
-    pub registry: Arc<crate::push::Registry>,
-    /// The mesh CA: join tokens and workload certificates.
-    pub ca: Arc<crate::identity::MeshCa>,
-    /// Wakes the push loop after the store changed.
-    pub changed: tokio::sync::Notify,
-    /// Serialises apply and delete so validation and commit see one state.
-    write_lock: tokio::sync::Mutex<()>,
-}
-
-impl Controller {
-    /// `grace`: how long a disconnected proxy's workload stays an endpoint.
-    pub fn new(store: Box<dyn Store>, analysis: Options, grace: std::time::Duration, ca: crate::identity::MeshCa) -> Arc<Controller> {
-        Arc::new(Controller {
-            store,
-            analysis,
-            ca: Arc::new(ca),
-            registry: crate::push::Registry::new(grace),
-            changed: tokio::sync::Notify::new(),
-            write_lock: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// The stored state, parsed back into resources (origin `store`).
-    pub fn loaded(&self) -> Result<Vec<weft_model::Loaded>, StoreError> {
-        let mut bundle = weft_model::Bundle::default();
-        for (i, obj) in self.store.list()?.into_iter().enumerate() {
-            weft_model::load::parse_value(Origin { file: "store".into(), document: i }, obj.body, &mut bundle);
-        }
-        Ok(bundle.resources)
-    }
-}
+use weft_model::analyze;
+use weft_model::{Message, Severity};
 
 pub fn router(controller: Arc<Controller>) -> Router {
     Router::new()
@@ -137,7 +102,7 @@ pub fn key_of(value: &serde_json::Value) -> Option<ObjectKey> {
 }
 
 async fn apply(State(c): State<Arc<Controller>>, Json(req): Json<ApplyRequest>) -> Response {
-    let _guard = c.write_lock.lock().await;
+    let _guard = c.write_lock().await;
     let mut bundle = weft_model::Bundle::default();
     let mut changes = Vec::new();
     for f in &req.files {
@@ -232,7 +197,7 @@ pub struct DeleteRequest {
 }
 
 async fn delete(State(c): State<Arc<Controller>>, Json(req): Json<DeleteRequest>) -> Response {
-    let _guard = c.write_lock.lock().await;
+    let _guard = c.write_lock().await;
     let changes: Vec<Change> = req.keys.iter().map(|k| Change::Delete { key: k.clone(), expected_version: None }).collect();
     match c.store.commit(&changes) {
         Ok((revision, _)) => {

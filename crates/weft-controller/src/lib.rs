@@ -1,12 +1,24 @@
-//! weft-controller: the control plane. The config store ([`store`]), the
-//! HTTP API behind `weft apply/get/delete/analyze/proxy-status` ([`api`]),
-//! per-proxy config compiled from the mesh model ([`compile`]), and the
-//! streaming push with ACK/NACK to every proxy ([`push`]) on a port that
-//! authenticates proxies by their certificates ([`grpc_listener`]).
+//! weft-controller: the control plane. Layered bottom up (a test checks the
+//! `use` lines): the config store ([`store`]), per-proxy config compiled
+//! from the mesh model ([`compile`]), the mesh CA ([`identity`]) and the
+//! proxies' port that authenticates them by certificate ([`grpc_listener`]);
+//! the registry of proxies ([`registry`]); the shared state ([`state`]); the
+//! gRPC service proxies stream with ([`service`]) and the push loop
+//! ([`push`]); the HTTP API behind `weft apply/get/delete/analyze/
+//! proxy-status` ([`api`]); and start-up ([`server`]).
 
-pub mod api;
-pub mod store;
 pub mod compile;
 pub mod grpc_listener;
 pub mod identity;
+pub mod store;
+
+pub mod registry;
+
+pub mod state;
+
 pub mod push;
+pub mod service;
+
+pub mod api;
+
+pub mod server;

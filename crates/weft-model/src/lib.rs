@@ -20,6 +20,7 @@
 
 pub mod analyze;
 pub mod diag;
+pub mod envelope;
 pub mod load;
 pub mod mesh;
 pub mod resource;

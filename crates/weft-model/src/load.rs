@@ -4,11 +4,9 @@
 //! other documents from loading and never panics.
 
 use crate::diag::{Code, Message, Origin, ResourceRef};
-use crate::resource::{self, Object, Resource};
-use crate::types::common::ObjectMeta;
+use crate::resource::{self, Resource};
 use crate::validate;
 use crate::values::closest;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -307,73 +305,6 @@ fn strip_nulls(v: &mut serde_json::Value) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
         _ => {}
     }
-}
-
-/// How a kind's document maps onto its typed spec.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Envelope {
-    /// Mesh resources: `apiVersion`, `kind`, `metadata`, `spec`, `status`; nothing else.
-    Strict,
-    /// Core objects: `metadata` and `spec`; all other fields ignored.
-    Loose,
-    /// Core objects whose interesting fields sit beside `spec` (Pod status, Secret type).
-    Whole,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StrictEnvelope<S> {
-    #[allow(dead_code)]
-    api_version: String,
-    #[allow(dead_code)]
-    kind: String,
-    #[serde(default)]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: S,
-    #[allow(dead_code)]
-    status: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct LooseEnvelope<S> {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: S,
-}
-
-#[derive(Deserialize)]
-struct MetaOnly {
-    #[serde(default)]
-    metadata: ObjectMeta,
-}
-
-pub(crate) fn decode_object<S: DeserializeOwned + Default>(
-    how: Envelope,
-    api_version: &str,
-    doc: serde_json::Value,
-) -> Result<Object<S>, serde_path_to_error::Error<serde_json::Error>> {
-    let (metadata, spec) = match how {
-        Envelope::Strict => {
-            let e: StrictEnvelope<S> = serde_path_to_error::deserialize(doc)?;
-            (e.metadata, e.spec)
-        }
-        Envelope::Loose => {
-            let e: LooseEnvelope<S> = serde_path_to_error::deserialize(doc)?;
-            (e.metadata, e.spec)
-        }
-        Envelope::Whole => {
-            let m: MetaOnly = serde_path_to_error::deserialize(&doc)?;
-            let spec: S = serde_path_to_error::deserialize(doc)?;
-            (m.metadata, spec)
-        }
-    };
-    Ok(Object {
-        api_version: api_version.to_string(),
-        metadata,
-        spec,
-    })
 }
 
 /// Turns serde's error into a message with a code, a field path and, for a

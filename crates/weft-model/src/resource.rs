@@ -5,13 +5,7 @@
 use crate::diag::ResourceRef;
 use crate::types::{common::ObjectMeta, core, gateway_api as gw, istio, linkerd};
 
-/// A Kubernetes-style object with a typed spec.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Object<S> {
-    pub api_version: String,
-    pub metadata: ObjectMeta,
-    pub spec: S,
-}
+pub use crate::envelope::Object;
 
 /// A Pod as the mesh sees it: labels, service account, ports, IP.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -67,7 +61,7 @@ macro_rules! resources {
             doc: serde_json::Value,
         ) -> Result<Resource, serde_path_to_error::Error<serde_json::Error>> {
             match (group, kind) {
-                $( ($group, $kind) => crate::load::decode_object::<$spec>(crate::load::Envelope::$how, api_version, doc).map(Resource::$variant), )*
+                $( ($group, $kind) => crate::envelope::decode_object::<$spec>(crate::envelope::Envelope::$how, api_version, doc).map(Resource::$variant), )*
                 _ => unreachable!("decode called with a kind not in KINDS"),
             }
         }

@@ -1,0 +1,73 @@
+//! A workload's server-side mTLS policy (PeerAuthentication) as its proxy's
+//! inbound side applies it, by Istio's precedence.
+
+use super::selects;
+use std::collections::BTreeMap;
+use weft_model::mesh::Mesh;
+use weft_proto::config::{InboundPolicy, MtlsMode};
+
+/// The server-side mTLS policy of a workload, by Istio's precedence: a
+/// PeerAuthentication selecting the workload, else its namespace's, else the
+/// mesh-wide one in the root namespace, else PERMISSIVE. An UNSET mode
+/// inherits from the next scope; port-level modes come from the workload's
+/// own policy. With two policies at one scope the first (oldest) applies.
+pub fn inbound_policy(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, String>) -> InboundPolicy {
+    use weft_model::mesh::{MtlsMode as M, PolicyScope};
+    let mode = |m: M| match m {
+        M::Strict => Some(MtlsMode::Strict),
+        M::Permissive => Some(MtlsMode::Permissive),
+        M::Disable => Some(MtlsMode::Disable),
+        M::Unset => None,
+    };
+    let find = |pred: &dyn Fn(&PolicyScope) -> bool| mesh.peer_authentication.iter().find(|p| pred(&p.scope));
+    let workload = find(&|s| matches!(s, PolicyScope::Workload { namespace: n, labels: sel } if n == namespace && selects(sel, labels)));
+    let ns = find(&|s| matches!(s, PolicyScope::Namespace(n) if n == namespace));
+    let root = find(&|s| matches!(s, PolicyScope::Mesh));
+    let mut policy = InboundPolicy::default();
+    for p in [root, ns, workload].into_iter().flatten() {
+        if let Some(m) = mode(p.mode) {
+            policy.mtls = m;
+            policy.source = Some(p.source.to_string());
+        }
+    }
+    if let Some(w) = workload {
+        policy.port_mtls = w.port_modes.iter().map(|(port, m)| (*port, mode(*m).unwrap_or(policy.mtls))).collect();
+    }
+    policy
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{ep, mesh, BASE};
+    use super::super::compile;
+    use super::*;
+    use weft_proto::config::UpstreamTls;
+
+    #[test]
+    fn peer_authentication_follows_istios_precedence() {
+        let pa = "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n\
+            apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: legacy, namespace: prod}\nspec: {mtls: {mode: PERMISSIVE}}\n---\n\
+            apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: reviews, namespace: prod}\nspec: {selector: {matchLabels: {app: reviews}}, portLevelMtls: {\"8080\": {mode: DISABLE}}}\n";
+        let m = mesh(&format!("{BASE}{pa}"));
+        let labels = |app: &str| -> BTreeMap<String, String> { [("app".to_string(), app.to_string())].into() };
+        let other = inbound_policy(&m, "shop", &labels("cart"));
+        assert_eq!((other.mtls, other.source.as_deref()), (MtlsMode::Strict, Some("PeerAuthentication istio-system/default")));
+        assert_eq!(inbound_policy(&m, "prod", &labels("ratings")).mtls, MtlsMode::Permissive, "the namespace overrides the mesh");
+        let reviews = inbound_policy(&m, "prod", &labels("reviews"));
+        assert_eq!(reviews.mtls, MtlsMode::Permissive, "an UNSET workload mode inherits the namespace's");
+        assert_eq!(reviews.mode_for(8080), MtlsMode::Disable);
+        assert_eq!(reviews.mode_for(9090), MtlsMode::Permissive);
+
+        // Auto-mTLS: endpoints with a proxy get an identity, except where their port is DISABLE.
+        let mut e = ep("10.0.0.1", "v1");
+        e.identity = Some("spiffe://cluster.local/ns/prod/sa/reviews".into());
+        let cfg = compile(&m, &[e.clone()], "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints[0].identity, None, "port 8080 is DISABLE");
+        let strict = mesh(&format!("{BASE}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: prod}}\nspec: {{mtls: {{mode: STRICT}}}}\n"));
+        let cfg = compile(&strict, &[e], "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints[0].identity.as_deref(), Some("spiffe://cluster.local/ns/prod/sa/reviews"));
+        assert_eq!(cfg.clusters[0].tls, UpstreamTls::Auto);
+    }
+
+}

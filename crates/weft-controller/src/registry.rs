@@ -1,0 +1,153 @@
+//! The registry of proxies: who each one is (its Hello), what was sent to
+//! it and what it acknowledged, and whether it is connected; the live
+//! endpoints of the mesh are the workloads of these proxies. A disconnected
+//! proxy stays an endpoint for a grace period so a controller or network
+//! blip does not empty a service.
+
+use crate::compile::Endpoint;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, Notify};
+use tonic::Status;
+use weft_proto::v1::{ConfigPush, Hello};
+
+/// Sync state as `weft proxy-status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SyncStatus {
+    /// The proxy runs the config the controller wants it to run.
+    Synced,
+    /// The proxy runs something older: a push is in flight, or could not be delivered.
+    Stale,
+    /// The proxy refused the latest push; it runs an older config.
+    Nacked,
+    Disconnected,
+}
+
+pub(crate) struct Entry {
+    pub(crate) hello: Hello,
+    pub(crate) sender: Option<mpsc::Sender<Result<ConfigPush, Status>>>,
+    /// Which stream this entry belongs to (a reconnect replaces it).
+    pub(crate) session: u64,
+    pub(crate) disconnected_at: Option<Instant>,
+    pub(crate) last_seen: SystemTime,
+    /// The version the controller last computed for this proxy: SYNCED means acked this.
+    pub(crate) wanted_version: String,
+    pub(crate) sent_version: String,
+    pub(crate) sent_nonce: String,
+    /// The config last sent whole or by delta, to compute the next delta from.
+    pub(crate) sent_config: Option<Arc<weft_proto::config::ProxyConfig>>,
+    /// The last push was an endpoint delta (a NACK of it asks for the whole config).
+    pub(crate) sent_delta: bool,
+    pub(crate) acked_version: String,
+    pub(crate) last_nack: Option<String>,
+    pub(crate) config: Option<Arc<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    pub proxy_id: String,
+    pub workload: String,
+    pub namespace: String,
+    pub address: String,
+    pub status: SyncStatus,
+    pub sent_version: String,
+    pub acked_version: String,
+    pub last_nack: Option<String>,
+    /// Seconds since the proxy was last heard from.
+    pub last_seen_seconds_ago: u64,
+}
+
+pub struct Registry {
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// Wakes the push loop: the store or the registry changed.
+    pub changed: Notify,
+    pub(crate) next_session: std::sync::atomic::AtomicU64,
+    pub(crate) next_nonce: std::sync::atomic::AtomicU64,
+    /// How long a disconnected proxy's workload stays an endpoint.
+    pub grace: Duration,
+}
+
+impl Registry {
+    pub fn new(grace: Duration) -> Arc<Registry> {
+        Arc::new(Registry {
+            entries: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            next_session: 1.into(),
+            next_nonce: 1.into(),
+            grace,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn statuses(&self) -> Vec<ProxyStatus> {
+        self.lock()
+            .iter()
+            .map(|(id, e)| ProxyStatus {
+                proxy_id: id.clone(),
+                workload: e.hello.workload.clone(),
+                namespace: e.hello.namespace.clone(),
+                address: e.hello.address.clone(),
+                status: if e.sender.is_none() {
+                    SyncStatus::Disconnected
+                } else if e.last_nack.is_some() {
+                    SyncStatus::Nacked
+                } else if !e.wanted_version.is_empty() && e.wanted_version == e.acked_version {
+                    SyncStatus::Synced
+                } else {
+                    SyncStatus::Stale
+                },
+                sent_version: e.sent_version.clone(),
+                acked_version: e.acked_version.clone(),
+                last_nack: e.last_nack.clone(),
+                last_seen_seconds_ago: e.last_seen.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// The config last sent to a proxy, as sent.
+    pub fn sent_config_of(&self, proxy_id: &str) -> Option<Arc<weft_proto::config::ProxyConfig>> {
+        self.lock().get(proxy_id).and_then(|e| e.sent_config.clone())
+    }
+
+    /// The config last sent to a proxy.
+    pub fn config_of(&self, proxy_id: &str) -> Option<Arc<serde_json::Value>> {
+        self.lock().get(proxy_id).and_then(|e| e.config.clone())
+    }
+
+    /// Workloads of connected proxies, and of disconnected ones within the grace period.
+    pub fn endpoints(&self, trust_domain: &str) -> Vec<Endpoint> {
+        let grace = self.grace;
+        self.lock()
+            .values()
+            .filter(|e| e.disconnected_at.is_none_or(|t| t.elapsed() < grace))
+            .filter_map(|e| {
+                Some(Endpoint {
+                    namespace: e.hello.namespace.clone(),
+                    labels: e.hello.labels.clone().into_iter().collect(),
+                    address: e.hello.address.parse().ok()?,
+                    identity: e
+                        .hello
+                        .mtls
+                        .then(|| format!("spiffe://{trust_domain}/ns/{}/sa/{}", e.hello.namespace, e.hello.service_account)),
+                    weight: 1,
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets proxies disconnected for longer than the grace period.
+    pub(crate) fn expire(&self) -> bool {
+        let grace = self.grace;
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.disconnected_at.is_none_or(|t| t.elapsed() < grace));
+        before != entries.len()
+    }
+}
+

@@ -1,0 +1,76 @@
+//! Start-up: opens the store and the CA, binds the HTTP API and the
+//! proxies' gRPC port, starts the push loop, and serves until SIGTERM or
+//! Ctrl-C. `weft controller` parses its flags into [`Options`] and calls
+//! [`run`]; the dashboard, webhook and discovery plug in here.
+
+use crate::identity::{MeshCa, PluggedCa};
+use crate::push::push_loop;
+use crate::service::PushService;
+use crate::state::Controller;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the controller is started with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the embedded store and the CA keep their files.
+    pub data_dir: PathBuf,
+    /// The HTTP API (`weft apply/get/delete/analyze/proxy-status`).
+    pub listen: SocketAddr,
+    /// The gRPC port proxies stream their config from.
+    pub grpc_listen: SocketAddr,
+    /// How long a disconnected proxy's workload stays an endpoint.
+    pub endpoint_grace: Duration,
+    /// Refuse config streams from proxies without a workload certificate.
+    pub require_proxy_certificates: bool,
+    pub trust_domain: String,
+    /// Lifetime of workload certificates.
+    pub cert_ttl: Duration,
+    /// A CA plugged in by the operator (else a root kept in the data directory).
+    pub plugged_ca: Option<PluggedCa>,
+    /// Namespace whose selector-less policies apply to the whole mesh.
+    pub root_namespace: String,
+}
+
+/// Runs the controller until it is told to stop.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let store = crate::store::RedbStore::open(&opts.data_dir)?;
+    let ca = MeshCa::open(&opts.data_dir, &opts.trust_domain, opts.plugged_ca.as_ref(), opts.cert_ttl)?;
+    let analysis = weft_model::analyze::Options { root_namespace: opts.root_namespace.clone() };
+    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+        tracing::info!(address = %opts.listen, data_dir = %opts.data_dir.display(), "controller listening");
+        let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), require_certificates: opts.require_proxy_certificates };
+        // The proxies' port speaks TLS (with the controller's own certificate, proxies
+        // authenticated by theirs) and plaintext, told apart by the first byte.
+        let (chain, key) = controller.ca.serving_identity()?;
+        let tls = crate::grpc_listener::server_config(&chain, &key, controller.ca.trust_domain(), &controller.ca.trust_bundle_pem())?;
+        let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_listen).await?;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024))
+            .serve_with_incoming(crate::grpc_listener::incoming(grpc_listener, tls));
+        tracing::info!(address = %opts.grpc_listen, "proxies stream config from here");
+        tokio::spawn(async move {
+            if let Err(e) = grpc.await {
+                tracing::error!("gRPC server: {e}");
+            }
+        });
+        tokio::spawn(push_loop(controller.clone(), controller.registry.clone(), Duration::from_millis(100)));
+        // Proxies that are already connected get the stored state at once.
+        controller.changed.notify_one();
+        axum::serve(listener, crate::api::router(controller)).with_graceful_shutdown(stopped()).await?;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+    }
+}

@@ -1,0 +1,187 @@
+//! The gRPC service proxies stream their config with and get their
+//! certificates from: who may say what in a Hello (admission), the stream
+//! of pushes and ACK/NACKs of one proxy, and CSR signing.
+
+use crate::registry::{Entry, Registry};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_message, CertifyRequest, CertifyResponse, ConfigPush, Hello, ProxyMessage};
+
+/// Whether a Hello may say what it says. A proxy connected with its
+/// certificate may speak only for that identity's namespace and service
+/// account; only such a proxy may say it serves mTLS (peers would be told to
+/// expect that identity at its address). A proxy without a certificate is
+/// taken at its word otherwise (development meshes without tokens), unless
+/// the controller requires certificates.
+fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>, require_certificate: bool) -> Result<(), String> {
+    match peer.and_then(|p| p.identity.as_ref()) {
+        Some(id) if id.namespace != hello.namespace || id.service_account != hello.service_account => Err(format!(
+            "the proxy's certificate is {id}, but its Hello speaks for namespace {:?} service account {:?}",
+            hello.namespace, hello.service_account
+        )),
+        Some(_) => Ok(()),
+        None if hello.mtls => Err("a proxy that serves mTLS must connect with its workload certificate".into()),
+        None if require_certificate => {
+            Err("this controller requires a workload certificate (--require-proxy-certificates): start the proxy with --token".into())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The gRPC service proxies stream with (and get their certificates from).
+pub struct PushService {
+    pub registry: Arc<Registry>,
+    pub ca: Arc<crate::identity::MeshCa>,
+    /// Only proxies that connect with a workload certificate may stream.
+    pub require_certificates: bool,
+}
+
+#[tonic::async_trait]
+impl ProxyConfigService for PushService {
+    type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<ConfigPush, Status>>;
+
+    async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
+        let tls = request.extensions().get::<crate::grpc_listener::ProxyPeer>().is_some_and(|p| p.tls);
+        let r = request.into_inner();
+        tracing::debug!(proxy = %r.proxy_id, tls, renewal = !r.current_chain_pem.is_empty(), "certificate requested");
+        let (issued, id, roots_pem) = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem)).map_err(|e| {
+            tracing::warn!(proxy = %r.proxy_id, "certificate refused: {e}");
+            Status::permission_denied(e)
+        })?;
+        Ok(Response::new(CertifyResponse {
+            spiffe_id: id.to_string(),
+            chain_pem: issued.chain_pem,
+            roots_pem,
+            not_after_unix: issued.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+            serial: issued.serial,
+        }))
+    }
+
+    async fn stream(&self, request: Request<Streaming<ProxyMessage>>) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.extensions().get::<crate::grpc_listener::ProxyPeer>().cloned();
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before Hello"))?;
+        let Some(proxy_message::Kind::Hello(hello)) = first.kind else {
+            return Err(Status::invalid_argument("the first message must be Hello"));
+        };
+        if hello.proxy_id.is_empty() {
+            return Err(Status::invalid_argument("Hello.proxy_id is empty"));
+        }
+        admit(&hello, peer.as_ref(), self.require_certificates).map_err(|e| {
+            tracing::warn!(proxy = %hello.proxy_id, "Hello refused: {e}");
+            Status::permission_denied(e)
+        })?;
+        let (tx, rx) = mpsc::channel(4);
+        let registry = self.registry.clone();
+        let session = registry.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = hello.proxy_id.clone();
+        let (tls, peer_id) = peer.as_ref().map(|p| (p.tls, p.identity.as_ref().map(|i| i.to_string()))).unwrap_or((false, None));
+        tracing::info!(proxy = %id, address = %hello.address, running = %hello.version, tls, identity = peer_id.as_deref().unwrap_or("-"), "proxy connected");
+        {
+            // The proxy says which version it runs (after a controller restart, or a
+            // reconnect): a push is owed only if that is not the current one.
+            let mut entries = registry.lock();
+            let (config, wanted_version, sent_config) = entries
+                .remove(&id)
+                .map(|p| (p.config, p.wanted_version, p.sent_config))
+                .unwrap_or_default();
+            // Deltas may build on what the proxy says it runs, if we know that config.
+            let sent_config = sent_config.filter(|c| c.version == hello.version);
+            entries.insert(
+                id.clone(),
+                Entry {
+                    wanted_version,
+                    sent_config,
+                    sent_delta: false,
+                    sent_version: hello.version.clone(),
+                    acked_version: hello.version.clone(),
+                    sent_nonce: String::new(),
+                    last_nack: None,
+                    config,
+                    hello,
+                    sender: Some(tx),
+                    session,
+                    disconnected_at: None,
+                    last_seen: SystemTime::now(),
+                },
+            );
+        }
+        registry.changed.notify_one();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(ProxyMessage { kind: Some(proxy_message::Kind::Ack(ack)) })) => {
+                        let mut entries = registry.lock();
+                        if let Some(e) = entries.get_mut(&id).filter(|e| e.session == session) {
+                            e.last_seen = SystemTime::now();
+                            if ack.nonce != e.sent_nonce {
+                                continue; // An answer to an older push.
+                            }
+                            if ack.accepted {
+                                e.acked_version = ack.version;
+                                e.last_nack = None;
+                            } else if e.sent_delta {
+                                // The proxy did not run the delta's base: send it the whole config.
+                                tracing::info!(proxy = %id, "endpoint update refused ({}); sending the whole config", ack.error);
+                                e.sent_version.clear();
+                                e.sent_config = None;
+                                drop(entries);
+                                registry.changed.notify_one();
+                            } else {
+                                tracing::warn!(proxy = %id, version = %ack.version, "proxy refused config: {}", ack.error);
+                                e.last_nack = Some(ack.error);
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            tracing::info!(proxy = %id, "proxy disconnected");
+            {
+                let mut entries = registry.lock();
+                if let Some(e) = entries.get_mut(&id).filter(|e| e.session == session) {
+                    e.sender = None;
+                    e.disconnected_at = Some(Instant::now());
+                }
+            }
+            registry.changed.notify_one();
+            // Recompute once the grace period is over, to drop the endpoint.
+            let grace = registry.grace;
+            tokio::time::sleep(grace + Duration::from_millis(10)).await;
+            registry.changed.notify_one();
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod admit_tests {
+    use super::*;
+    use crate::grpc_listener::ProxyPeer;
+
+    fn hello(ns: &str, sa: &str, mtls: bool) -> Hello {
+        Hello { proxy_id: "p".into(), namespace: ns.into(), service_account: sa.into(), mtls, ..Hello::default() }
+    }
+
+    fn peer(id: Option<&str>) -> ProxyPeer {
+        ProxyPeer { remote: "10.0.0.1:5000".parse().unwrap(), identity: id.map(|i| i.parse().unwrap()), tls: true }
+    }
+
+    #[test]
+    fn a_hello_speaks_only_for_the_certificate_it_came_with() {
+        let reviews = peer(Some("spiffe://cluster.local/ns/prod/sa/reviews"));
+        assert!(admit(&hello("prod", "reviews", true), Some(&reviews), true).is_ok());
+        let e = admit(&hello("bank", "admin", true), Some(&reviews), false).unwrap_err();
+        assert!(e.contains("certificate is spiffe://cluster.local/ns/prod/sa/reviews"), "{e}");
+        // Without a certificate, no mTLS claim (peers would expect that identity there).
+        assert!(admit(&hello("prod", "reviews", true), Some(&peer(None)), false).unwrap_err().contains("must connect with its workload certificate"));
+        assert!(admit(&hello("prod", "reviews", true), None, false).is_err());
+        // A development proxy without certificate or claim is taken at its word...
+        assert!(admit(&hello("prod", "reviews", false), None, false).is_ok());
+        // ...unless the controller requires certificates.
+        assert!(admit(&hello("prod", "reviews", false), Some(&peer(None)), true).unwrap_err().contains("--require-proxy-certificates"));
+    }
+}

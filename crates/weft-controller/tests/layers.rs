@@ -1,0 +1,22 @@
+//! The controller's import rule (docs/architecture.md): what it is made of
+//! at the bottom (store, compile, CA, the proxies' port), then the registry
+//! of proxies, the shared state, the push protocol, the HTTP API, and
+//! start-up on top. A module may use only layers below it.
+
+const LAYERS: &[&[&str]] = &[
+    &["store", "compile", "identity", "grpc_listener"],
+    &["registry"],
+    &["state"],
+    &["service", "push"],
+    &["api"],
+    &["server"],
+];
+
+#[test]
+fn modules_use_only_the_layers_below_them() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = weft_testkit::layers::graph(&src).unwrap();
+    assert!(graph.len() >= 8, "the source tree was not read: {graph:?}");
+    let broken = weft_testkit::layers::violations(&graph, LAYERS);
+    assert!(broken.is_empty(), "import rule broken:\n{}", broken.join("\n"));
+}
