@@ -3,7 +3,7 @@
 //! the controller can go away without the mesh noticing.
 
 use std::time::{Duration, Instant};
-use weft_testkit::{ControllerProcess, Net, Pod};
+use weft_testkit::{ControllerProcess, Pod, TestMesh};
 
 const REVIEWS: &str = r#"
 apiVersion: v1
@@ -28,10 +28,6 @@ fn route_to(subset: &str) -> String {
     format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n")
 }
 
-fn data_dir(tag: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("weft-e2e-ctl-{tag}-{}", std::process::id()))
-}
-
 /// Which pod answered `http://reviews:9080/` from `client`.
 fn answer(client: &Pod) -> String {
     match client.curl("http://reviews:9080/", &[]) {
@@ -53,19 +49,11 @@ fn wait_for_answer(client: &Pod, want: &str, within: Duration) -> Duration {
     }
 }
 
-/// Waits until `proxy` has been sent, and has acknowledged, a route capturing
+/// Waits until `proxy` has acknowledged a config with a route capturing
 /// `destination`: before that its traffic to the virtual IP goes nowhere.
 fn wait_for_route(c: &ControllerProcess, proxy: &str, destination: &str) {
-    let start = Instant::now();
-    loop {
-        let routes = String::from_utf8_lossy(&c.weft(&["proxy-config", proxy, "routes"]).unwrap().stdout).into_owned();
-        let synced = c.is_synced(proxy);
-        if routes.contains(destination) && synced {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "{proxy} has no route to {destination}:\n{routes}\n{}", statuses(c));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let quoted = format!("\"{destination}\"");
+    c.wait_for_config(proxy, &format!("a route to {destination}"), Duration::from_secs(5), |cfg| cfg["routes"].to_string().contains(&quoted));
 }
 
 fn statuses(c: &ControllerProcess) -> String {
@@ -86,29 +74,23 @@ fn wait_all_synced(c: &ControllerProcess, n: usize, within: Duration) -> String 
 
 #[test]
 fn route_change_is_followed_within_a_second_and_survives_the_controller_going_away() {
-    let net = Net::new().expect("network namespaces");
-    let mut ctl = ControllerProcess::start(&net, &data_dir("route")).unwrap();
-    let v1 = net.pod("reviews-v1").unwrap();
-    let v2 = net.pod("reviews-v2").unwrap();
-    let client = net.pod("client").unwrap();
-    for (pod, version) in [(&v1, "v1"), (&v2, "v2")] {
-        pod.start_echo(8080, version).unwrap();
-        pod.start_meshed_proxy(ctl.grpc, "default", &format!("app=reviews,version={version}"), &[]).unwrap();
-    }
-    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
-    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let mut mesh = TestMesh::start("ctl-route");
+    let _v1 = mesh.backend("reviews-v1", "app=reviews,version=v1", "v1");
+    let v2 = mesh.backend("reviews-v2", "app=reviews,version=v2", "v2");
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
+    let ctl = &mut mesh.ctl;
 
     ctl.apply(&format!("{REVIEWS}---\n{}", route_to("v1"))).unwrap();
-    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    wait_for_route(ctl, "client", "10.96.0.10:9080");
     wait_for_answer(&client, "reviews-v1", Duration::from_secs(5));
-    let text = wait_all_synced(&ctl, 3, Duration::from_secs(5));
+    let text = wait_all_synced(ctl, 3, Duration::from_secs(5));
     assert!(text.starts_with("NAME"), "{text}");
 
     // The route change reaches the client's proxy and its traffic within a second.
     ctl.apply(&route_to("v2")).unwrap();
     let took = wait_for_answer(&client, "reviews-v2", Duration::from_secs(1));
     eprintln!("route change followed after {took:?}");
-    wait_all_synced(&ctl, 3, Duration::from_secs(2));
+    wait_all_synced(ctl, 3, Duration::from_secs(2));
 
     // What the controller sent is visible per proxy.
     let cfg = ctl.weft(&["proxy-config", "client", "clusters"]).unwrap();
@@ -124,14 +106,14 @@ fn route_change_is_followed_within_a_second_and_survives_the_controller_going_aw
     }
     // It comes back on the same data: the proxies reconnect and are in sync.
     ctl.restart().unwrap();
-    wait_all_synced(&ctl, 3, Duration::from_secs(10));
+    wait_all_synced(ctl, 3, Duration::from_secs(10));
     assert_eq!(answer(&client), "reviews-v2");
 }
 
 #[test]
 fn a_config_the_proxy_cannot_apply_is_nacked_and_traffic_stays_on_the_previous_config() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("nack")).unwrap();
+    let mesh = TestMesh::start("ctl-nack");
+    let (net, ctl) = (&mesh.net, &mesh.ctl);
     let backend = net.pod("backend").unwrap();
     backend.start_echo(8080, "v1").unwrap();
     let odd = net.pod("odd").unwrap();
@@ -150,7 +132,7 @@ fn a_config_the_proxy_cannot_apply_is_nacked_and_traffic_stays_on_the_previous_c
     ctl.apply(REVIEWS).unwrap();
     let start = Instant::now();
     let text = loop {
-        let text = statuses(&ctl);
+        let text = statuses(ctl);
         if text.contains("NACKED") {
             break text;
         }
@@ -165,23 +147,15 @@ fn a_config_the_proxy_cannot_apply_is_nacked_and_traffic_stays_on_the_previous_c
 
 #[test]
 fn scaling_a_backend_from_one_to_three_pods_spreads_traffic() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("scale")).unwrap();
-    let client = net.pod("client").unwrap();
-    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
-    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let mesh = TestMesh::start("ctl-scale");
+    let ctl = &mesh.ctl;
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
     ctl.apply(REVIEWS).unwrap();
-    wait_for_route(&ctl, "client", "10.96.0.10:9080");
-    let first = net.pod("reviews-1").unwrap();
-    first.start_echo(8080, "v1").unwrap();
-    first.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    wait_for_route(ctl, "client", "10.96.0.10:9080");
+    let _first = mesh.backend("reviews-1", "app=reviews,version=v1", "v1");
     wait_for_answer(&client, "reviews-1", Duration::from_secs(5));
-    let more: Vec<Pod> = (2..=3).map(|i| net.pod(&format!("reviews-{i}")).unwrap()).collect();
-    for p in &more {
-        p.start_echo(8080, "v1").unwrap();
-        p.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
-    }
-    wait_all_synced(&ctl, 4, Duration::from_secs(5));
+    let _more: Vec<Pod> = (2..=3).map(|i| mesh.backend(&format!("reviews-{i}"), "app=reviews,version=v1", "v1")).collect();
+    wait_all_synced(ctl, 4, Duration::from_secs(5));
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..30 {
         *seen.entry(answer(&client)).or_insert(0) += 1;
@@ -226,8 +200,8 @@ fn route_count(c: &ControllerProcess, proxy: &str) -> usize {
 
 #[test]
 fn proxy_memory_does_not_grow_with_the_size_of_the_mesh() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("scope")).unwrap();
+    let mesh = TestMesh::start("ctl-scope");
+    let (net, ctl) = (&mesh.net, &mesh.ctl);
     // A Sidecar says what workloads in `default` call: 3 services.
     let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress:\n  - hosts: [\"./svc-0.default.svc.cluster.local\", \"./svc-1.default.svc.cluster.local\", \"./svc-2.default.svc.cluster.local\"]\n";
     ctl.apply(&format!("{sidecar}---\n{}", services(0..10))).unwrap();
@@ -238,21 +212,21 @@ fn proxy_memory_does_not_grow_with_the_size_of_the_mesh() {
     let unscoped_pid = unscoped.start_meshed_proxy(ctl.grpc, "other", "app=unscoped", &[]).unwrap();
     let wait_routes = |proxy: &str, n: usize, within: Duration| {
         let start = Instant::now();
-        while route_count(&ctl, proxy) != n {
-            assert!(start.elapsed() < within, "{proxy} never got {n} routes (has {})", route_count(&ctl, proxy));
+        while route_count(ctl, proxy) != n {
+            assert!(start.elapsed() < within, "{proxy} never got {n} routes (has {})", route_count(ctl, proxy));
             std::thread::sleep(Duration::from_millis(50));
         }
     };
     wait_routes("scoped", 3, Duration::from_secs(10));
     wait_routes("unscoped", 10, Duration::from_secs(10));
-    wait_all_synced(&ctl, 2, Duration::from_secs(10));
+    wait_all_synced(ctl, 2, Duration::from_secs(10));
     let (scoped_small, unscoped_small) = (rss_kib(scoped_pid), rss_kib(unscoped_pid));
 
     // The mesh grows to 10,000 services.
     ctl.apply(&services(10..10_000)).unwrap();
     wait_routes("unscoped", 10_000, Duration::from_secs(120));
-    wait_all_synced(&ctl, 2, Duration::from_secs(60));
-    assert_eq!(route_count(&ctl, "scoped"), 3);
+    wait_all_synced(ctl, 2, Duration::from_secs(60));
+    assert_eq!(route_count(ctl, "scoped"), 3);
     let (scoped_big, unscoped_big) = (rss_kib(scoped_pid), rss_kib(unscoped_pid));
     eprintln!("scoped proxy RSS: {scoped_small} KiB -> {scoped_big} KiB; unscoped: {unscoped_small} KiB -> {unscoped_big} KiB");
     assert!(scoped_big.abs_diff(scoped_small) < 2 * 1024, "scoped proxy RSS went {scoped_small} -> {scoped_big} KiB");
@@ -265,15 +239,12 @@ fn proxy_memory_does_not_grow_with_the_size_of_the_mesh() {
 
 #[test]
 fn a_proxy_that_goes_away_leaves_the_endpoints_after_the_grace_period() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("grace")).unwrap();
-    let client = net.pod("client").unwrap();
-    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
+    let mesh = TestMesh::start("ctl-grace");
+    let (net, ctl) = (&mesh.net, &mesh.ctl);
+    let _client = mesh.client("client", "app=client", &[]);
     ctl.apply(REVIEWS).unwrap();
-    wait_for_route(&ctl, "client", "10.96.0.10:9080");
-    let staying = net.pod("reviews-1").unwrap();
-    staying.start_echo(8080, "v1").unwrap();
-    staying.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
+    wait_for_route(ctl, "client", "10.96.0.10:9080");
+    let staying = mesh.backend("reviews-1", "app=reviews,version=v1", "v1");
     let leaving = net.pod("reviews-2").unwrap();
     leaving.start_echo(8080, "v1").unwrap();
     let pid = leaving.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
@@ -291,24 +262,18 @@ fn a_proxy_that_goes_away_leaves_the_endpoints_after_the_grace_period() {
         if !endpoints().contains(&leaving.ip.to_string()) {
             break killed.elapsed();
         }
-        assert!(killed.elapsed() < Duration::from_secs(6), "still an endpoint:\n{}\n{}", endpoints(), statuses(&ctl));
+        assert!(killed.elapsed() < Duration::from_secs(6), "still an endpoint:\n{}\n{}", endpoints(), statuses(ctl));
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(gone >= Duration::from_millis(1900), "removed after {gone:?}, before the 2 s grace period");
     assert!(endpoints().contains(&staying.ip.to_string()));
-    let status = statuses(&ctl);
+    let status = statuses(ctl);
     assert!(!status.contains("reviews-2"), "{status}");
 }
 
 /// `n` requests from `client` to `http://reviews:9080/`, counted by answering pod.
 fn split(client: &Pod, n: usize, header: Option<&str>) -> std::collections::BTreeMap<String, u64> {
-    let n = n.to_string();
-    let mut args = vec!["count", "http://reviews:9080/", n.as_str()];
-    if let Some(h) = header {
-        args.push(h);
-    }
-    let out = client.exec_ok(weft_testkit::workspace_bin("weft-echo"), &args).unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    client.count("http://reviews:9080/", n, header, 1)
 }
 
 fn weighted(v1: u32, v2: u32) -> String {
@@ -319,20 +284,14 @@ fn weighted(v1: u32, v2: u32) -> String {
 
 #[test]
 fn canary_split_90_10_holds_within_3_points_and_header_users_always_reach_v2() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("split")).unwrap();
-    let v1 = net.pod("reviews-v1").unwrap();
-    let v2 = net.pod("reviews-v2").unwrap();
-    for (pod, version) in [(&v1, "v1"), (&v2, "v2")] {
-        pod.start_echo(8080, version).unwrap();
-        pod.start_meshed_proxy(ctl.grpc, "default", &format!("app=reviews,version={version}"), &[]).unwrap();
-    }
-    let client = net.pod("client").unwrap();
-    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
-    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let mesh = TestMesh::start("ctl-split");
+    let ctl = &mesh.ctl;
+    let _v1 = mesh.backend("reviews-v1", "app=reviews,version=v1", "v1");
+    let _v2 = mesh.backend("reviews-v2", "app=reviews,version=v2", "v2");
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
     ctl.apply(&format!("{REVIEWS}---\n{}", weighted(90, 10))).unwrap();
-    wait_for_route(&ctl, "client", "10.96.0.10:9080");
-    wait_all_synced(&ctl, 3, Duration::from_secs(5));
+    wait_for_route(ctl, "client", "10.96.0.10:9080");
+    wait_all_synced(ctl, 3, Duration::from_secs(5));
 
     let counts = split(&client, 2000, None);
     let (a, b) = (counts.get("reviews-v1").copied().unwrap_or(0), counts.get("reviews-v2").copied().unwrap_or(0));
@@ -367,14 +326,10 @@ fn canary_split_90_10_holds_within_3_points_and_header_users_always_reach_v2() {
 
 #[test]
 fn route_actions_rewrite_headers_redirect_direct_response_and_timeout() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("actions")).unwrap();
-    let backend = net.pod("reviews-v1").unwrap();
-    backend.start_echo(8080, "v1").unwrap();
-    backend.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
-    let client = net.pod("client").unwrap();
-    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
-    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let mesh = TestMesh::start("ctl-actions");
+    let ctl = &mesh.ctl;
+    let _backend = mesh.backend("reviews-v1", "app=reviews,version=v1", "v1");
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
     let vs = r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -397,7 +352,7 @@ spec:
     route: [{destination: {host: reviews, subset: v1}}]
 "#;
     ctl.apply(&format!("{REVIEWS}---\n{vs}")).unwrap();
-    wait_for_route(&ctl, "client", "10.96.0.10:9080");
+    wait_for_route(ctl, "client", "10.96.0.10:9080");
 
     let (code, out) = client.curl("http://reviews:9080/old/page?q=1", &["-i", "-H", "x-drop: secret"]).unwrap();
     assert_eq!(code, 200, "{out}");
@@ -429,21 +384,14 @@ fn backend_served(pod: &Pod) -> u64 {
 
 #[test]
 fn retries_hide_a_flaky_backend_and_a_budget_caps_them() {
-    let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start(&net, &data_dir("retries")).unwrap();
-    let backend = net.pod("reviews-v1").unwrap();
-    backend.start_echo(8080, "v1").unwrap();
-    backend.start_meshed_proxy(ctl.grpc, "default", "app=reviews,version=v1", &[]).unwrap();
-    let client = net.pod("client").unwrap();
-    client.start_meshed_proxy(ctl.grpc, "default", "app=client", &[]).unwrap();
-    client.set_hosts(&[("reviews", "10.96.0.10")]).unwrap();
+    let mesh = TestMesh::start("ctl-retries");
+    let ctl = &mesh.ctl;
+    let backend = mesh.backend("reviews-v1", "app=reviews,version=v1", "v1");
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
     let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: reviews}}]\n";
     ctl.apply(&format!("{REVIEWS}---\n{vs}")).unwrap();
-    wait_for_route(&ctl, "client", "10.96.0.10:9080");
-    let count = |n: usize| {
-        let out = client.exec_ok(weft_testkit::workspace_bin("weft-echo"), &["count", "http://reviews:9080/flaky/3", &n.to_string()]).unwrap();
-        serde_json::from_slice::<std::collections::BTreeMap<String, u64>>(&out.stdout).unwrap()
-    };
+    wait_for_route(ctl, "client", "10.96.0.10:9080");
+    let count = |n: usize| client.count("http://reviews:9080/flaky/3", n, None, 1);
 
     // One request in three fails at the backend; with 3 retries the client sees none of it.
     let c = count(1000);
@@ -457,12 +405,7 @@ fn retries_hide_a_flaky_backend_and_a_budget_caps_them() {
     // the backend never sees more than 1.2x the client's requests, plus the minimum.
     let profile = "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata: {name: reviews.default.svc.cluster.local, namespace: default}\nspec:\n  routes: [{name: all, condition: {pathRegex: \"/.*\"}}]\n  retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 1, ttl: 10s}\n";
     ctl.apply(profile).unwrap();
-    let start = Instant::now();
-    while !String::from_utf8_lossy(&ctl.weft(&["proxy-config", "client", "routes", "-o", "json"]).unwrap().stdout).contains("\"ratio\": 0.2") {
-        assert!(start.elapsed() < Duration::from_secs(5), "budget not pushed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    wait_all_synced(&ctl, 2, Duration::from_secs(5));
+    ctl.wait_for_config("client", "the retry budget", Duration::from_secs(5), |c| c["routes"].to_string().contains("\"ratio\":0.2"));
     let before = backend_served(&backend);
     count(1000);
     let received = backend_served(&backend) - before;

@@ -53,7 +53,10 @@ enum Command {
     },
     /// Every proxy the controller knows: config version sent and acknowledged,
     /// SYNCED / STALE / NACKED / DISCONNECTED, the last refusal's reason.
-    ProxyStatus,
+    ProxyStatus {
+        #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
     /// The configuration the controller last sent to one proxy.
     ProxyConfig {
         /// The proxy's id, as `weft proxy-status` lists it.
@@ -118,7 +121,7 @@ fn main() -> ExitCode {
         Command::Token { action: TokenAction::Create { namespace, service_account, ttl } } => {
             resources::create_token(&client::ControllerClient::new(&cli.controller)?, &namespace, &service_account, &ttl)
         }
-        Command::ProxyStatus => resources::proxy_status(&client::ControllerClient::new(&cli.controller)?),
+        Command::ProxyStatus { output } => resources::proxy_status(&client::ControllerClient::new(&cli.controller)?, &output),
         Command::ProxyConfig { proxy, section, output } => {
             resources::proxy_config(&client::ControllerClient::new(&cli.controller)?, &proxy, &section, &output)
         }

@@ -160,8 +160,12 @@ fn table(rows: Vec<Vec<String>>) -> String {
     text
 }
 
-pub fn proxy_status(client: &ControllerClient) -> anyhow::Result<ExitCode> {
+pub fn proxy_status(client: &ControllerClient, output: &str) -> anyhow::Result<ExitCode> {
     let (_, body) = client.call(http::Method::GET, "/api/v1/proxies", None)?;
+    if output == "json" {
+        write_stdout(&(serde_json::to_string_pretty(&body)? + "\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let proxies = body.as_array().cloned().unwrap_or_default();
     if proxies.is_empty() {
         eprintln!("No proxies are connected to the controller.");

@@ -7,7 +7,14 @@
 //! Needs root (network namespaces, veth, iptables). Without it, [`Net::new`]
 //! fails with the reason: end-to-end tests fail rather than pass silently.
 
+pub mod capture;
+pub mod controller;
 pub mod layers;
+pub mod mesh;
+
+pub use capture::{contains_bytes, Capture};
+pub use controller::ControllerProcess;
+pub use mesh::TestMesh;
 
 use anyhow::{bail, Context};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -343,6 +350,20 @@ impl Pod {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// `n` GETs of `url` from inside the pod with `weft-echo count`, `concurrency`
+    /// at once (`header` as `name:value`): answers by the pod that served them,
+    /// failures as `status NNN`.
+    pub fn count(&self, url: &str, n: usize, header: Option<&str>, concurrency: usize) -> std::collections::BTreeMap<String, u64> {
+        let (n, c) = (n.to_string(), concurrency.to_string());
+        let mut args = vec!["count", url, n.as_str()];
+        if let Some(h) = header {
+            args.push(h);
+        }
+        args.extend(["--concurrency", c.as_str()]);
+        let out = self.exec_ok(workspace_bin("weft-echo"), &args).unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("weft-echo count: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Runs curl inside the pod; returns (status code, body). Extra args go before the URL.
     pub fn curl(&self, url: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
         let mut args = vec!["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"];
@@ -400,197 +421,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A `weft controller` process on the host, reachable from pods at the
-/// bridge's address. Killed on drop; its data directory survives restarts
-/// within one test.
-pub struct ControllerProcess {
-    child: Option<Child>,
-    /// Extra `weft controller` arguments.
-    extra: Vec<String>,
-    pub api: SocketAddr,
-    pub grpc: SocketAddr,
-    pub data_dir: PathBuf,
-}
-
-impl ControllerProcess {
-    pub fn start(net: &Net, data_dir: &std::path::Path) -> anyhow::Result<ControllerProcess> {
-        Self::start_with(net, data_dir, &[])
-    }
-
-    pub fn start_with(net: &Net, data_dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
-        let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let grpc = SocketAddr::from((net.gateway(), free_port()?));
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = ControllerProcess { child: None, extra, api, grpc, data_dir: data_dir.to_path_buf() };
-        c.restart()?;
-        Ok(c)
-    }
-
-    pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.with_extension("log"))?;
-        let child = Command::new(workspace_bin("weft"))
-            .args(["controller", "--data-dir", self.data_dir.to_str().unwrap_or_default()])
-            .args(["--listen", &self.api.to_string(), "--grpc-listen", &self.grpc.to_string(), "--endpoint-grace", "2s"])
-            .args(&self.extra)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        wait_for_tcp(self.api, Duration::from_secs(10))?;
-        wait_for_tcp(self.grpc, Duration::from_secs(10))?;
-        Ok(())
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
-    }
-
-    /// Runs `weft ARGS` against this controller.
-    pub fn weft(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(workspace_bin("weft")).arg("--controller").arg(self.api.to_string()).args(args).output()?)
-    }
-
-    /// `weft proxy-status`, as printed.
-    pub fn proxy_status(&self) -> String {
-        self.weft(&["proxy-status"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
-    }
-
-    /// Has `proxy` acknowledged the config the controller wants it to run?
-    pub fn is_synced(&self, proxy: &str) -> bool {
-        self.proxy_status().lines().any(|l| l.starts_with(&format!("{proxy} ")) && l.contains(" SYNCED "))
-    }
-
-    /// How many proxies are SYNCED.
-    pub fn synced_count(&self) -> usize {
-        self.proxy_status().lines().filter(|l| l.contains(" SYNCED ")).count()
-    }
-
-    /// A join token for `namespace`/`service_account` (`weft token create`).
-    pub fn token(&self, namespace: &str, service_account: &str) -> anyhow::Result<String> {
-        let out = self.weft(&["token", "create", "--namespace", namespace, "--service-account", service_account])?;
-        if !out.status.success() {
-            bail!("weft token create failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    /// `weft apply -f` of YAML text.
-    pub fn apply(&self, yaml: &str) -> anyhow::Result<()> {
-        let f = self.data_dir.with_extension(format!("apply-{}.yaml", std::process::id()));
-        std::fs::write(&f, yaml)?;
-        let out = self.weft(&["apply", "-f", f.to_str().unwrap_or_default()])?;
-        let _ = std::fs::remove_file(&f);
-        if !out.status.success() {
-            bail!("weft apply failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let _ = std::fs::remove_file(self.data_dir.with_extension("log"));
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A packet capture with tcpdump on a host interface (a pod's veth), to show
-/// what actually crossed the wire.
-pub struct Capture {
-    child: Option<Child>,
-    file: PathBuf,
-    log: PathBuf,
-    /// Where the end-of-capture marker is sent (UDP port 9, discard).
-    target: Ipv4Addr,
-}
-
-/// The UDP port the end-of-capture marker goes to.
-const MARKER_PORT: u16 = 9;
-
-impl Capture {
-    /// Starts capturing on `interface` with a pcap `filter`; returns once
-    /// tcpdump says it is listening, so nothing sent afterwards is missed.
-    /// `target` is an address behind the interface (the pod's).
-    pub fn start(interface: &str, filter: &str, target: Ipv4Addr) -> anyhow::Result<Capture> {
-        static NEXT_CAPTURE: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT_CAPTURE.fetch_add(1, Ordering::SeqCst);
-        let file = std::env::temp_dir().join(format!("weft-capture-{}-{n}.pcap", std::process::id()));
-        let log = file.with_extension("log");
-        let filter = format!("({filter}) or udp port {MARKER_PORT}");
-        let child = Command::new("tcpdump")
-            .args(["-i", interface, "--immediate-mode", "-U", "-n", "-s", "0", "-w", file.to_str().unwrap_or_default(), &filter])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("tcpdump (Debian package tcpdump) is needed to capture traffic")?;
-        let cap = Capture { child: Some(child), file, log, target };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&cap.log).unwrap_or_default();
-            if text.contains("listening on") {
-                return Ok(cap);
-            }
-            if Instant::now() > deadline {
-                bail!("tcpdump did not start: {text}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stops the capture and returns the pcap file's bytes. Everything sent
-    /// before is in it: a marker packet is sent through the same interface
-    /// and the capture ends only once the marker is in the file.
-    pub fn stop(mut self) -> anyhow::Result<Vec<u8>> {
-        let marker = format!("weft-capture-end-{}", self.file.display());
-        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        'wait: loop {
-            socket.send_to(marker.as_bytes(), (self.target, MARKER_PORT))?;
-            let resend = Instant::now() + Duration::from_millis(100);
-            while Instant::now() < resend {
-                if contains_bytes(&std::fs::read(&self.file).unwrap_or_default(), marker.as_bytes()) {
-                    break 'wait;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if Instant::now() > deadline {
-                bail!("the capture never saw its end marker");
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            // SIGINT makes tcpdump flush and close the file.
-            let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
-            c.wait()?;
-        }
-        Ok(std::fs::read(&self.file)?)
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_file(&self.file);
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// Does `haystack` contain `needle` anywhere?
-pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
