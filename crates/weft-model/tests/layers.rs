@@ -15,10 +15,5 @@ const LAYERS: &[&[&str]] = &[
 
 #[test]
 fn modules_use_only_the_layers_below_them() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = weft_testkit::layers::graph(&src).unwrap();
-    assert!(graph.len() >= 8, "the source tree was not read: {graph:?}");
-    assert_eq!(weft_testkit::layers::cycle(&graph), None, "an import circle");
-    let broken = weft_testkit::layers::violations(&graph, LAYERS);
-    assert!(broken.is_empty(), "import rule broken:\n{}\n{graph:?}", broken.join("\n"));
+    weft_testkit::layers::assert_layers(env!("CARGO_MANIFEST_DIR"), LAYERS);
 }
