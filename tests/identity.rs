@@ -96,9 +96,9 @@ fn a_join_token_cannot_obtain_another_namespaces_identity() {
 }
 
 #[test]
-fn a_controller_that_requires_certificates_refuses_token_less_proxies() {
+fn a_controller_refuses_token_less_proxies_by_default() {
     let net = Net::new().expect("network namespaces");
-    let ctl = ControllerProcess::start_with(&net, &data_dir("require"), &["--require-proxy-certificates"]).unwrap();
+    let ctl = ControllerProcess::start(&net, &data_dir("require")).unwrap();
     let anonymous = net.pod("anonymous").unwrap();
     anonymous.start_meshed_proxy(ctl.grpc, "default", "app=anonymous", &[]).unwrap();
     let token = ctl.token("default", "known").unwrap();
@@ -107,7 +107,7 @@ fn a_controller_that_requires_certificates_refuses_token_less_proxies() {
     let start = Instant::now();
     loop {
         let status = ctl.proxy_status();
-        let refused = ctl.logs().lines().any(|l| l.contains("Hello refused") && l.contains("anonymous") && l.contains("--require-proxy-certificates"));
+        let refused = ctl.logs().lines().any(|l| l.contains("Hello refused") && l.contains("anonymous") && l.contains("admits only proxies with a workload certificate"));
         if refused && ctl.is_synced("known") {
             assert!(!status.contains("anonymous"), "{status}");
             break;

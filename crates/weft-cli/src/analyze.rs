@@ -34,7 +34,7 @@ pub struct Args {
     root_namespace: String,
 }
 
-pub fn run(args: Args, controller: &str) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, controller: &crate::client::Connection) -> anyhow::Result<ExitCode> {
     let failure = Severity::parse(&args.failure_threshold).context("failure threshold")?;
     let shown = Severity::parse(&args.output_threshold).context("output threshold")?;
     if args.files.is_empty() {
@@ -70,7 +70,7 @@ pub fn run(args: Args, controller: &str) -> anyhow::Result<ExitCode> {
 }
 
 /// Analysis of what the controller has stored.
-fn live(controller: &str, failure: Severity, shown: Severity, output: &str) -> anyhow::Result<ExitCode> {
+fn live(controller: &crate::client::Connection, failure: Severity, shown: Severity, output: &str) -> anyhow::Result<ExitCode> {
     let client = crate::client::ControllerClient::new(controller)?;
     let (_, body) = client.call(http::Method::GET, "/api/v1/analyze", None)?;
     let all = body["messages"].as_array().cloned().unwrap_or_default();

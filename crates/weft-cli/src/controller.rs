@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// The store, the CA and the API key live in the global `--data-dir`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where the embedded store keeps its file (weft.redb).
-    #[arg(long, default_value = "./weft-data")]
-    data_dir: PathBuf,
     /// Address of the HTTP API used by `weft apply/get/delete/analyze`.
     #[arg(long, default_value = crate::client::DEFAULT_CONTROLLER)]
     listen: SocketAddr,
@@ -19,9 +17,12 @@ pub struct Args {
     /// How long a disconnected proxy's workload stays an endpoint (e.g. `10s`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     endpoint_grace: std::time::Duration,
-    /// Refuse config streams from proxies without a workload certificate (production):
-    /// without it, token-less proxies may stream in plaintext and are taken at their word.
+    /// Development only: also admit proxies without a workload certificate, taking
+    /// them at their word about who they are (never endpoints beside verified ones).
     #[arg(long)]
+    insecure_dev: bool,
+    /// The default now (kept so existing scripts run): proxies must prove who they are.
+    #[arg(long, hide = true, conflicts_with = "insecure_dev")]
     require_proxy_certificates: bool,
     /// The trust domain of workload identities (spiffe://TRUST-DOMAIN/ns/NS/sa/SA).
     #[arg(long, default_value = "cluster.local")]
@@ -46,7 +47,7 @@ pub struct Args {
     root_namespace: String,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     // Colours only on a terminal: logs written to files stay greppable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -58,11 +59,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     weft_controller::server::run(weft_controller::server::Options {
-        data_dir: args.data_dir,
+        data_dir: data_dir.to_path_buf(),
         listen: args.listen,
         grpc_listen: args.grpc_listen,
         endpoint_grace: args.endpoint_grace,
-        require_proxy_certificates: args.require_proxy_certificates,
+        insecure_dev: args.insecure_dev,
         trust_domain: args.trust_domain,
         cert_ttl: args.cert_ttl,
         plugged_ca,

@@ -2,6 +2,7 @@
 //! subcommand lives in its own module; this file only parses the command line.
 
 mod analyze;
+mod check;
 mod client;
 mod controller;
 mod resources;
@@ -15,9 +16,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "weft", version, about, long_about = None)]
 struct Cli {
-    /// The controller's API address.
-    #[arg(long, global = true, env = "WEFT_CONTROLLER", default_value = client::DEFAULT_CONTROLLER)]
-    controller: String,
+    #[command(flatten)]
+    conn: client::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +83,15 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Tokens for the controller's API: `weft api-token create --name alice --role read`
+    /// (admin only; `read` may get, `admin` may also apply, delete and mint tokens).
+    ApiToken {
+        #[command(subcommand)]
+        action: ApiTokenAction,
+    },
+    /// Checks the mesh: the controller's mode, certificate expiry, proxies in sync.
+    /// Exits 1 when a check fails.
+    Check(check::Args),
     /// Delete configuration named in files, or by KIND NAME.
     Delete {
         #[arg(short = 'f', long = "filename", num_args = 1..)]
@@ -91,6 +100,21 @@ enum Command {
         name: Option<String>,
         #[arg(short, long, default_value = "default")]
         namespace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiTokenAction {
+    /// Create a token for one caller of the API.
+    Create {
+        /// Who the token is for (shown in the controller's audit log).
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
+        role: String,
+        /// How long the token is valid (at most 90d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
     },
 }
 
@@ -110,27 +134,25 @@ enum TokenAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let conn = &cli.conn;
+    let client = || client::ControllerClient::new(conn);
     let result = (|| match cli.command {
-        Command::Analyze(args) => analyze::run(args, &cli.controller),
-        Command::Controller(args) => controller::run(args),
-        Command::Apply { files, dry_run } => resources::apply(&client::ControllerClient::new(&cli.controller)?, &files, dry_run),
+        Command::Analyze(args) => analyze::run(args, conn),
+        Command::Controller(args) => controller::run(args, &conn.data_dir),
+        Command::Apply { files, dry_run } => resources::apply(&client()?, &files, dry_run),
         Command::Get { kind, name, namespace, all_namespaces, output } => {
             let ns = (!all_namespaces).then_some(namespace.as_str());
-            resources::get(&client::ControllerClient::new(&cli.controller)?, &kind, name.as_deref(), ns, &output)
+            resources::get(&client()?, &kind, name.as_deref(), ns, &output)
         }
         Command::Token { action: TokenAction::Create { namespace, service_account, ttl } } => {
-            resources::create_token(&client::ControllerClient::new(&cli.controller)?, &namespace, &service_account, &ttl)
+            resources::create_token(&client()?, &namespace, &service_account, &ttl)
         }
-        Command::ProxyStatus { output } => resources::proxy_status(&client::ControllerClient::new(&cli.controller)?, &output),
-        Command::ProxyConfig { proxy, section, output } => {
-            resources::proxy_config(&client::ControllerClient::new(&cli.controller)?, &proxy, &section, &output)
-        }
-        Command::TlsCheck { proxy, host, output } => {
-            resources::tls_check(&client::ControllerClient::new(&cli.controller)?, &proxy, host.as_deref(), &output)
-        }
-        Command::Delete { files, kind, name, namespace } => {
-            resources::delete(&client::ControllerClient::new(&cli.controller)?, &files, kind.as_deref(), name.as_deref(), &namespace)
-        }
+        Command::ApiToken { action: ApiTokenAction::Create { name, role, ttl } } => resources::create_api_token(&client()?, &name, &role, &ttl),
+        Command::Check(args) => check::run(&client()?, args),
+        Command::ProxyStatus { output } => resources::proxy_status(&client()?, &output),
+        Command::ProxyConfig { proxy, section, output } => resources::proxy_config(&client()?, &proxy, &section, &output),
+        Command::TlsCheck { proxy, host, output } => resources::tls_check(&client()?, &proxy, host.as_deref(), &output),
+        Command::Delete { files, kind, name, namespace } => resources::delete(&client()?, &files, kind.as_deref(), name.as_deref(), &namespace),
     })();
     match result {
         Ok(code) => code,

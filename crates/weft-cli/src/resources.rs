@@ -189,6 +189,19 @@ pub fn proxy_status(client: &ControllerClient, output: &str) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn create_api_token(client: &ControllerClient, name: &str, role: &str, ttl: &str) -> anyhow::Result<ExitCode> {
+    let ttl = weft_model::values::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let req = serde_json::json!({"name": name, "role": role, "ttl_seconds": ttl.as_secs()});
+    let (status, body) = client.call(http::Method::POST, "/api/v1/api-tokens", Some(req))?;
+    if status >= 400 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("token not created"));
+        return Ok(ExitCode::from(1));
+    }
+    println!("{}", body["token"].as_str().unwrap_or_default());
+    eprintln!("API token for {name} ({role}), valid until unix time {}; pass it as --token or WEFT_API_TOKEN", body["expires_unix"]);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn create_token(client: &ControllerClient, namespace: &str, service_account: &str, ttl: &str) -> anyhow::Result<ExitCode> {
     let ttl = weft_model::values::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let req = serde_json::json!({"namespace": namespace, "service_account": service_account, "ttl_seconds": ttl.as_secs()});

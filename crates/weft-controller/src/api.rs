@@ -9,32 +9,85 @@
 //! - `GET /api/v1/resources?kind=&namespace=&name=`: stored objects.
 //! - `POST /api/v1/delete` `{keys: [...]}`: all or nothing.
 //! - `GET /api/v1/analyze`: analysis of the stored state.
+//! - `POST /api/v1/tokens`: a join token for a workload identity;
+//!   `POST /api/v1/api-tokens`: a token for the API itself.
+//!
+//! Every route but `/healthz` needs a caller ([`crate::auth`]): reads need
+//! the `read` role, everything that changes the mesh or mints credentials
+//! `admin`. Without credentials the answer is 401, with too few rights 403.
+//! Every change is logged with the caller's name.
 
+use crate::auth::{Caller, Role};
+use crate::listener::Peer;
 use crate::state::Controller;
 use crate::store::{Change, ObjectKey, Outcome, StoreError, StoredObject};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use weft_model::analyze;
 use weft_model::{Message, Severity};
 
 pub fn router(controller: Arc<Controller>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/v1/apply", post(apply))
-        .route("/api/v1/delete", post(delete))
+    let read = Router::new()
         .route("/api/v1/resources", get(list))
         .route("/api/v1/analyze", get(analyze_live))
         .route("/api/v1/proxies", get(proxies))
         .route("/api/v1/proxies/{id}/config", get(proxy_config))
         .route("/api/v1/proxies/{id}/secret", get(proxy_secret))
         .route("/api/v1/proxies/{id}/tls", get(proxy_tls))
+        .route("/api/v1/status", get(status))
+        .route_layer(axum::middleware::from_fn_with_state(controller.clone(), require_read));
+    let admin = Router::new()
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/delete", post(delete))
         .route("/api/v1/tokens", post(create_token))
-        .with_state(controller)
+        .route("/api/v1/api-tokens", post(create_api_token))
+        .route_layer(axum::middleware::from_fn_with_state(controller.clone(), require_admin));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(read).merge(admin).with_state(controller)
+}
+
+/// The caller of a request: its client certificate (TLS), else its bearer token.
+fn caller(c: &Controller, req: &axum::extract::Request) -> Result<Caller, Box<Response>> {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<Peer>>().map(|ci| &ci.0);
+    if let Some(id) = peer.and_then(|p| p.identity.as_ref()) {
+        if let Some(caller) = c.auth.from_certificate(id) {
+            return Ok(caller);
+        }
+    }
+    let bearer = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = bearer else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "credentials needed: run weft on the controller's machine (it reads DATA_DIR/api/admin.token), or pass --token (WEFT_API_TOKEN)");
+        r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        return Err(Box::new(r));
+    };
+    c.auth.verify(token.trim()).map_err(|e| Box::new(error(StatusCode::UNAUTHORIZED, &format!("the API token was refused: {e}"))))
+}
+
+async fn gate(role: Role, c: Arc<Controller>, mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match caller(&c, &req) {
+        Ok(who) if who.role >= role => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
+        }
+        Ok(who) => error(StatusCode::FORBIDDEN, &format!("{} has the {} role; this needs {role}", who.name, who.role)),
+        Err(r) => *r,
+    }
+}
+
+async fn require_read(State(c): State<Arc<Controller>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    gate(Role::Read, c, req, next).await
+}
+
+async fn require_admin(State(c): State<Arc<Controller>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    gate(Role::Admin, c, req, next).await
+}
+
+fn error(status: StatusCode, text: &str) -> Response {
+    (status, Json(serde_json::json!({"error": text}))).into_response()
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -101,7 +154,7 @@ pub fn key_of(value: &serde_json::Value) -> Option<ObjectKey> {
     Some(ObjectKey { group: group.to_string(), kind, namespace, name })
 }
 
-async fn apply(State(c): State<Arc<Controller>>, Json(req): Json<ApplyRequest>) -> Response {
+async fn apply(State(c): State<Arc<Controller>>, Extension(who): Extension<Caller>, Json(req): Json<ApplyRequest>) -> Response {
     let _guard = c.write_lock().await;
     let mut bundle = weft_model::Bundle::default();
     let mut changes = Vec::new();
@@ -174,7 +227,8 @@ async fn apply(State(c): State<Arc<Controller>>, Json(req): Json<ApplyRequest>) 
                     Change::Delete { .. } => None,
                 })
                 .collect();
-            tracing::info!(revision, "applied");
+            let keys: Vec<String> = changes.iter().map(|c| c.key().to_string()).collect();
+            tracing::info!(revision, caller = %who.name, objects = %keys.join(","), "applied");
             c.changed.notify_one();
             Json(ApplyResponse { applied: true, revision, results, messages: messages_json(&advice), error: None }).into_response()
         }
@@ -196,11 +250,13 @@ pub struct DeleteRequest {
     pub keys: Vec<ObjectKey>,
 }
 
-async fn delete(State(c): State<Arc<Controller>>, Json(req): Json<DeleteRequest>) -> Response {
+async fn delete(State(c): State<Arc<Controller>>, Extension(who): Extension<Caller>, Json(req): Json<DeleteRequest>) -> Response {
     let _guard = c.write_lock().await;
     let changes: Vec<Change> = req.keys.iter().map(|k| Change::Delete { key: k.clone(), expected_version: None }).collect();
     match c.store.commit(&changes) {
         Ok((revision, _)) => {
+            let keys: Vec<String> = req.keys.iter().map(|k| k.to_string()).collect();
+            tracing::info!(revision, caller = %who.name, objects = %keys.join(","), "deleted");
             c.changed.notify_one();
             let results = req.keys.into_iter().map(|key| ObjectResult { key, outcome: "deleted".into() }).collect();
             Json(ApplyResponse { applied: true, revision, results, messages: vec![], error: None }).into_response()
@@ -321,11 +377,42 @@ struct TokenRequest {
     ttl_seconds: u64,
 }
 
-async fn create_token(State(c): State<Arc<Controller>>, Json(req): Json<TokenRequest>) -> Response {
+async fn create_token(State(c): State<Arc<Controller>>, Extension(who): Extension<Caller>, Json(req): Json<TokenRequest>) -> Response {
     match c.ca.create_token(&req.namespace, &req.service_account, std::time::Duration::from_secs(req.ttl_seconds)) {
-        Ok((token, id, expires)) => Json(serde_json::json!({"token": token, "spiffe_id": id.to_string(), "expires_unix": expires})).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Ok((token, id, expires)) => {
+            tracing::info!(caller = %who.name, identity = %id, expires, "join token created");
+            Json(serde_json::json!({"token": token, "spiffe_id": id.to_string(), "expires_unix": expires})).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiTokenRequest {
+    name: String,
+    role: Role,
+    ttl_seconds: u64,
+}
+
+async fn create_api_token(State(c): State<Arc<Controller>>, Extension(who): Extension<Caller>, Json(req): Json<ApiTokenRequest>) -> Response {
+    match c.auth.mint(&req.name, req.role, std::time::Duration::from_secs(req.ttl_seconds)) {
+        Ok((token, expires)) => {
+            tracing::info!(caller = %who.name, name = %req.name, role = %req.role, expires, "API token created");
+            Json(serde_json::json!({"token": token, "name": req.name, "role": req.role, "expires_unix": expires})).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// What `weft check` reads: how the controller runs.
+async fn status(State(c): State<Arc<Controller>>) -> Response {
+    Json(serde_json::json!({
+        "insecure_dev": c.insecure_dev,
+        "trust_domain": c.ca.trust_domain(),
+        "root_expires_unix": c.ca.root_expiry_unix(),
+        "certificates": c.ca.issued(),
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

@@ -31,6 +31,12 @@ pub struct IssuedInfo {
     pub root_fingerprints: Vec<String>,
 }
 
+/// The namespace of the control plane's own identities.
+pub const CONTROL_PLANE_NAMESPACE: &str = "weft-system";
+
+/// The longest a join token may be used to obtain certificates.
+pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub struct MeshCa {
     ca: CertificateAuthority,
     token_key: hmac::Key,
@@ -42,18 +48,60 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Writes a file so that a crash leaves either the old or the new contents,
+/// never a part: a temporary file beside it (created with `mode`), synced,
+/// renamed over the target, and the directory synced.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(contents)
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(mode).open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, contents, 0o600)
+}
+
+/// Creates `dir` (and its parents) and makes it readable by its owner only.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A 32-byte secret kept in `path`: read, or made and written when the file
+/// does not exist. A file that exists but is not a key stops start-up:
+/// silently making a new one would invalidate everything signed with it.
+pub fn secret_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(s) if s.len() == 32 => Ok(s),
+        Ok(s) => anyhow::bail!(
+            "{} is damaged ({} bytes, a key is 32): restore it from a backup, or remove it to make a new one (every join token and API token signed with it stops working)",
+            path.display(),
+            s.len()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut s = vec![0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s).map_err(|_| anyhow::anyhow!("no randomness"))?;
+            write_private(path, &s)?;
+            Ok(s)
+        }
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    }
 }
 
 impl MeshCa {
     /// Loads the CA: plugged-in files, else the root kept in `DATA_DIR/ca`, else a new root saved there.
     pub fn open(data_dir: &Path, trust_domain: &str, plugged: Option<&PluggedCa>, cert_ttl: Duration) -> anyhow::Result<MeshCa> {
         let dir = data_dir.join("ca");
-        std::fs::create_dir_all(&dir)?;
+        private_dir(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
         let ca = match plugged {
             Some(p) => CertificateAuthority::from_pem(
@@ -69,22 +117,14 @@ impl MeshCa {
             }
             None => {
                 let ca = CertificateAuthority::generate_root(trust_domain)?;
-                std::fs::write(dir.join("root.pem"), ca.signing_cert_pem())?;
+                // The key first: a root on disk without its key would be read back as a CA that cannot sign.
                 write_private(&dir.join("root-key.pem"), ca.signing_key_pem().as_bytes())?;
+                write_atomic(&dir.join("root.pem"), ca.signing_cert_pem().as_bytes(), 0o644)?;
                 tracing::info!(dir = %dir.display(), "created a new mesh root CA");
                 ca
             }
         };
-        let secret_path = dir.join("token.key");
-        let secret = match std::fs::read(&secret_path) {
-            Ok(s) if s.len() == 32 => s,
-            _ => {
-                let mut s = vec![0u8; 32];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s).map_err(|_| anyhow::anyhow!("no randomness"))?;
-                write_private(&secret_path, &s)?;
-                s
-            }
-        };
+        let secret = secret_key(&dir.join("token.key"))?;
         Ok(MeshCa { ca, token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret), cert_ttl, issued: Mutex::new(BTreeMap::new()) })
     }
 
@@ -113,9 +153,17 @@ impl MeshCa {
         self.ca.trust_bundle_pem()
     }
 
-    /// A join token granting `namespace/service_account` until `ttl` from now.
+    /// A join token granting `namespace/service_account` until `ttl` from now
+    /// (at most [`MAX_JOIN_TOKEN_TTL`]). The control plane's own namespace is
+    /// never granted: its identities are the controller's and its operators'.
     pub fn create_token(&self, namespace: &str, service_account: &str, ttl: Duration) -> anyhow::Result<(String, SpiffeId, u64)> {
         let id = SpiffeId::new(self.trust_domain(), namespace, service_account)?;
+        if namespace == CONTROL_PLANE_NAMESPACE {
+            anyhow::bail!("namespace {CONTROL_PLANE_NAMESPACE} is the control plane's own: no join token grants its identities");
+        }
+        if ttl.is_zero() || ttl > MAX_JOIN_TOKEN_TTL {
+            anyhow::bail!("ttl must be between 1s and {}d", MAX_JOIN_TOKEN_TTL.as_secs() / 86400);
+        }
         let expires = unix(SystemTime::now() + ttl);
         // The root's fingerprint rides along, so the proxy can check it talks to this CA's
         // controller before it has a trust bundle (covered by the HMAC like the rest).
@@ -177,6 +225,17 @@ impl MeshCa {
         Ok((issued, id, roots))
     }
 
+    /// Every proxy's last certificate, by proxy id.
+    pub fn issued(&self) -> BTreeMap<String, IssuedInfo> {
+        self.issued.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// When the first root of the trust bundle expires (unix seconds).
+    pub fn root_expiry_unix(&self) -> Option<i64> {
+        let bundle = weft_identity::TrustBundle::from_pem(self.trust_domain(), &self.ca.trust_bundle_pem()).ok()?;
+        weft_identity::tls::serial_and_expiry(bundle.roots.first()?).ok().map(|(_, t)| t)
+    }
+
     pub fn issued_to(&self, proxy_id: &str) -> Option<IssuedInfo> {
         self.issued.lock().unwrap_or_else(|e| e.into_inner()).get(proxy_id).cloned()
     }
@@ -204,9 +263,19 @@ mod tests {
             String::from_utf8(weft_identity::token::unhex(payload).unwrap()).unwrap().replace("shop", "bank").as_bytes(),
         );
         assert_eq!(m.verify_token(&format!("{forged_payload}.{tag}")).unwrap_err(), "token not issued by this controller");
-        let (old, _, _) = m.create_token("shop", "checkout", Duration::ZERO).unwrap();
-        std::thread::sleep(Duration::from_millis(1100));
+        let (old, _, _) = m.create_token("shop", "checkout", Duration::from_secs(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(2100));
         assert!(m.verify_token(&old).unwrap_err().contains("expired"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn tokens_are_never_minted_for_the_control_plane_or_for_ever() {
+        let (m, dir) = ca("limits");
+        let e = m.create_token("weft-system", "weft-controller", Duration::from_secs(60)).unwrap_err().to_string();
+        assert!(e.contains("weft-system is the control plane's own"), "{e}");
+        let e = m.create_token("shop", "checkout", Duration::from_secs(u64::MAX - 1)).unwrap_err().to_string();
+        assert!(e.contains("ttl must be between 1s and 30d"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -220,6 +289,23 @@ mod tests {
         assert!(again.verify_token(&token).is_ok());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(dir.join("ca/root-key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.join("ca")).unwrap().permissions().mode() & 0o777, 0o700);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("ca")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        assert!(leftovers.is_empty(), "atomic writes leave no temporary files");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_damaged_token_key_stops_the_controller_instead_of_invalidating_every_token() {
+        let (m, dir) = ca("damaged");
+        let (token, _, _) = m.create_token("a", "b", Duration::from_secs(60)).unwrap();
+        std::fs::write(dir.join("ca/token.key"), b"half a ke").unwrap();
+        let e = MeshCa::open(&dir, "cluster.local", None, Duration::from_secs(60)).err().unwrap().to_string();
+        assert!(e.contains("token.key is damaged (9 bytes, a key is 32)"), "{e}");
+        // Removed on purpose: a new key, and the old token no longer verifies.
+        std::fs::remove_file(dir.join("ca/token.key")).unwrap();
+        let fresh = MeshCa::open(&dir, "cluster.local", None, Duration::from_secs(60)).unwrap();
+        assert!(fresh.verify_token(&token).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

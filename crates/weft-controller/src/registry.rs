@@ -6,6 +6,8 @@
 
 use crate::compile::Endpoint;
 use serde::Serialize;
+use std::net::IpAddr;
+use weft_identity::SpiffeId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +30,8 @@ pub enum SyncStatus {
 
 pub(crate) struct Entry {
     pub(crate) hello: Hello,
+    /// Who the proxy proved to be.
+    pub(crate) proven: Proven,
     pub(crate) sender: Option<mpsc::Sender<Result<ConfigPush, Status>>>,
     /// Which stream this entry belongs to (a reconnect replaces it).
     pub(crate) session: u64,
@@ -58,6 +62,24 @@ pub struct ProxyStatus {
     pub last_nack: Option<String>,
     /// Seconds since the proxy was last heard from.
     pub last_seen_seconds_ago: u64,
+}
+
+/// Who a proxy proved to be when it said Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proven {
+    /// Its workload certificate: this SPIFFE ID.
+    Identity(SpiffeId),
+    /// Nothing (`--insecure-dev` only): known by the address it connects from.
+    Unverified(IpAddr),
+}
+
+impl std::fmt::Display for Proven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Proven::Identity(id) => write!(f, "{id}"),
+            Proven::Unverified(ip) => write!(f, "an unverified proxy at {ip}"),
+        }
+    }
 }
 
 pub struct Registry {
@@ -136,6 +158,7 @@ impl Registry {
                         .mtls
                         .then(|| format!("spiffe://{trust_domain}/ns/{}/sa/{}", e.hello.namespace, e.hello.service_account)),
                     weight: 1,
+                    verified: matches!(e.proven, Proven::Identity(_)),
                 })
             })
             .collect()

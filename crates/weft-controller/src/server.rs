@@ -22,8 +22,8 @@ pub struct Options {
     pub grpc_listen: SocketAddr,
     /// How long a disconnected proxy's workload stays an endpoint.
     pub endpoint_grace: Duration,
-    /// Refuse config streams from proxies without a workload certificate.
-    pub require_proxy_certificates: bool,
+    /// Take token-less proxies at their word (development only).
+    pub insecure_dev: bool,
     pub trust_domain: String,
     /// Lifetime of workload certificates.
     pub cert_ttl: Duration,
@@ -38,20 +38,27 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let store = crate::store::RedbStore::open(&opts.data_dir)?;
     let ca = MeshCa::open(&opts.data_dir, &opts.trust_domain, opts.plugged_ca.as_ref(), opts.cert_ttl)?;
     let analysis = weft_model::analyze::Options { root_namespace: opts.root_namespace.clone() };
-    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca);
+    let auth = crate::auth::ApiAuth::open(&opts.data_dir, &opts.trust_domain)?;
+    tracing::info!(token = %auth.local_token.display(), "the local admin credential for weft on this machine");
+    if opts.insecure_dev {
+        tracing::warn!("--insecure-dev: proxies without a certificate are taken at their word about who they are; never run a mesh like this in production");
+    }
+    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca, auth, opts.insecure_dev);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(opts.listen).await?;
-        tracing::info!(address = %opts.listen, data_dir = %opts.data_dir.display(), "controller listening");
-        let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), require_certificates: opts.require_proxy_certificates };
-        // The proxies' port speaks TLS (with the controller's own certificate, proxies
+        let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), insecure_dev: opts.insecure_dev };
+        // Both ports speak TLS (with the controller's own certificate, clients
         // authenticated by theirs) and plaintext, told apart by the first byte.
         let (chain, key) = controller.ca.serving_identity()?;
-        let tls = crate::grpc_listener::server_config(&chain, &key, controller.ca.trust_domain(), &controller.ca.trust_bundle_pem())?;
+        let tls = crate::listener::server_config(&chain, &key, controller.ca.trust_domain(), &controller.ca.trust_bundle_pem())?;
+        let mut api_tls = (*tls).clone();
+        api_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let listener = crate::listener::ApiListener::new(tokio::net::TcpListener::bind(opts.listen).await?, std::sync::Arc::new(api_tls))?;
+        tracing::info!(address = %opts.listen, data_dir = %opts.data_dir.display(), "controller listening");
         let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_listen).await?;
         let grpc = tonic::transport::Server::builder()
             .add_service(weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024))
-            .serve_with_incoming(crate::grpc_listener::incoming(grpc_listener, tls));
+            .serve_with_incoming(crate::listener::incoming(grpc_listener, tls));
         tracing::info!(address = %opts.grpc_listen, "proxies stream config from here");
         tokio::spawn(async move {
             if let Err(e) = grpc.await {
@@ -61,7 +68,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         tokio::spawn(push_loop(controller.clone(), controller.registry.clone(), Duration::from_millis(100)));
         // Proxies that are already connected get the stored state at once.
         controller.changed.notify_one();
-        axum::serve(listener, crate::api::router(controller)).with_graceful_shutdown(stopped()).await?;
+        let app = crate::api::router(controller).into_make_service_with_connect_info::<crate::listener::Peer>();
+        axum::serve(listener, app).with_graceful_shutdown(stopped()).await?;
         Ok::<_, anyhow::Error>(())
     })
 }

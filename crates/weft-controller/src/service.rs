@@ -2,31 +2,42 @@
 //! certificates from: who may say what in a Hello (admission), the stream
 //! of pushes and ACK/NACKs of one proxy, and CSR signing.
 
-use crate::registry::{Entry, Registry};
+use crate::listener::Peer;
+use crate::registry::{Entry, Proven, Registry};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_message, CertifyRequest, CertifyResponse, ConfigPush, Hello, ProxyMessage};
 
-/// Whether a Hello may say what it says. A proxy connected with its
-/// certificate may speak only for that identity's namespace and service
-/// account; only such a proxy may say it serves mTLS (peers would be told to
-/// expect that identity at its address). A proxy without a certificate is
-/// taken at its word otherwise (development meshes without tokens), unless
-/// the controller requires certificates.
-fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>, require_certificate: bool) -> Result<(), String> {
+/// Whether a Hello may say what it says, and who said it. A proxy must
+/// connect with its workload certificate and may speak only for that
+/// identity's namespace and service account; the address it announces (and
+/// would be an endpoint at) must be the one it connects from. Only with
+/// `--insecure-dev` is a proxy without a certificate taken at its word, and
+/// then it may not claim mTLS (peers would be told to expect an identity).
+pub fn admit(hello: &Hello, peer: Option<&Peer>, insecure_dev: bool) -> Result<Proven, String> {
+    let remote = peer.map(|p| p.remote.ip());
+    if let (Some(claimed), Some(remote)) = (hello.address.parse::<IpAddr>().ok(), remote) {
+        if claimed != remote {
+            return Err(format!("the Hello claims address {claimed}, but the proxy connects from {remote}: a proxy is an endpoint only at its own address"));
+        }
+    } else if !hello.address.is_empty() && hello.address.parse::<IpAddr>().is_err() {
+        return Err(format!("Hello.address {:?} is not an IP address", hello.address));
+    }
     match peer.and_then(|p| p.identity.as_ref()) {
         Some(id) if id.namespace != hello.namespace || id.service_account != hello.service_account => Err(format!(
             "the proxy's certificate is {id}, but its Hello speaks for namespace {:?} service account {:?}",
             hello.namespace, hello.service_account
         )),
-        Some(_) => Ok(()),
+        Some(id) => Ok(Proven::Identity(id.clone())),
         None if hello.mtls => Err("a proxy that serves mTLS must connect with its workload certificate".into()),
-        None if require_certificate => {
-            Err("this controller requires a workload certificate (--require-proxy-certificates): start the proxy with --token".into())
-        }
-        None => Ok(()),
+        None if !insecure_dev => Err(
+            "this controller admits only proxies with a workload certificate: start the proxy with --token (weft token create), or run a development controller with --insecure-dev"
+                .into(),
+        ),
+        None => remote.map(Proven::Unverified).ok_or_else(|| "no peer address".to_string()),
     }
 }
 
@@ -34,8 +45,8 @@ fn admit(hello: &Hello, peer: Option<&crate::grpc_listener::ProxyPeer>, require_
 pub struct PushService {
     pub registry: Arc<Registry>,
     pub ca: Arc<crate::identity::MeshCa>,
-    /// Only proxies that connect with a workload certificate may stream.
-    pub require_certificates: bool,
+    /// Proxies without a workload certificate may stream (development only).
+    pub insecure_dev: bool,
 }
 
 #[tonic::async_trait]
@@ -43,7 +54,7 @@ impl ProxyConfigService for PushService {
     type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<ConfigPush, Status>>;
 
     async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
-        let tls = request.extensions().get::<crate::grpc_listener::ProxyPeer>().is_some_and(|p| p.tls);
+        let tls = request.extensions().get::<crate::listener::Peer>().is_some_and(|p| p.tls);
         let r = request.into_inner();
         tracing::debug!(proxy = %r.proxy_id, tls, renewal = !r.current_chain_pem.is_empty(), "certificate requested");
         let (issued, id, roots_pem) = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem)).map_err(|e| {
@@ -60,7 +71,7 @@ impl ProxyConfigService for PushService {
     }
 
     async fn stream(&self, request: Request<Streaming<ProxyMessage>>) -> Result<Response<Self::StreamStream>, Status> {
-        let peer = request.extensions().get::<crate::grpc_listener::ProxyPeer>().cloned();
+        let peer = request.extensions().get::<crate::listener::Peer>().cloned();
         let mut inbound = request.into_inner();
         let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before Hello"))?;
         let Some(proxy_message::Kind::Hello(hello)) = first.kind else {
@@ -69,7 +80,7 @@ impl ProxyConfigService for PushService {
         if hello.proxy_id.is_empty() {
             return Err(Status::invalid_argument("Hello.proxy_id is empty"));
         }
-        admit(&hello, peer.as_ref(), self.require_certificates).map_err(|e| {
+        let proven = admit(&hello, peer.as_ref(), self.insecure_dev).map_err(|e| {
             tracing::warn!(proxy = %hello.proxy_id, "Hello refused: {e}");
             Status::permission_denied(e)
         })?;
@@ -83,6 +94,15 @@ impl ProxyConfigService for PushService {
             // The proxy says which version it runs (after a controller restart, or a
             // reconnect): a push is owed only if that is not the current one.
             let mut entries = registry.lock();
+            // A proxy id belongs to whoever holds it: a connected proxy is superseded only by itself.
+            if let Some(held) = entries.get(&id).filter(|e| e.sender.is_some() && e.proven != proven) {
+                let e = format!("proxy id {id:?} is connected as {}; {proven} may not take it over", held.proven);
+                tracing::warn!(proxy = %id, "Hello refused: {e}");
+                return Err(Status::already_exists(e));
+            }
+            if let Proven::Unverified(ip) = &proven {
+                tracing::warn!(proxy = %id, %ip, "a proxy without a certificate is taken at its word (--insecure-dev)");
+            }
             let (config, wanted_version, sent_config) = entries
                 .remove(&id)
                 .map(|p| (p.config, p.wanted_version, p.sent_config))
@@ -101,6 +121,7 @@ impl ProxyConfigService for PushService {
                     last_nack: None,
                     config,
                     hello,
+                    proven,
                     sender: Some(tx),
                     session,
                     disconnected_at: None,
@@ -160,28 +181,46 @@ impl ProxyConfigService for PushService {
 #[cfg(test)]
 mod admit_tests {
     use super::*;
-    use crate::grpc_listener::ProxyPeer;
+    use crate::listener::Peer;
 
     fn hello(ns: &str, sa: &str, mtls: bool) -> Hello {
         Hello { proxy_id: "p".into(), namespace: ns.into(), service_account: sa.into(), mtls, ..Hello::default() }
     }
 
-    fn peer(id: Option<&str>) -> ProxyPeer {
-        ProxyPeer { remote: "10.0.0.1:5000".parse().unwrap(), identity: id.map(|i| i.parse().unwrap()), tls: true }
+    fn peer(id: Option<&str>) -> Peer {
+        Peer { remote: "10.0.0.1:5000".parse().unwrap(), identity: id.map(|i| i.parse().unwrap()), tls: true }
     }
 
     #[test]
     fn a_hello_speaks_only_for_the_certificate_it_came_with() {
         let reviews = peer(Some("spiffe://cluster.local/ns/prod/sa/reviews"));
-        assert!(admit(&hello("prod", "reviews", true), Some(&reviews), true).is_ok());
+        let proven = admit(&hello("prod", "reviews", true), Some(&reviews), false).unwrap();
+        assert_eq!(proven.to_string(), "spiffe://cluster.local/ns/prod/sa/reviews");
         let e = admit(&hello("bank", "admin", true), Some(&reviews), false).unwrap_err();
         assert!(e.contains("certificate is spiffe://cluster.local/ns/prod/sa/reviews"), "{e}");
         // Without a certificate, no mTLS claim (peers would expect that identity there).
-        assert!(admit(&hello("prod", "reviews", true), Some(&peer(None)), false).unwrap_err().contains("must connect with its workload certificate"));
-        assert!(admit(&hello("prod", "reviews", true), None, false).is_err());
-        // A development proxy without certificate or claim is taken at its word...
-        assert!(admit(&hello("prod", "reviews", false), None, false).is_ok());
-        // ...unless the controller requires certificates.
-        assert!(admit(&hello("prod", "reviews", false), Some(&peer(None)), true).unwrap_err().contains("--require-proxy-certificates"));
+        assert!(admit(&hello("prod", "reviews", true), Some(&peer(None)), true).unwrap_err().contains("must connect with its workload certificate"));
+        assert!(admit(&hello("prod", "reviews", true), None, true).is_err());
+    }
+
+    #[test]
+    fn token_less_proxies_are_refused_unless_the_controller_is_a_development_one() {
+        let e = admit(&hello("prod", "reviews", false), Some(&peer(None)), false).unwrap_err();
+        assert!(e.contains("admits only proxies with a workload certificate") && e.contains("--insecure-dev"), "{e}");
+        let proven = admit(&hello("prod", "reviews", false), Some(&peer(None)), true).unwrap();
+        assert_eq!(proven, Proven::Unverified("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_proxy_is_an_endpoint_only_at_the_address_it_connects_from() {
+        let reviews = peer(Some("spiffe://cluster.local/ns/prod/sa/reviews"));
+        let mut h = hello("prod", "reviews", true);
+        h.address = "10.0.0.1".into();
+        assert!(admit(&h, Some(&reviews), false).is_ok());
+        h.address = "10.0.0.77".into();
+        let e = admit(&h, Some(&reviews), false).unwrap_err();
+        assert!(e.contains("claims address 10.0.0.77, but the proxy connects from 10.0.0.1"), "{e}");
+        h.address = "not-an-ip".into();
+        assert!(admit(&h, Some(&reviews), false).unwrap_err().contains("is not an IP address"));
     }
 }

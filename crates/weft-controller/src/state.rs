@@ -14,6 +14,10 @@ pub struct Controller {
     pub registry: Arc<crate::registry::Registry>,
     /// The mesh CA: join tokens and workload certificates.
     pub ca: Arc<crate::identity::MeshCa>,
+    /// Who may use the HTTP API.
+    pub auth: crate::auth::ApiAuth,
+    /// Token-less proxies are taken at their word (`--insecure-dev`).
+    pub insecure_dev: bool,
     /// Wakes the push loop after the store changed.
     pub changed: tokio::sync::Notify,
     /// Serialises apply and delete so validation and commit see one state.
@@ -22,10 +26,19 @@ pub struct Controller {
 
 impl Controller {
     /// `grace`: how long a disconnected proxy's workload stays an endpoint.
-    pub fn new(store: Box<dyn Store>, analysis: Options, grace: std::time::Duration, ca: crate::identity::MeshCa) -> Arc<Controller> {
+    pub fn new(
+        store: Box<dyn Store>,
+        analysis: Options,
+        grace: std::time::Duration,
+        ca: crate::identity::MeshCa,
+        auth: crate::auth::ApiAuth,
+        insecure_dev: bool,
+    ) -> Arc<Controller> {
         Arc::new(Controller {
             store,
             analysis,
+            auth,
+            insecure_dev,
             ca: Arc::new(ca),
             registry: crate::registry::Registry::new(grace),
             changed: tokio::sync::Notify::new(),

@@ -63,6 +63,14 @@ pub enum Change {
     Delete { key: ObjectKey, expected_version: Option<u64> },
 }
 
+impl Change {
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            Change::Put { key, .. } | Change::Delete { key, .. } => key,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{key} was changed by someone else: it is at version {actual}, the request expected {expected}; get it again and retry")]

@@ -4,7 +4,8 @@
 //! start-up on top. A module may use only layers below it.
 
 const LAYERS: &[&[&str]] = &[
-    &["store", "compile", "identity", "grpc_listener"],
+    &["store", "compile", "identity", "listener"],
+    &["auth"],
     &["registry"],
     &["state"],
     &["service", "push"],

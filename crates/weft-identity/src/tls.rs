@@ -158,6 +158,22 @@ pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<Sp
     Ok(Arc::new(config))
 }
 
+/// The client side without a certificate of its own (an operator's CLI
+/// with a bearer token, a proxy whose certificate expired): the server must
+/// present one of `expected`, chained to `bundle`.
+pub fn anonymous_client_config(bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
+    let provider = provider();
+    let anchors = bundle.anchors()?;
+    let verifier = Arc::new(SpiffeServerVerifier { trust: ServerTrust::Anchors(anchors), expected, algorithms: provider.signature_verification_algorithms });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| IdentityError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// SHA-256 of a certificate, hex: how a join token pins the mesh's root.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     crate::token::hex(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())

@@ -63,8 +63,9 @@ impl ControllerProcess {
     }
 
     /// Runs `weft ARGS` against this controller.
+    /// As the controller's local admin: `weft` reads the token in its data directory.
     pub fn weft(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(workspace_bin("weft")).arg("--controller").arg(self.api.to_string()).args(args).output()?)
+        Ok(Command::new(workspace_bin("weft")).arg("--controller").arg(self.api.to_string()).arg("--data-dir").arg(&self.data_dir).args(args).output()?)
     }
 
     /// `weft proxy-status`, as printed.

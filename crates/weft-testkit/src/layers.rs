@@ -125,6 +125,17 @@ pub fn cycle(g: &Graph) -> Option<String> {
     g.keys().find_map(|m| walk(g, m, &mut Vec::new(), &mut done))
 }
 
+/// Fails with every violation of `layers` (and any import circle) in the
+/// crate at `manifest_dir` (its `CARGO_MANIFEST_DIR`).
+pub fn assert_layers(manifest_dir: &str, layers: &[&[&str]]) {
+    let src = Path::new(manifest_dir).join("src");
+    let g = graph(&src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
+    assert!(g.len() >= layers.len(), "the source tree was not read: {g:?}");
+    assert_eq!(cycle(&g), None, "an import circle");
+    let broken = violations(&g, layers);
+    assert!(broken.is_empty(), "import rule broken:\n{}", broken.join("\n"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,15 +160,4 @@ mod tests {
         g.entry("b".into()).or_default().insert("c".into());
         assert_eq!(cycle(&g).as_deref(), Some("a -> b -> c -> a"));
     }
-}
-
-/// Fails with every violation of `layers` (and any import circle) in the
-/// crate at `manifest_dir` (its `CARGO_MANIFEST_DIR`).
-pub fn assert_layers(manifest_dir: &str, layers: &[&[&str]]) {
-    let src = Path::new(manifest_dir).join("src");
-    let g = graph(&src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
-    assert!(g.len() >= layers.len(), "the source tree was not read: {g:?}");
-    assert_eq!(cycle(&g), None, "an import circle");
-    let broken = violations(&g, layers);
-    assert!(broken.is_empty(), "import rule broken:\n{}", broken.join("\n"));
 }

@@ -11,9 +11,12 @@ pub struct TestMesh {
 }
 
 impl TestMesh {
-    /// A bridge and a controller; `tag` names the controller's data directory.
+    /// A bridge and a development controller (`--insecure-dev`): the proxies
+    /// of these meshes have no join tokens and are taken at their word, which
+    /// is what a story about traffic needs. Stories about identity use
+    /// [`TestMesh::start_with`] without the flag, and tokens.
     pub fn start(tag: &str) -> TestMesh {
-        TestMesh::start_with(tag, &[])
+        TestMesh::start_with(tag, &["--insecure-dev"])
     }
 
     /// As [`TestMesh::start`], with extra `weft controller` arguments.

@@ -33,6 +33,10 @@ pub struct Endpoint {
     pub identity: Option<String>,
     /// Relative share of traffic (1 unless a WorkloadEntry says otherwise).
     pub weight: u32,
+    /// Its workload proved who it is (a certificate), or it was declared in
+    /// the store (a Pod, a WorkloadEntry). Unverified proxies (`--insecure-dev`)
+    /// are never endpoints of a service that has verified ones.
+    pub verified: bool,
 }
 
 pub(crate) fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -50,6 +54,7 @@ pub fn declared_endpoints(mesh: &Mesh) -> Vec<Endpoint> {
                 address: w.address.as_deref()?.parse().ok()?,
                 identity: None,
                 weight: w.weight.unwrap_or(1),
+                verified: true,
             })
         })
         .collect()
@@ -89,9 +94,12 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
         let name = format!("outbound|{}|{}|{}", sp.port, subset.unwrap_or(""), host);
         if !built.contains_key(&name) {
             let policy = clusters::effective_policy(dest, subset, sp.port);
-            let eps: BTreeSet<ProxyEndpoint> = endpoints
-                .iter()
-                .filter(|e| e.namespace == svc.namespace && selects(&selector, &e.labels))
+            let selected: Vec<&Endpoint> = endpoints.iter().filter(|e| e.namespace == svc.namespace && selects(&selector, &e.labels)).collect();
+            // A proxy that proved nothing cannot join a service whose other endpoints proved who they are.
+            let any_verified = selected.iter().any(|e| e.verified);
+            let eps: BTreeSet<ProxyEndpoint> = selected
+                .into_iter()
+                .filter(|e| e.verified || !any_verified)
                 .map(|e| ProxyEndpoint {
                     address: SocketAddr::new(e.address, target),
                     weight: e.weight.max(1),
@@ -171,6 +179,7 @@ pub(crate) mod tests {
             address: ip.parse().unwrap(),
             identity: None,
             weight: 1,
+            verified: true,
         }
     }
 
@@ -222,6 +231,22 @@ pub(crate) mod tests {
         let weighted = mesh(&format!("{BASE}{}", extra.replace("labels: {app: reviews, version: v2}}", "labels: {app: reviews, version: v2}, weight: 3}")));
         let cfg = compile(&weighted, &declared_endpoints(&weighted), "prod", None);
         assert_eq!(cfg.clusters[0].endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [1, 3]);
+    }
+
+    #[test]
+    fn unverified_proxies_never_join_a_service_with_verified_endpoints() {
+        let mut real = ep("10.0.0.1", "v1");
+        real.identity = Some("spiffe://cluster.local/ns/prod/sa/reviews".into());
+        let mut intruder = ep("10.0.0.66", "v1");
+        intruder.verified = false;
+        let cfg = compile(&mesh(BASE), &[real.clone(), intruder.clone()], "prod", None);
+        let addrs: Vec<String> = cfg.clusters[0].endpoints.iter().map(|e| e.address.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:8080"]);
+        // A development mesh of unverified proxies only still works.
+        let mut other = ep("10.0.0.2", "v2");
+        other.verified = false;
+        let cfg = compile(&mesh(BASE), &[intruder, other], "prod", None);
+        assert_eq!(cfg.clusters[0].endpoints.len(), 2);
     }
 
     #[test]

@@ -89,6 +89,7 @@ mod tests {
             address: "10.0.0.7".parse().unwrap(),
             identity: Some("spiffe://cluster.local/ns/prod/sa/web".into()),
             weight: 1,
+            verified: true,
         };
         let m = mesh(yaml);
         let cfg = compile(&m, std::slice::from_ref(&web), "prod", None);
