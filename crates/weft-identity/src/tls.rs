@@ -143,16 +143,21 @@ pub fn server_config(identity: &Identity, bundle: &TrustBundle, require_client_c
     Ok(Arc::new(config))
 }
 
-/// The client side: the server must present one of `expected`.
-pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
+/// A client config builder whose server must present one of `expected`, chained to `bundle`.
+fn client_builder(bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, IdentityError> {
     let provider = provider();
     let anchors = bundle.anchors()?;
     let verifier = Arc::new(SpiffeServerVerifier { trust: ServerTrust::Anchors(anchors), expected, algorithms: provider.signature_verification_algorithms });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| IdentityError::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(verifier))
+}
+
+/// The client side: the server must present one of `expected`.
+pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
+    let config = client_builder(bundle, expected)?
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| IdentityError::Tls(e.to_string()))?;
     Ok(Arc::new(config))
@@ -162,16 +167,7 @@ pub fn client_config(identity: &Identity, bundle: &TrustBundle, expected: Vec<Sp
 /// with a bearer token, a proxy whose certificate expired): the server must
 /// present one of `expected`, chained to `bundle`.
 pub fn anonymous_client_config(bundle: &TrustBundle, expected: Vec<SpiffeId>) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
-    let provider = provider();
-    let anchors = bundle.anchors()?;
-    let verifier = Arc::new(SpiffeServerVerifier { trust: ServerTrust::Anchors(anchors), expected, algorithms: provider.signature_verification_algorithms });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| IdentityError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(Arc::new(client_builder(bundle, expected)?.with_no_client_auth()))
 }
 
 /// SHA-256 of a certificate, hex: how a join token pins the mesh's root.
