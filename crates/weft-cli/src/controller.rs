@@ -30,6 +30,10 @@ pub struct Args {
     /// Lifetime of workload certificates; proxies renew at about half of it.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     cert_ttl: std::time::Duration,
+    /// How long after its certificate expired a proxy may still renew it with its key
+    /// (an outage longer than a certificate's life locks nobody out); beyond it, a new join token.
+    #[arg(long, default_value = "168h", value_parser = parse_duration)]
+    renewal_grace: std::time::Duration,
     /// A plugged-in CA: the signing certificate (usually an intermediate)...
     #[arg(long, requires_all = ["ca_key", "ca_roots"])]
     ca_cert: Option<PathBuf>,
@@ -66,6 +70,7 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         insecure_dev: args.insecure_dev,
         trust_domain: args.trust_domain,
         cert_ttl: args.cert_ttl,
+        renewal_grace: args.renewal_grace,
         plugged_ca,
         root_namespace: args.root_namespace,
     })?;

@@ -41,39 +41,23 @@ pub struct MeshCa {
     ca: CertificateAuthority,
     token_key: hmac::Key,
     pub cert_ttl: Duration,
+    /// How long after its certificate expired a proxy may still renew with it
+    /// (its key proves it): longer outages need a new join token.
+    pub renewal_grace: Duration,
     issued: Mutex<BTreeMap<String, IssuedInfo>>,
 }
+
+/// The default [`MeshCa::renewal_grace`].
+pub const DEFAULT_RENEWAL_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Writes a file so that a crash leaves either the old or the new contents,
-/// never a part: a temporary file beside it (created with `mode`), synced,
-/// renamed over the target, and the directory synced.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(mode).open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
+pub use weft_identity::files::{private_dir, write_atomic};
 
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     write_atomic(path, contents, 0o600)
-}
-
-/// Creates `dir` (and its parents) and makes it readable by its owner only.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// A 32-byte secret kept in `path`: read, or made and written when the file
@@ -125,7 +109,7 @@ impl MeshCa {
             }
         };
         let secret = secret_key(&dir.join("token.key"))?;
-        Ok(MeshCa { ca, token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret), cert_ttl, issued: Mutex::new(BTreeMap::new()) })
+        Ok(MeshCa { ca, token_key: hmac::Key::new(hmac::HMAC_SHA256, &secret), cert_ttl, renewal_grace: DEFAULT_RENEWAL_GRACE, issued: Mutex::new(BTreeMap::new()) })
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -191,7 +175,7 @@ impl MeshCa {
     pub fn prove(&self, token: &str, csr_pem: &str, current_chain_pem: &str, proof: &[u8]) -> Result<SpiffeId, String> {
         if !current_chain_pem.is_empty() {
             let bundle = weft_identity::TrustBundle::from_pem(self.trust_domain(), &self.ca.trust_bundle_pem()).map_err(|e| e.to_string())?;
-            match weft_identity::tls::verify_proof(&bundle, current_chain_pem, csr_pem.as_bytes(), proof) {
+            match weft_identity::tls::verify_proof_within(&bundle, current_chain_pem, csr_pem.as_bytes(), proof, self.renewal_grace) {
                 Ok(id) => return Ok(id),
                 Err(e) if token.is_empty() => return Err(format!("renewal refused: {e}")),
                 // An expired current certificate (a long outage): the token may still be valid.
@@ -338,6 +322,20 @@ mod tests {
         assert!(m.prove("", &other.csr_pem, &issued.chain_pem, &proof).unwrap_err().contains("not signed by the current certificate's key"));
         let wrong_key = weft_identity::csr::prove(&other.key_pem, next.csr_pem.as_bytes()).unwrap();
         assert!(m.prove("", &next.csr_pem, &issued.chain_pem, &wrong_key).is_err());
+        // Expired, but within the renewal grace (a long outage): its key still proves it.
+        let (short, sdir) = ca("renew-expired");
+        let (stoken, _, _) = short.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
+        let kc = weft_identity::csr::generate(&id).unwrap();
+        let now = std::time::SystemTime::now();
+        let old = short.ca.sign_csr_valid(&kc.csr_pem, &id, now - Duration::from_secs(7200), now - Duration::from_secs(3600)).unwrap();
+        let fresh = weft_identity::csr::generate(&id).unwrap();
+        let proof = weft_identity::csr::prove(&kc.key_pem, fresh.csr_pem.as_bytes()).unwrap();
+        assert_eq!(short.prove("", &fresh.csr_pem, &old.chain_pem, &proof).unwrap(), id, "an hour past expiry, within 7 days");
+        let mut strict = MeshCa::open(&sdir, "cluster.local", None, Duration::from_secs(60)).unwrap();
+        strict.renewal_grace = Duration::from_secs(60);
+        assert!(strict.prove("", &fresh.csr_pem, &old.chain_pem, &proof).unwrap_err().contains("renewal refused"), "beyond the grace");
+        assert_eq!(strict.prove(&stoken, &fresh.csr_pem, &old.chain_pem, &proof).unwrap(), id, "a valid join token still works");
+        let _ = std::fs::remove_dir_all(sdir);
         // A certificate from another CA is refused.
         let (foreign, fdir) = ca("renew-foreign");
         let (ftoken, _, _) = foreign.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();

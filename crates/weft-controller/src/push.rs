@@ -65,7 +65,8 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 let Some(sender) = e.sender.clone() else { continue };
                 let labels: BTreeMap<String, String> = e.hello.labels.clone().into_iter().collect();
                 let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
-                let inbound = compile::inbound_policy(&mesh, &e.hello.namespace, &labels);
+                let mut inbound = compile::inbound_policy(&mesh, &e.hello.namespace, &labels);
+                inbound.port_protocols = compile::port_protocols(&mesh, &e.hello.namespace, &labels);
                 let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()), inbound.clone());
                 let Compiled { version, config, json, value } = configs
                     .entry(key)

@@ -27,6 +27,8 @@ pub struct Options {
     pub trust_domain: String,
     /// Lifetime of workload certificates.
     pub cert_ttl: Duration,
+    /// How long after expiry a certificate may still be renewed with its key.
+    pub renewal_grace: Duration,
     /// A CA plugged in by the operator (else a root kept in the data directory).
     pub plugged_ca: Option<PluggedCa>,
     /// Namespace whose selector-less policies apply to the whole mesh.
@@ -36,7 +38,8 @@ pub struct Options {
 /// Runs the controller until it is told to stop.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let store = crate::store::RedbStore::open(&opts.data_dir)?;
-    let ca = MeshCa::open(&opts.data_dir, &opts.trust_domain, opts.plugged_ca.as_ref(), opts.cert_ttl)?;
+    let mut ca = MeshCa::open(&opts.data_dir, &opts.trust_domain, opts.plugged_ca.as_ref(), opts.cert_ttl)?;
+    ca.renewal_grace = opts.renewal_grace;
     let analysis = weft_model::analyze::Options { root_namespace: opts.root_namespace.clone() };
     let auth = crate::auth::ApiAuth::open(&opts.data_dir, &opts.trust_domain)?;
     tracing::info!(token = %auth.local_token.display(), "the local admin credential for weft on this machine");

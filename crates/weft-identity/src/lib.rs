@@ -9,9 +9,11 @@
 //!   verify chains against a [`TrustBundle`] (several roots during a rotation)
 //!   and check SPIFFE IDs instead of DNS names.
 //! - [`token`]: the text of join tokens.
+//! - [`files`]: keys and certificates written atomically, owner-only.
 
 pub mod ca;
 pub mod csr;
+pub mod files;
 pub mod spiffe;
 pub mod tls;
 pub mod token;

@@ -79,13 +79,29 @@ impl TrustBundle {
 /// certificate under `bundle`, and `signature` over `message` was made with
 /// its key. Returns the identity it proves.
 pub fn verify_proof(bundle: &TrustBundle, chain_pem: &str, message: &[u8], signature: &[u8]) -> Result<SpiffeId, IdentityError> {
+    verify_proof_within(bundle, chain_pem, message, signature, std::time::Duration::ZERO)
+}
+
+/// As [`verify_proof`], also for a certificate that expired at most `grace`
+/// ago: it is checked as of just before it expired. This is how a proxy
+/// re-proves itself after an outage longer than its certificate's life,
+/// with the same key, without a new join token.
+pub fn verify_proof_within(bundle: &TrustBundle, chain_pem: &str, message: &[u8], signature: &[u8], grace: std::time::Duration) -> Result<SpiffeId, IdentityError> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| IdentityError::Pem(e.to_string()))?;
     let leaf = chain.first().ok_or_else(|| IdentityError::Pem("no certificate in the chain".into()))?;
     let anchors = bundle.anchors()?;
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| IdentityError::Certificate(format!("{e:?}")))?;
     let algorithms = provider().signature_verification_algorithms;
-    ee.verify_for_usage(algorithms.all, &anchors, &chain[1..], UnixTime::now(), webpki::KeyUsage::client_auth(), None, None)
+    let now = UnixTime::now();
+    let (_, not_after) = serial_and_expiry(leaf)?;
+    let expired_for = now.as_secs() as i64 - not_after;
+    let at = if expired_for >= 0 && (expired_for as u64) <= grace.as_secs() {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs((not_after - 1).max(0) as u64))
+    } else {
+        now
+    };
+    ee.verify_for_usage(algorithms.all, &anchors, &chain[1..], at, webpki::KeyUsage::client_auth(), None, None)
         .map_err(|e| IdentityError::Certificate(format!("the current certificate does not verify: {e:?}")))?;
     ee.verify_signature(webpki::ring::ECDSA_P256_SHA256, message, signature)
         .map_err(|_| IdentityError::Certificate("the proof is not signed by the current certificate's key".into()))?;
@@ -100,6 +116,12 @@ pub fn verify_proof(bundle: &TrustBundle, chain_pem: &str, message: &[u8], signa
 pub fn serial_and_expiry(cert: &CertificateDer<'_>) -> Result<(String, i64), IdentityError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| IdentityError::Certificate(e.to_string()))?;
     Ok((parsed.raw_serial_as_string().replace(':', ""), parsed.validity().not_after.timestamp()))
+}
+
+/// When a certificate starts and stops being valid (unix seconds).
+pub fn validity(cert: &CertificateDer<'_>) -> Result<(i64, i64), IdentityError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    Ok((parsed.validity().not_before.timestamp(), parsed.validity().not_after.timestamp()))
 }
 
 /// The SPIFFE ID (URI SAN) of a certificate.

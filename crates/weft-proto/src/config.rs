@@ -61,6 +61,11 @@ pub struct InboundPolicy {
     /// The policy that set the mode (`PeerAuthentication ns/name`), for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// What the workload's ports carry, as its Services declare them (port
+    /// name prefix or appProtocol): an HTTP port is always parsed as HTTP
+    /// (never passed through as opaque TCP), a TCP port never sniffed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_protocols: BTreeMap<u16, Protocol>,
 }
 
 impl InboundPolicy {
@@ -85,13 +90,20 @@ pub enum ListenerKind {
     Explicit,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// Peek at the first bytes: HTTP/1, HTTP/2 (gRPC), TLS, else opaque TCP.
+    #[default]
     Detect,
     Http,
     Tcp,
+}
+
+impl Protocol {
+    pub fn is_detect(&self) -> bool {
+        *self == Protocol::Detect
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +145,10 @@ pub struct Route {
     pub hosts: Vec<String>,
     /// Where opaque TCP goes, and HTTP when `http` is empty.
     pub cluster: String,
+    /// What the destination's Service port declares: traffic to `destinations`
+    /// is then parsed as HTTP, or relayed as TCP, without sniffing.
+    #[serde(default, skip_serializing_if = "Protocol::is_detect")]
+    pub protocol: Protocol,
     /// HTTP rules, tried in order; the first that matches picks among its
     /// weighted clusters. A request no rule matches is answered 404 (NR).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -54,20 +54,27 @@ enum Command {
         /// of one from the controller's CA; read at start.
         #[arg(long, value_name = "DIR", conflicts_with = "token")]
         cert_dir: Option<PathBuf>,
+        /// Keep the last certificate (key 0600) and config from the controller in DIR, so a
+        /// restart while the controller is away serves with them (the pod's own volume).
+        #[arg(long, value_name = "DIR", env = "WEFT_STATE_DIR")]
+        state_dir: Option<PathBuf>,
         /// Trust domain of the workload's SPIFFE ID.
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
         /// Ports the workload serves (comma-separated).
         #[arg(long, value_delimiter = ',')]
         ports: Vec<u32>,
-        /// Admin server addresses (/ready, /config_dump, /stats/prometheus, /logging).
-        #[arg(long, default_values = ["127.0.0.1:15000", "0.0.0.0:15090"])]
+        /// Admin addresses (/ready, /config_dump, /clusters, /certs, POST /logging): loopback only.
+        #[arg(long, default_values = ["127.0.0.1:15000"])]
         admin: Vec<SocketAddr>,
+        /// Addresses serving /stats/prometheus and nothing else (what Prometheus scrapes).
+        #[arg(long, default_values = ["0.0.0.0:15090"])]
+        stats: Vec<SocketAddr>,
         /// Worker threads for the request path. One is plenty for a sidecar at
         /// thousands of requests per second (see docs/benchmarks.md); raise it for gateways.
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Log filter (`info`, `debug`, `weft_proxy=debug,access=off`); also settable at /logging.
+        /// Log filter (`info`, `debug`, `weft_proxy=debug,access=off`); also settable by POST /logging.
         #[arg(long, default_value = "info", env = "WEFT_LOG")]
         log: String,
     },
@@ -139,7 +146,9 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, trust_domain, admin, workers, log } => {
+        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, state_dir, trust_domain, admin, stats, workers, log } => {
+            let admin = weft_proxy::app::admin::AdminAddresses { admin, stats };
+            admin.check().map_err(|e| anyhow::anyhow!(e))?;
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
             let (filter, handle) = reload::Layer::new(filter);
             tracing_subscriber::registry().with(filter).with(tracing_subscriber::fmt::layer().with_target(true).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))).init();
@@ -184,7 +193,7 @@ fn real_main() -> anyhow::Result<()> {
                     },
                 }
             });
-            weft_proxy::app::run::run(weft_proxy::app::run::RunOptions { config, controller, certificates, cert_files, workload: workload_info, admin, workers, set_log_level })
+            weft_proxy::app::run::run(weft_proxy::app::run::RunOptions { config, controller, certificates, cert_files, workload: workload_info, state_dir, admin, workers, set_log_level })
         }
         Command::Init(args) => {
             let (cleanup, dry_run) = (args.cleanup, args.dry_run);

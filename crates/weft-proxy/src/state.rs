@@ -37,6 +37,13 @@ impl Proxy {
         self.snapshot.borrow().clone()
     }
 
+    /// The Prometheus text, with the gauges that are read at scrape time set.
+    pub fn render_metrics(&self) -> String {
+        let left = self.certificate.borrow().as_ref().map(|c| c.seconds_left()).unwrap_or(0);
+        self.metrics.certificate_expiry.set(left);
+        self.metrics.render()
+    }
+
     /// This proxy's own SPIFFE ID, once it has a certificate.
     pub fn own_identity(&self) -> Option<String> {
         self.certificate.borrow().as_ref().map(|c| c.spiffe_id.to_string())

@@ -21,9 +21,12 @@ pub struct WorkloadCert {
     /// The chain and key as PEM: a renewal proves itself with them.
     pub chain_pem: String,
     key_pem: String,
+    /// The trust bundle as PEM, as it came.
+    pub roots_pem: String,
     pub bundle: TrustBundle,
     pub spiffe_id: SpiffeId,
     pub serial: String,
+    pub not_before_unix: i64,
     pub not_after_unix: i64,
     /// The inbound side of mesh mTLS: a client certificate is required.
     pub server: Arc<rustls::ServerConfig>,
@@ -31,18 +34,25 @@ pub struct WorkloadCert {
 }
 
 impl WorkloadCert {
-    pub fn new(chain_pem: &str, key_pem: &str, bundle: TrustBundle, serial: String, not_after_unix: i64) -> Result<WorkloadCert, String> {
+    /// From PEM: the chain (leaf first), its key, and the roots of `trust_domain`.
+    pub fn new(chain_pem: &str, key_pem: &str, trust_domain: &str, roots_pem: &str) -> Result<WorkloadCert, String> {
         let identity = Identity::from_pem(chain_pem, key_pem).map_err(|e| e.to_string())?;
+        let bundle = TrustBundle::from_pem(trust_domain, roots_pem).map_err(|e| e.to_string())?;
         let spiffe_id = identity.spiffe_id().map_err(|e| e.to_string())?;
+        let leaf = identity.chain.first().ok_or("no certificate in the chain")?;
+        let (serial, _) = weft_identity::tls::serial_and_expiry(leaf).map_err(|e| e.to_string())?;
+        let (not_before_unix, not_after_unix) = weft_identity::tls::validity(leaf).map_err(|e| e.to_string())?;
         let mut server = (*weft_identity::tls::server_config(&identity, &bundle, true).map_err(|e| e.to_string())?).clone();
         server.alpn_protocols = crate::mesh_alpn::ALPNS.iter().map(|a| a.to_vec()).collect();
         Ok(WorkloadCert {
             identity,
             chain_pem: chain_pem.to_string(),
             key_pem: key_pem.to_string(),
+            roots_pem: roots_pem.to_string(),
             bundle,
             spiffe_id,
             serial,
+            not_before_unix,
             not_after_unix,
             server: Arc::new(server),
             clients: Default::default(),
@@ -72,13 +82,36 @@ impl WorkloadCert {
 
 /// File-mounted certificates (Istio's names): `cert-chain.pem` (leaf first),
 /// `key.pem`, `root-cert.pem` (the trust bundle). For workloads whose
-/// certificates come from elsewhere (SPIRE, cert-manager, a benchmark).
+/// certificates come from elsewhere (SPIRE, cert-manager, a benchmark), and
+/// for the certificate a proxy keeps in its state directory.
 pub fn load_dir(dir: &std::path::Path, trust_domain: &str) -> Result<WorkloadCert, String> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
-    let (chain, key) = (read("cert-chain.pem")?, read("key.pem")?);
-    let identity = Identity::from_pem(&chain, &key).map_err(|e| e.to_string())?;
-    let bundle = TrustBundle::from_pem(trust_domain, &read("root-cert.pem")?).map_err(|e| e.to_string())?;
-    let (serial, not_after) = weft_identity::tls::serial_and_expiry(&identity.chain[0]).map_err(|e| e.to_string())?;
-    WorkloadCert::new(&chain, &key, bundle, serial, not_after)
+    WorkloadCert::new(&read("cert-chain.pem")?, &read("key.pem")?, trust_domain, &read("root-cert.pem")?)
 }
 
+impl WorkloadCert {
+    /// Writes the certificate in the layout [`load_dir`] reads: the key 0600,
+    /// each file replaced atomically (the key last, so a crash between files
+    /// leaves an old key with a chain it does not match, which load refuses).
+    pub fn save(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use weft_identity::files::write_atomic;
+        write_atomic(&dir.join("root-cert.pem"), self.roots_pem.as_bytes(), 0o644)?;
+        write_atomic(&dir.join("cert-chain.pem"), self.chain_pem.as_bytes(), 0o644)?;
+        write_atomic(&dir.join("key.pem"), self.key_pem.as_bytes(), 0o600)
+    }
+
+    /// Seconds until it expires (negative once it has).
+    pub fn seconds_left(&self) -> i64 {
+        self.not_after_unix - now_unix()
+    }
+
+    /// Its whole validity, in seconds.
+    pub fn lifetime(&self) -> i64 {
+        (self.not_after_unix - self.not_before_unix).max(1)
+    }
+}
+
+/// Now, in unix seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -28,14 +28,22 @@ fn a_bad_config_file_is_refused_with_the_reason() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.yaml");
     std::fs::write(&path, "listeners:\n- {name: a, kind: explicit, address: \"127.0.0.1:0\", cluster: missing}\n").unwrap();
-    let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap(), "--admin", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap(), "--admin", "127.0.0.1:0", "--stats", "127.0.0.1:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listener \"a\" refers to unknown cluster \"missing\""), "{err}");
     std::fs::write(&path, "listners: []\n").unwrap();
-    let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap(), "--admin", "127.0.0.1:0"]).output().unwrap();
+    let out = Command::new(BIN).args(["run", "--config", path.to_str().unwrap(), "--admin", "127.0.0.1:0", "--stats", "127.0.0.1:0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `listners`"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_admin_port_cannot_be_bound_where_other_machines_reach_it() {
+    let out = Command::new(BIN).args(["run", "--controller", "127.0.0.1:1", "--admin", "0.0.0.0:15000"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--admin 0.0.0.0:15000: the admin port serves /config_dump and /logging, so it binds loopback only"), "{err}");
 }
 
 fn free_port() -> u16 {
@@ -66,7 +74,7 @@ fn explicit_mode_on_loopback_without_root() {
     )
     .unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap(), "--admin", &format!("127.0.0.1:{admin}"), "--log", "warn"])
+        .args(["run", "--config", path.to_str().unwrap(), "--admin", &format!("127.0.0.1:{admin}"), "--stats", "127.0.0.1:0", "--log", "warn"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

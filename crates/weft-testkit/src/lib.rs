@@ -283,7 +283,7 @@ impl Pod {
     pub fn start_proxy_with_args(&self, config: &str, extra: &[&str]) -> anyhow::Result<u32> {
         let proxy = workspace_bin("weft-proxy");
         let path = self.write_file("proxy.yaml", config)?;
-        let mut args = vec!["run", "--config", path.to_str().unwrap_or_default(), "--admin", "0.0.0.0:15000"];
+        let mut args = vec!["run", "--config", path.to_str().unwrap_or_default()];
         args.extend_from_slice(extra);
         let pid = self.spawn_as(Some(PROXY_UID), &proxy, &args)?;
         self.wait_ready(Duration::from_secs(10))?;
@@ -298,14 +298,20 @@ impl Pod {
         self.exec_ok(&proxy, &["init", "--proxy-uid", &PROXY_UID.to_string()])?;
         let controller = controller.to_string();
         let address = self.ip.to_string();
+        let state = self.state_dir();
         let mut args = vec![
             "run", "--controller", &controller, "--proxy-id", &self.name, "--workload", &self.name, "--namespace", namespace,
-            "--labels", labels, "--address", &address, "--admin", "0.0.0.0:15000", "--log", "info",
+            "--labels", labels, "--address", &address, "--log", "info", "--state-dir", state.to_str().unwrap_or_default(),
         ];
         args.extend_from_slice(extra);
         let pid = self.spawn_as(Some(PROXY_UID), &proxy, &args)?;
         self.wait_ready(Duration::from_secs(10))?;
         Ok(pid)
+    }
+
+    /// Where the pod's proxy keeps its certificate and config (`--state-dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-state", self.ns))
     }
 
     /// Name resolution inside the pod: `ip netns exec` bind-mounts
@@ -324,12 +330,9 @@ impl Pod {
     /// Waits until the proxy's `/ready` answers 200.
     pub fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let addr = SocketAddr::from((self.ip, 15000));
         loop {
-            if let Ok(body) = http_get(addr, "/ready") {
-                if body.starts_with("HTTP/1.1 200") {
-                    return Ok(());
-                }
+            if self.admin("/ready").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("[{}] proxy not ready after {timeout:?}; logs:\n{}", self.name, self.logs());
@@ -338,9 +341,15 @@ impl Pod {
         }
     }
 
-    /// GETs a path of the proxy's admin server from the host.
+    /// GETs a path of the proxy's admin port (loopback only: from inside
+    /// the pod) as the raw response: status line, headers and body.
     pub fn admin(&self, path: &str) -> anyhow::Result<String> {
-        http_get(SocketAddr::from((self.ip, 15000)), path)
+        let url = format!("http://127.0.0.1:15000{path}");
+        let out = self.exec("curl", &["-sS", "-i", "--max-time", "5", &url])?;
+        if !out.status.success() {
+            bail!("[{}] admin {path}: {}", self.name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// What the pod's `weft-echo serve` on 8080 counted (`/stats`): requests
@@ -393,6 +402,7 @@ impl Drop for Pod {
             let _ = std::fs::remove_file(f);
         }
         let _ = std::fs::remove_file(self.log_path());
+        let _ = std::fs::remove_dir_all(self.state_dir());
     }
 }
 

@@ -4,7 +4,7 @@
 use super::selects;
 use std::collections::BTreeMap;
 use weft_model::mesh::Mesh;
-use weft_proto::config::{InboundPolicy, MtlsMode};
+use weft_proto::config::{InboundPolicy, MtlsMode, Protocol};
 
 /// The server-side mTLS policy of a workload, by Istio's precedence: a
 /// PeerAuthentication selecting the workload, else its namespace's, else the
@@ -36,6 +36,42 @@ pub fn inbound_policy(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, St
     policy
 }
 
+/// What the proxy does with a port the Services declare: HTTP (http, http2,
+/// grpc by name prefix or appProtocol) is always parsed, TCP (tcp, tls,
+/// https, databases) never sniffed; undeclared ports are detected.
+pub fn proxy_protocol(p: weft_model::mesh::Protocol) -> Protocol {
+    use weft_model::mesh::Protocol as M;
+    match p {
+        M::Http | M::Http2 | M::Grpc => Protocol::Http,
+        M::Tcp | M::Tls | M::Https => Protocol::Tcp,
+        M::Detect => Protocol::Detect,
+    }
+}
+
+/// What a workload's ports carry: for every Service of its namespace that
+/// selects it, the declared protocol of each port, at the target port the
+/// workload listens on. Two Services declaring one port differently leave it
+/// detected.
+pub fn port_protocols(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, String>) -> BTreeMap<u16, Protocol> {
+    let mut out: BTreeMap<u16, Protocol> = BTreeMap::new();
+    let mut conflicting = Vec::new();
+    for svc in mesh.services.values().filter(|s| !s.external && s.namespace == namespace && selects(&s.selector, labels)) {
+        for p in &svc.ports {
+            let (port, proto) = (p.target_port.unwrap_or(p.port), proxy_protocol(p.protocol));
+            if proto == Protocol::Detect {
+                continue;
+            }
+            if out.insert(port, proto).is_some_and(|was| was != proto) {
+                conflicting.push(port);
+            }
+        }
+    }
+    for port in conflicting {
+        out.remove(&port);
+    }
+    out
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -43,6 +79,21 @@ mod tests {
     use super::super::compile;
     use super::*;
     use weft_proto::config::UpstreamTls;
+
+    #[test]
+    fn declared_ports_are_parsed_or_passed_as_declared_at_the_target_port() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: prod}\nspec: {selector: {app: web}, ports: [{name: http-web, port: 80, targetPort: 8080}, {name: grpc, port: 9090}, {name: db, port: 5432, appProtocol: postgres}, {name: misc, port: 7000}]}\n";
+        let m = mesh(yaml);
+        let web: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let ports = port_protocols(&m, "prod", &web);
+        assert_eq!(ports, [(8080, Protocol::Http), (9090, Protocol::Http), (5432, Protocol::Tcp)].into());
+        assert!(port_protocols(&m, "other", &web).is_empty(), "another namespace's Service does not select it");
+        let cfg = compile(&m, &[], "prod", None);
+        let by_name = |n: &str| cfg.routes.iter().find(|r| r.name.ends_with(n)).map(|r| r.protocol);
+        assert_eq!(by_name(":80"), Some(Protocol::Http));
+        assert_eq!(by_name(":5432"), Some(Protocol::Tcp));
+        assert_eq!(by_name(":7000"), Some(Protocol::Detect));
+    }
 
     #[test]
     fn peer_authentication_follows_istios_precedence() {

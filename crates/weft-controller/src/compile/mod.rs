@@ -14,7 +14,7 @@ pub mod inbound;
 pub mod routes;
 pub mod tls_check;
 
-pub use inbound::inbound_policy;
+pub use inbound::{inbound_policy, port_protocols};
 pub use tls_check::{tls_report, TlsCheck};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -137,6 +137,7 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
                 .map(|r| routes::http_rules(&r.http, r.retry_budget.as_ref(), p.port, &mut cluster_for))
                 .unwrap_or_default();
             cfg.routes.push(Route {
+                protocol: inbound::proxy_protocol(p.protocol),
                 name: format!("{}:{}", svc.host, p.port),
                 destinations: svc.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).map(|ip| SocketAddr::new(ip, p.port)).into_iter().collect(),
                 hosts: host_names(svc, p.port, only_port),

@@ -4,6 +4,7 @@
 
 use super::admin::{self, SetLogLevel};
 use crate::config::{BuildContext, ProxyConfig, Snapshot, Workload};
+use crate::control::state_dir::StateDir;
 use crate::drain::Drain;
 use crate::listen::serve_listener;
 use crate::state::Proxy;
@@ -28,17 +29,34 @@ pub struct RunOptions {
     pub cert_files: Option<crate::workload_cert::WorkloadCert>,
     /// The workload served (namespace and labels, for source matches).
     pub workload: Workload,
-    pub admin: Vec<SocketAddr>,
+    /// Where the last certificate and config are kept for a restart without the controller.
+    pub state_dir: Option<PathBuf>,
+    pub admin: admin::AdminAddresses,
     pub workers: usize,
     pub set_log_level: SetLogLevel,
 }
 
-pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+pub fn run(mut opts: RunOptions) -> anyhow::Result<()> {
+    let state = match &opts.state_dir {
+        Some(dir) => Some(Arc::new(StateDir::open(dir).with_context(|| format!("--state-dir {}", dir.display()))?)),
+        None => None,
+    };
+    let kept = state.as_ref().filter(|_| opts.config.is_none() && opts.controller.is_some()).and_then(|s| s.load_config());
     let config = match &opts.config {
         Some(path) => ProxyConfig::load(path).context("loading the proxy config")?,
-        None if opts.controller.is_some() => ProxyConfig::sidecar_default(),
+        None if opts.controller.is_some() => match kept {
+            Some(cfg) => {
+                tracing::info!(version = %cfg.version, "starting with the config kept from the controller");
+                cfg
+            }
+            None => ProxyConfig::sidecar_default(),
+        },
         None => anyhow::bail!("give --config FILE, or --controller ADDR to be configured by the controller"),
     };
+    // The certificate kept from the controller, while it is this workload's: mTLS from the first connection.
+    if let (Some(s), Some(c), None) = (&state, &opts.certificates, &opts.cert_files) {
+        opts.cert_files = s.load_certificate(&c.id);
+    }
     let rt = if opts.workers <= 1 && std::env::var_os("WEFT_MULTI_THREAD").is_none() {
         tokio::runtime::Builder::new_current_thread().thread_name("weft-worker").enable_all().build()?
     } else {
@@ -46,10 +64,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     // One worker: a current-thread runtime (fewer cross-thread wake-ups; measured in
     // docs/benchmarks.md). The admin server has its own thread either way.
-    rt.block_on(serve(config, opts))
+    rt.block_on(serve(config, opts, state))
 }
 
-async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> {
+async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<StateDir>>) -> anyhow::Result<()> {
     let listeners = config.listeners.clone();
     let idle_timeout = config.limits.idle_timeout;
     let (certificate, certificate_rx) = watch::channel(opts.cert_files.take().map(Arc::new));
@@ -73,10 +91,10 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions) -> anyhow::Result<()> 
         tasks.push(tokio::spawn(serve_listener(proxy.clone(), l, socket)));
     }
     if let Some(c) = opts.certificates.clone() {
-        tokio::spawn(crate::control::certs::run(c, proxy.certificate.clone()));
+        tokio::spawn(crate::control::certs::run(c, proxy.certificate.clone(), state.clone()));
     }
     if let Some(control) = opts.controller.clone() {
-        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone() };
+        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone(), state: state.clone() };
         tokio::spawn(crate::control::run(control, sink));
     }
     proxy.ready.store(true, Ordering::SeqCst);

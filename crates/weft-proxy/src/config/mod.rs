@@ -25,6 +25,8 @@ pub struct RouteTarget {
     pub cluster: Arc<ClusterState>,
     /// HTTP rules in order; the first match wins.
     pub rules: Arc<Vec<CompiledRule>>,
+    /// What the destination port declares (HTTP is parsed, TCP relayed, without sniffing).
+    pub protocol: Protocol,
 }
 
 /// The workload this proxy serves: source-label and source-namespace
@@ -73,7 +75,12 @@ impl Snapshot {
         for r in &config.routes {
             // `check()` guarantees the cluster exists.
             let Some(cluster) = clusters.get(&r.cluster) else { continue };
-            let target = RouteTarget { route: r.name.as_str().into(), cluster: cluster.clone(), rules: Arc::new(matchers::compile_rules(&r.http, &clusters, &cx.workload)) };
+            let target = RouteTarget {
+                route: r.name.as_str().into(),
+                cluster: cluster.clone(),
+                rules: Arc::new(matchers::compile_rules(&r.http, &clusters, &cx.workload)),
+                protocol: r.protocol,
+            };
             for d in &r.destinations {
                 by_destination.entry(*d).or_insert_with(|| target.clone());
             }

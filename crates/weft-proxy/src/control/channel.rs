@@ -16,6 +16,10 @@ pub enum ControlTls {
     /// With a workload certificate: mutual TLS; the certificate is what
     /// authenticates this proxy's Hello.
     Mutual(Arc<crate::workload_cert::WorkloadCert>),
+    /// With a certificate that has expired (the controller would refuse it in
+    /// the handshake): TLS to a controller under the certificate's trust
+    /// bundle, no client certificate; the renewal request proves the key.
+    Anonymous(Arc<crate::workload_cert::WorkloadCert>),
 }
 
 /// A gRPC channel to the controller at `address`, secured as `tls` says;
@@ -30,6 +34,10 @@ pub async fn connect(address: &str, tls: ControlTls) -> Result<tonic::transport:
         ControlTls::Mutual(cert) => {
             let id = weft_identity::tls::controller_id(&cert.spiffe_id.trust_domain)?;
             weft_identity::tls::client_config(&cert.identity, &cert.bundle, vec![id])?
+        }
+        ControlTls::Anonymous(cert) => {
+            let id = weft_identity::tls::controller_id(&cert.spiffe_id.trust_domain)?;
+            weft_identity::tls::anonymous_client_config(&cert.bundle, vec![id])?
         }
     };
     let mut config = (*config).clone();
@@ -65,3 +73,14 @@ impl tower_service::Service<http::Uri> for ControllerConnector {
     }
 }
 
+
+impl ControlTls {
+    /// How to reach the controller holding `cert`: mutual TLS while it is valid.
+    pub fn with(cert: Option<Arc<crate::workload_cert::WorkloadCert>>) -> ControlTls {
+        match cert {
+            Some(c) if c.seconds_left() > 0 => ControlTls::Mutual(c),
+            Some(c) => ControlTls::Anonymous(c),
+            None => ControlTls::Plain,
+        }
+    }
+}

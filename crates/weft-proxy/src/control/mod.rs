@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod channel;
+pub mod state_dir;
 
 use crate::backoff::Backoff;
 use crate::config::{BuildContext, ProxyConfig, Snapshot};
@@ -32,6 +33,8 @@ pub struct ConfigSink {
     pub snapshot: watch::Sender<Arc<Snapshot>>,
     pub build: BuildContext,
     pub metrics: Arc<Metrics>,
+    /// Where each applied config is kept for a restart without the controller.
+    pub state: Option<Arc<state_dir::StateDir>>,
 }
 
 /// Runs forever: connect, stream, and on any failure back off and retry.
@@ -43,21 +46,24 @@ pub async fn run(opts: ControlOptions, sink: ConfigSink) {
         let _ = cert.wait_for(|c| c.is_some()).await;
     }
     let mut attempt: u32 = 0;
+    let mut certificate = sink.build.certificate.clone();
     loop {
         match session(&opts, &sink, &mut attempt).await {
             Ok(()) => tracing::warn!(controller = %opts.address, "controller closed the stream; keeping the last config"),
             Err(e) => tracing::warn!(controller = %opts.address, "controller unreachable ({e}); keeping the last config"),
         }
         attempt = attempt.saturating_add(1);
-        tokio::time::sleep(Backoff::CONTROLLER.delay(attempt, crate::random::random_u64())).await;
+        // A new certificate (a renewal after an outage) is worth trying at once.
+        certificate.mark_unchanged();
+        tokio::select! {
+            _ = tokio::time::sleep(Backoff::CONTROLLER.delay(attempt, crate::random::random_u64())) => {}
+            _ = certificate.changed() => {}
+        }
     }
 }
 
 async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls = match sink.build.certificate.borrow().clone() {
-        Some(cert) => ControlTls::Mutual(cert),
-        None => ControlTls::Plain,
-    };
+    let tls = ControlTls::with(sink.build.certificate.borrow().clone());
     // Configs of large meshes exceed gRPC's 4 MiB default; scoping keeps most far smaller.
     let mut client = ProxyConfigServiceClient::new(channel::connect(&opts.address, tls).await?).max_decoding_message_size(MAX_CONFIG_BYTES);
     let (out, rx) = tokio::sync::mpsc::channel::<ProxyMessage>(16);
@@ -107,6 +113,9 @@ fn apply(push: &ConfigPush, sink: &ConfigSink) -> Result<(), String> {
     cfg.check()?;
     if cfg.listeners != previous.config.listeners {
         return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
+    }
+    if let Some(state) = &sink.state {
+        state.save_config(&cfg);
     }
     sink.snapshot.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &sink.build)));
     Ok(())

@@ -1,7 +1,15 @@
 //! What the app is handed: a client may not claim an identity itself (a
-//! client-sent `x-forwarded-client-cert` is always removed), a mesh
-//! client's identity is added (Envoy's XFCC: `By=OURS;URI=PEER`), and an
-//! HTTP/1.1 request carried over HTTP/2 between proxies is HTTP/1.1 again.
+//! client-sent `x-forwarded-client-cert` and every `x-weft-*` header are
+//! always removed), a mesh client's identity is added (Envoy's XFCC:
+//! `By=OURS;URI=PEER`), and an HTTP/1.1 request carried over HTTP/2 between
+//! proxies is HTTP/1.1 again.
+//!
+//! The rule these headers follow: the app may trust them on requests the
+//! proxy parsed, which is every request to a port declared HTTP (port name
+//! `http-*`, `grpc-*`, or `appProtocol`) and every request detected as HTTP.
+//! Bytes relayed as opaque TCP (a port declared TCP, or one whose client
+//! sent nothing HTTP-shaped within the detect timeout) are not looked at:
+//! an app that reads identity headers must declare its port HTTP.
 
 use crate::connection::Peer;
 use http::{HeaderValue, Request};
@@ -18,8 +26,12 @@ pub fn hand_off<B>(req: &mut Request<B>, peer: &Peer, own: Option<&str>) {
             headers.insert(XFCC, v);
         }
     }
-    if peer.mtls && headers.remove(crate::mesh_alpn::ORIG_PROTO).is_some_and(|v| v == "HTTP/1.1") {
+    if peer.mtls && headers.get(crate::mesh_alpn::ORIG_PROTO).is_some_and(|v| v == "HTTP/1.1") {
         *req.version_mut() = http::Version::HTTP_11;
+    }
+    let ours: Vec<http::HeaderName> = req.headers().keys().filter(|k| k.as_str().starts_with("x-weft-")).cloned().collect();
+    for name in ours {
+        req.headers_mut().remove(name);
     }
 }
 
@@ -37,6 +49,9 @@ mod tests {
         let mut req = Request::builder().header(XFCC, "By=x;URI=spiffe://cluster.local/ns/bank/sa/admin").body(()).unwrap();
         hand_off(&mut req, &peer(None), Some("spiffe://cluster.local/ns/a/sa/web"));
         assert!(req.headers().get(XFCC).is_none(), "a plaintext client's claim is dropped");
+        let mut req = Request::builder().header("x-weft-orig-proto", "HTTP/1.1").header("x-weft-anything", "1").version(http::Version::HTTP_2).body(()).unwrap();
+        hand_off(&mut req, &peer(None), None);
+        assert!(req.headers().is_empty() && req.version() == http::Version::HTTP_2, "weft's headers are weft's alone: {:?}", req.headers());
         let mut req = Request::builder().header(XFCC, "forged").header(crate::mesh_alpn::ORIG_PROTO, "HTTP/1.1").version(http::Version::HTTP_2).body(()).unwrap();
         hand_off(&mut req, &peer(Some("spiffe://cluster.local/ns/a/sa/client")), Some("spiffe://cluster.local/ns/a/sa/web"));
         assert_eq!(req.headers()[XFCC], "By=spiffe://cluster.local/ns/a/sa/web;URI=spiffe://cluster.local/ns/a/sa/client");

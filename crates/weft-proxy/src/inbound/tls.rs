@@ -34,7 +34,7 @@ mod tests {
     use crate::upstream::mesh::connect;
     use std::time::SystemTime;
     use tokio::sync::watch;
-    use weft_identity::{csr, CertificateAuthority, SpiffeId, TrustBundle};
+    use weft_identity::{csr, CertificateAuthority, SpiffeId};
 
     const WEB: &str = "spiffe://cluster.local/ns/default/sa/web";
 
@@ -47,8 +47,7 @@ mod tests {
         } else {
             ca.sign_csr(&kc.csr_pem, &id, Duration::from_secs(3600)).unwrap()
         };
-        let bundle = TrustBundle::from_pem(bundle_of.trust_domain(), &bundle_of.trust_bundle_pem()).unwrap();
-        Arc::new(WorkloadCert::new(&issued.chain_pem, &kc.key_pem, bundle, issued.serial, 0).unwrap())
+        Arc::new(WorkloadCert::new(&issued.chain_pem, &kc.key_pem, bundle_of.trust_domain(), &bundle_of.trust_bundle_pem()).unwrap())
     }
 
     /// One handshake through the proxy's own client and server paths:

@@ -1,8 +1,13 @@
 //! Protocol detection: peek at a new connection's first bytes (without
 //! consuming them) and decide HTTP/1, HTTP/2 prior knowledge (gRPC), TLS, or
-//! opaque TCP. A client that sends nothing (a server-first protocol such as
-//! MySQL or SMTP) is treated as TCP once the detect timeout passes, so it
-//! never hangs.
+//! opaque TCP. Any HTTP/1.x request line is HTTP, whatever its method (RFC
+//! 9110 lets a method be any token: PROPFIND, PURGE, extension methods) and
+//! after empty lines (RFC 9112 2.2): a request the proxy did not recognise
+//! would reach the app unparsed, with whatever headers the client forged. A
+//! client that sends nothing (a server-first protocol such as MySQL or
+//! SMTP) is treated as TCP once the detect timeout passes, so it never
+//! hangs; one that stalls mid-prefix is re-peeked with backoff, never in a
+//! busy loop.
 
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -17,9 +22,55 @@ pub enum Detected {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const METHODS: &[&[u8]] = &[
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ",
-];
+
+/// RFC 9110 5.6.2 `tchar`: what a method token is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Is `buf` the start of an HTTP/1.x request? `Some(true)`: yes (its request
+/// line, or as much of one as a buffer holds); `Some(false)`: no; `None`:
+/// too short to tell.
+fn http1_request_line(buf: &[u8]) -> Option<bool> {
+    // Empty lines before the request line are allowed (RFC 9112 2.2).
+    let mut i = 0;
+    while i < buf.len() && (buf[i] == b'\r' || buf[i] == b'\n') {
+        i += 1;
+    }
+    let start = i;
+    while i < buf.len() && is_tchar(buf[i]) {
+        i += 1;
+    }
+    if i == buf.len() {
+        return None;
+    }
+    if i == start || buf[i] != b' ' {
+        return Some(false);
+    }
+    i += 1;
+    // The request target: visible characters up to the next space.
+    let target = i;
+    while i < buf.len() && buf[i] > b' ' && buf[i] < 0x7f {
+        i += 1;
+    }
+    if i == buf.len() {
+        return None;
+    }
+    if i == target || buf[i] != b' ' {
+        return Some(false);
+    }
+    i += 1;
+    let version = b"HTTP/1.";
+    let rest = &buf[i..];
+    let n = rest.len().min(version.len());
+    if rest[..n] != version[..n] {
+        return Some(false);
+    }
+    if rest.len() < version.len() + 1 {
+        return None;
+    }
+    Some(rest[version.len()].is_ascii_digit())
+}
 
 /// Classifies a prefix; `None` means "need more bytes".
 pub fn classify(buf: &[u8]) -> Option<Detected> {
@@ -43,24 +94,17 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
         }
         return Some(Detected::Tcp);
     }
-    let mut possible = false;
-    for m in METHODS {
-        let n = m.len().min(buf.len());
-        if buf[..n] == m[..n] {
-            if buf.len() >= m.len() {
-                // `GET / HTTP/1.1`: a method and a space is enough to hand it to the HTTP parser,
-                // which answers 400 to anything malformed after that.
-                return Some(Detected::Http1);
-            }
-            possible = true;
-        }
-    }
-    if possible {
-        None
-    } else {
-        Some(Detected::Tcp)
+    match http1_request_line(buf) {
+        Some(true) => Some(Detected::Http1),
+        Some(false) => Some(Detected::Tcp),
+        // A request line longer than the peek buffer is still HTTP-shaped: hand it to the parser.
+        None if buf.len() >= PEEK_BYTES => Some(Detected::Http1),
+        None => None,
     }
 }
+
+/// How much of a connection detection looks at.
+const PEEK_BYTES: usize = 4096;
 
 #[derive(Default)]
 struct ClientHello {
@@ -116,11 +160,14 @@ fn parse_client_hello(hs: &[u8], out: &mut ClientHello) -> Option<()> {
     Some(())
 }
 
-/// Peeks until the protocol is known or `timeout` passes.
+/// Peeks until the protocol is known or `timeout` passes. Peeking does not
+/// consume, so the socket stays readable while a prefix is incomplete: the
+/// next peek waits a little longer each time (1 ms doubling to 16 ms).
 pub async fn detect(stream: &TcpStream, timeout: Duration) -> std::io::Result<Detected> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; PEEK_BYTES];
     let mut last = 0;
+    let mut wait = Duration::from_millis(1);
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(r) => r?,
@@ -134,16 +181,16 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> std::io::Result<De
             return Ok(d);
         }
         if n == last {
-            // peek returns the same bytes until more arrive: wait for readability.
-            if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+            if tokio::time::Instant::now() + wait >= deadline {
+                tokio::time::sleep_until(deadline).await;
                 return Ok(Detected::Tcp);
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(16));
+        } else {
+            wait = Duration::from_millis(1);
         }
         last = n;
-        if n == buf.len() {
-            return Ok(Detected::Tcp);
-        }
     }
 }
 
@@ -160,7 +207,30 @@ mod tests {
         assert_eq!(classify(&H2_PREFACE[..10]), None);
         assert_eq!(classify(b"*2\r\n$3\r\nGET\r\n"), Some(Detected::Tcp)); // redis RESP
         assert_eq!(classify(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Some(Detected::Tcp)); // postgres SSLRequest
-        assert_eq!(classify(b"GETX"), Some(Detected::Tcp));
+        assert_eq!(classify(b"GETX"), None, "any token may be a method: wait for the space");
+        assert_eq!(classify(b"GETX\r\n"), Some(Detected::Tcp));
+    }
+
+    #[test]
+    fn any_token_method_and_leading_empty_lines_are_http() {
+        for line in [&b"PROPFIND /dav HTTP/1.1\r\n"[..], b"PURGE /cache HTTP/1.1\r\n", b"M-SEARCH * HTTP/1.1\r\n", b"\r\n\r\nGET / HTTP/1.1\r\n", b"get / HTTP/1.0\r\n"] {
+            assert_eq!(classify(line), Some(Detected::Http1), "{}", String::from_utf8_lossy(line));
+        }
+        // Not enough to tell yet, at every cut of a request line.
+        let line = b"PROPFIND /a/b HTTP/1.1\r\n";
+        for cut in 1..("PROPFIND /a/b HTTP/1.".len() + 1) {
+            assert_eq!(classify(&line[..cut]), None, "cut at {cut}");
+        }
+        // Text protocols that are not HTTP stay opaque.
+        assert_eq!(classify(b"get key\r\n"), Some(Detected::Tcp), "memcached");
+        assert_eq!(classify(b"EHLO mail.example\r\n"), Some(Detected::Tcp), "SMTP");
+        assert_eq!(classify(b"GET / HTTP/2.0\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(b"GET  / HTTP/1.1\r\n"), Some(Detected::Tcp), "two spaces");
+        assert_eq!(classify(b"\x00\x01"), Some(Detected::Tcp));
+        // A request line longer than what detection looks at is still HTTP.
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', PEEK_BYTES));
+        assert_eq!(classify(&long), Some(Detected::Http1));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::detect::{detect, Detected};
 use super::orig_dst::original_dst;
 use crate::body::Downstream;
-use crate::config::{Limits, Listener, ListenerKind, Protocol};
+use crate::config::{Limits, Listener, ListenerKind, Protocol, Snapshot};
 use crate::connection::{Connection, Destination, Direction};
 use crate::inbound::{self, Admission};
 use crate::mesh_alpn::{is_mesh_alpn, Carried};
@@ -30,21 +30,46 @@ fn direction(listener: &Listener, stream: &TcpStream) -> Result<Direction, Strin
     })
 }
 
-/// What the connection speaks: forced by the listener or its opaque ports, else detected.
-async fn protocol(listener: &Listener, direction: &Direction, stream: &TcpStream, limits: &Limits) -> Option<Detected> {
-    let original_port = match direction {
-        Direction::Inbound { app } | Direction::Outbound(Destination::Original(app)) => Some(app.port()),
+/// What a port is declared to carry, by the listener, its opaque ports, the
+/// Service of the destination (outbound) or of the workload (inbound).
+fn declared(listener: &Listener, direction: &Direction, snapshot: &Snapshot) -> Protocol {
+    let original = match direction {
+        Direction::Inbound { app } => {
+            let declared = snapshot.config.inbound.port_protocols.get(&app.port()).copied();
+            Some((app.port(), declared.unwrap_or_default()))
+        }
+        Direction::Outbound(Destination::Original(dst)) => {
+            Some((dst.port(), snapshot.route_for_destination(*dst).map(|r| r.protocol).unwrap_or_default()))
+        }
         Direction::Outbound(Destination::Cluster(_)) => None,
     };
-    if listener.protocol == Protocol::Tcp || original_port.is_some_and(|p| listener.opaque_ports.contains(&p)) {
+    match (listener.protocol, original) {
+        (Protocol::Detect, Some((port, _))) if listener.opaque_ports.contains(&port) => Protocol::Tcp,
+        (Protocol::Detect, Some((_, declared))) => declared,
+        (forced, _) => forced,
+    }
+}
+
+/// What the connection speaks. Inbound connections are always peeked at, so
+/// that mesh TLS is recognised whatever the port carries (a meshed client's
+/// ClientHello comes at once; on a server-first port a plaintext client
+/// waits out the detect timeout); then a declared protocol wins over what
+/// the bytes look like. Outbound, a declared protocol is not sniffed at all.
+async fn protocol(declared: Protocol, inbound: bool, stream: &TcpStream, limits: &Limits) -> Option<Detected> {
+    if !inbound && declared == Protocol::Tcp {
         return Some(Detected::Tcp);
     }
-    match (listener.protocol, detect(stream, limits.detect_timeout).await) {
-        (Protocol::Http, Ok(Detected::Http2)) => Some(Detected::Http2),
-        (Protocol::Http, _) => Some(Detected::Http1),
-        (_, Ok(d)) => Some(d),
-        (_, Err(_)) => None,
-    }
+    let detected = match detect(stream, limits.detect_timeout).await {
+        Ok(d) => d,
+        Err(_) => return None,
+    };
+    Some(match (declared, detected) {
+        (_, tls @ Detected::Tls { .. }) if inbound => tls,
+        (Protocol::Tcp, _) => Detected::Tcp,
+        (Protocol::Http, Detected::Http2) => Detected::Http2,
+        (Protocol::Http, _) => Detected::Http1,
+        (Protocol::Detect, d) => d,
+    })
 }
 
 fn label(d: &Detected) -> &'static str {
@@ -66,8 +91,11 @@ pub async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, record: Connectio
             return record.rejected("no_original_destination");
         }
     };
-    let limits = proxy.snapshot().config.limits.clone();
-    let Some(detected) = protocol(&listener, &direction, &stream, &limits).await else { return };
+    let snapshot = proxy.snapshot();
+    let limits = snapshot.config.limits.clone();
+    let declared = declared(&listener, &direction, &snapshot);
+    let inbound = matches!(direction, Direction::Inbound { .. });
+    let Some(detected) = protocol(declared, inbound, &stream, &limits).await else { return };
     let conn = Connection { listener, peer: record.peer.clone(), direction };
     match conn.direction.clone() {
         Direction::Outbound(_) => {
@@ -78,7 +106,7 @@ pub async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, record: Connectio
             let mode = proxy.snapshot().config.inbound.mode_for(app.port());
             let mesh = matches!(&detected, Detected::Tls { alpn, .. } if is_mesh_alpn(alpn));
             match inbound::admit(mode, mesh) {
-                Admission::MeshTls => mesh_tls(proxy, conn, stream, record, &limits).await,
+                Admission::MeshTls => mesh_tls(proxy, conn, stream, record, declared, &limits).await,
                 Admission::Refuse => {
                     let port = app.port();
                     let text = format!("plaintext connection, and port {port} requires mTLS (STRICT)");
@@ -95,7 +123,7 @@ pub async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, record: Connectio
 
 /// Inbound mesh mTLS: terminate it, learn the client's identity, and serve
 /// what it carries (HTTP/2, HTTP/1.1 or TCP) to the local app.
-async fn mesh_tls(proxy: &Arc<Proxy>, mut conn: Connection, stream: TcpStream, mut record: ConnectionRecord, limits: &Limits) {
+async fn mesh_tls(proxy: &Arc<Proxy>, mut conn: Connection, stream: TcpStream, mut record: ConnectionRecord, declared: Protocol, limits: &Limits) {
     let Some(cert) = proxy.certificate.borrow().clone() else {
         return record.refused("no_certificate", "mtls", None, "this proxy has no workload certificate yet".into());
     };
@@ -107,10 +135,13 @@ async fn mesh_tls(proxy: &Arc<Proxy>, mut conn: Connection, stream: TcpStream, m
     conn.peer.mtls = true;
     record.peer = conn.peer.clone();
     record.opened(carried.label());
-    let detected = match carried {
-        Carried::Http2 => Detected::Http2,
-        Carried::Http1 => Detected::Http1,
-        Carried::Tcp => Detected::Tcp,
+    let detected = match (carried, declared) {
+        (Carried::Http2, _) => Detected::Http2,
+        (Carried::Http1, _) => Detected::Http1,
+        // An HTTP port's bytes are parsed even when the client proxy sent them as
+        // opaque TCP: the app's identity headers are only ever set by this proxy.
+        (Carried::Tcp, Protocol::Http) => Detected::Http1,
+        (Carried::Tcp, _) => Detected::Tcp,
     };
     serve(proxy, Arc::new(conn), tls, detected, record, limits).await
 }

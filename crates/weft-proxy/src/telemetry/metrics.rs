@@ -77,6 +77,8 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
     pub ejections: Family<EjectionLabels, Counter>,
+    /// Seconds until the workload certificate expires (negative once it has), set at each scrape.
+    pub certificate_expiry: Gauge,
 }
 
 impl Metrics {
@@ -104,7 +106,14 @@ impl Metrics {
         registry.register("upstream_retries", "Retries sent, by route and cluster", retries.clone());
         let ejections = Family::<EjectionLabels, Counter>::default();
         registry.register("outlier_ejections", "Endpoints ejected by outlier detection, by cluster", ejections.clone());
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "workload_certificate_expiry_seconds",
+            "Seconds until the workload certificate expires (negative once it has; 0 without one)",
+            certificate_expiry.clone(),
+        );
         Metrics {
+            certificate_expiry,
             retries,
             ejections,
             registry,

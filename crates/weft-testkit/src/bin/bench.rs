@@ -186,7 +186,7 @@ fn main() -> anyhow::Result<()> {
     let mcpu2 = (cpu_seconds(mtls_out_pid), cpu_seconds(mtls_in_pid));
     let mtls_peak_rss = (status_kib(mtls_out_pid, "VmHWM:"), status_kib(mtls_in_pid, "VmHWM:"));
     // The server's proxy must have seen mTLS: a plaintext fallback would make the figures meaningless.
-    let stats = weft_testkit::http_get(std::net::SocketAddr::from((s3.ip, 15000)), "/stats/prometheus")?;
+    let stats = s3.admin("/stats/prometheus")?;
     anyhow::ensure!(stats.contains("connection_security_policy=\"mutual_tls\""), "the mTLS run was not mTLS:\n{stats}");
 
     // Meshed with a realistic route table in front of the destination: 50 routes, and for
@@ -205,7 +205,7 @@ fn main() -> anyhow::Result<()> {
     let routes_h1 = load(&c4, &routes_url, &rate, &conns, &secs, false)?;
     let rcpu1 = cpu_seconds(rt_out_pid);
     let routes_h2 = load(&c4, &routes_url, &rate, &conns, &secs, true)?;
-    let stats = weft_testkit::http_get(std::net::SocketAddr::from((c4.ip, 15000)), "/stats/prometheus")?;
+    let stats = c4.admin("/stats/prometheus")?;
     anyhow::ensure!(stats.contains("route=\"server\""), "the route table was not used:\n{stats}");
 
     // nginx, two hops: client-side nginx on localhost -> server-side nginx -> echo.
