@@ -16,7 +16,12 @@ pub struct ControllerProcess {
     child: Option<Child>,
     /// Extra `weft controller` arguments.
     extra: Vec<String>,
+    /// Where `weft` on the host reaches the API.
     pub api: SocketAddr,
+    /// Where pods reach the API (over TLS), when it listens beyond loopback.
+    pub api_reachable: Option<SocketAddr>,
+    /// What the API binds.
+    listen: SocketAddr,
     pub grpc: SocketAddr,
     pub data_dir: PathBuf,
 }
@@ -28,9 +33,22 @@ impl ControllerProcess {
 
     pub fn start_with(net: &Net, data_dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
         let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        Self::start_at(net, data_dir, api, None, extra)
+    }
+
+    /// A controller whose API listens on every address, so pods reach it
+    /// (at the bridge's address, over TLS) as other machines would.
+    pub fn start_reachable(net: &Net, data_dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
+        let port = free_port()?;
+        let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        Self::start_at(net, data_dir, listen, Some(SocketAddr::from((net.gateway(), port))), extra)
+    }
+
+    fn start_at(net: &Net, data_dir: &std::path::Path, listen: SocketAddr, reachable: Option<SocketAddr>, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
+        let api = SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()));
         let grpc = SocketAddr::from((net.gateway(), free_port()?));
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = ControllerProcess { child: None, extra, api, grpc, data_dir: data_dir.to_path_buf() };
+        let mut c = ControllerProcess { child: None, extra, api, api_reachable: reachable, listen, grpc, data_dir: data_dir.to_path_buf() };
         c.restart()?;
         Ok(c)
     }
@@ -40,7 +58,7 @@ impl ControllerProcess {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.with_extension("log"))?;
         let child = Command::new(workspace_bin("weft"))
             .args(["controller", "--data-dir", self.data_dir.to_str().unwrap_or_default()])
-            .args(["--listen", &self.api.to_string(), "--grpc-listen", &self.grpc.to_string(), "--endpoint-grace", "2s"])
+            .args(["--listen", &self.listen.to_string(), "--grpc-listen", &self.grpc.to_string(), "--endpoint-grace", "2s"])
             .args(&self.extra)
             .stdout(log.try_clone()?)
             .stderr(log)
