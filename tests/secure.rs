@@ -282,6 +282,21 @@ fn the_api_speaks_tls_to_other_machines_and_weft_check_names_an_insecure_control
     without.push("proxy-status");
     let out = ops.exec(&weft, &without).unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the call (401)"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A client certificate from the mesh CA stands in for a token, with its role.
+    let certs = ctl.data_dir.with_extension("operator");
+    let out = ctl.weft(&["api-cert", "create", "--role", "read", "--out", certs.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (chain, key, roots) = (certs.join("cert-chain.pem"), certs.join("key.pem"), certs.join("root-cert.pem"));
+    let with_cert = ["--controller", url.as_str(), "--ca-file", roots.to_str().unwrap(), "--data-dir", nowhere.to_str().unwrap(), "--client-cert", chain.to_str().unwrap(), "--client-key", key.to_str().unwrap()];
+    let mut get = with_cert.to_vec();
+    get.extend(["get", "all", "-A"]);
+    let out = ops.exec(&weft, &get).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut create = with_cert.to_vec();
+    create.extend(["api-token", "create", "--name", "x"]);
+    let out = ops.exec(&weft, &create).unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spiffe://cluster.local/ns/weft-system/sa/weft-reader has the read role; this needs admin"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&certs);
     // `weft check` says the controller takes proxies at their word.
     let out = ctl.weft(&["check"]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -89,6 +89,13 @@ enum Command {
         #[command(subcommand)]
         action: ApiTokenAction,
     },
+    /// Client certificates for the controller's API, from the mesh CA:
+    /// `weft api-cert create --role read --out DIR` writes cert-chain.pem, key.pem, root-cert.pem
+    /// (use them as --client-cert, --client-key, --ca-file with an https:// controller).
+    ApiCert {
+        #[command(subcommand)]
+        action: ApiCertAction,
+    },
     /// Checks the mesh: the controller's mode, certificate expiry, proxies in sync.
     /// Exits 1 when a check fails.
     Check(check::Args),
@@ -113,6 +120,21 @@ enum ApiTokenAction {
         #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
         role: String,
         /// How long the token is valid (at most 90d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiCertAction {
+    /// Create a key here and have the controller certify it for a role.
+    Create {
+        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
+        role: String,
+        /// Where to write the files (created 0700; the key 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// How long the certificate is valid (at most 168h).
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
@@ -148,6 +170,7 @@ fn main() -> ExitCode {
             resources::create_token(&client()?, &namespace, &service_account, &ttl)
         }
         Command::ApiToken { action: ApiTokenAction::Create { name, role, ttl } } => resources::create_api_token(&client()?, &name, &role, &ttl),
+        Command::ApiCert { action: ApiCertAction::Create { role, out, ttl } } => resources::create_api_cert(&client()?, &conn.trust_domain, &role, &out, &ttl),
         Command::Check(args) => check::run(&client()?, args),
         Command::ProxyStatus { output } => resources::proxy_status(&client()?, &output),
         Command::ProxyConfig { proxy, section, output } => resources::proxy_config(&client()?, &proxy, &section, &output),

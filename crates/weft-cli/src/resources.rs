@@ -202,6 +202,27 @@ pub fn create_api_token(client: &ControllerClient, name: &str, role: &str, ttl: 
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn create_api_cert(client: &ControllerClient, trust_domain: &str, role: &str, out: &std::path::Path, ttl: &str) -> anyhow::Result<ExitCode> {
+    let ttl = weft_model::values::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let sa = if role == "admin" { "weft-admin" } else { "weft-reader" };
+    let id = weft_identity::SpiffeId::new(trust_domain, "weft-system", sa)?;
+    let key = weft_identity::csr::generate(&id)?;
+    let req = serde_json::json!({"role": role, "csr_pem": key.csr_pem, "ttl_seconds": ttl.as_secs()});
+    let (status, body) = client.call(http::Method::POST, "/api/v1/operator-certs", Some(req))?;
+    if status >= 400 {
+        eprintln!("error: {}", body["error"].as_str().unwrap_or("certificate not issued"));
+        return Ok(ExitCode::from(1));
+    }
+    use weft_identity::files::{private_dir, write_atomic};
+    private_dir(out).with_context(|| out.display().to_string())?;
+    write_atomic(&out.join("key.pem"), key.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&out.join("cert-chain.pem"), body["chain_pem"].as_str().unwrap_or_default().as_bytes(), 0o644)?;
+    write_atomic(&out.join("root-cert.pem"), body["roots_pem"].as_str().unwrap_or_default().as_bytes(), 0o644)?;
+    let (serial, dir) = (body["serial"].as_str().unwrap_or("?"), out.display());
+    eprintln!("{id} certificate (serial {serial}) in {dir}: use --client-cert {dir}/cert-chain.pem --client-key {dir}/key.pem --ca-file {dir}/root-cert.pem");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn create_token(client: &ControllerClient, namespace: &str, service_account: &str, ttl: &str) -> anyhow::Result<ExitCode> {
     let ttl = weft_model::values::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let req = serde_json::json!({"namespace": namespace, "service_account": service_account, "ttl_seconds": ttl.as_secs()});

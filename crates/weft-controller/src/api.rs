@@ -10,7 +10,8 @@
 //! - `POST /api/v1/delete` `{keys: [...]}`: all or nothing.
 //! - `GET /api/v1/analyze`: analysis of the stored state.
 //! - `POST /api/v1/tokens`: a join token for a workload identity;
-//!   `POST /api/v1/api-tokens`: a token for the API itself.
+//!   `POST /api/v1/api-tokens`: a token for the API itself;
+//!   `POST /api/v1/operator-certs`: a client certificate for the API.
 //!
 //! Every route but `/healthz` needs a caller ([`crate::auth`]): reads need
 //! the `read` role, everything that changes the mesh or mints credentials
@@ -46,6 +47,7 @@ pub fn router(controller: Arc<Controller>) -> Router {
         .route("/api/v1/delete", post(delete))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/api-tokens", post(create_api_token))
+        .route("/api/v1/operator-certs", post(create_operator_cert))
         .route_layer(axum::middleware::from_fn_with_state(controller.clone(), require_admin));
     Router::new().route("/healthz", get(|| async { "ok\n" })).merge(read).merge(admin).with_state(controller)
 }
@@ -399,6 +401,23 @@ async fn create_api_token(State(c): State<Arc<Controller>>, Extension(who): Exte
         Ok((token, expires)) => {
             tracing::info!(caller = %who.name, name = %req.name, role = %req.role, expires, "API token created");
             Json(serde_json::json!({"token": token, "name": req.name, "role": req.role, "expires_unix": expires})).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OperatorCertRequest {
+    role: Role,
+    csr_pem: String,
+    ttl_seconds: u64,
+}
+
+async fn create_operator_cert(State(c): State<Arc<Controller>>, Extension(who): Extension<Caller>, Json(req): Json<OperatorCertRequest>) -> Response {
+    match c.ca.certify_operator(req.role, &req.csr_pem, std::time::Duration::from_secs(req.ttl_seconds)) {
+        Ok((issued, roots_pem)) => {
+            tracing::info!(caller = %who.name, role = %req.role, serial = %issued.serial, "operator certificate issued");
+            Json(serde_json::json!({"chain_pem": issued.chain_pem, "roots_pem": roots_pem, "serial": issued.serial})).into_response()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
     }

@@ -34,6 +34,9 @@ pub struct IssuedInfo {
 /// The namespace of the control plane's own identities.
 pub const CONTROL_PLANE_NAMESPACE: &str = "weft-system";
 
+/// The longest an operator's API client certificate lives.
+pub const MAX_OPERATOR_CERT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The longest a join token may be used to obtain certificates.
 pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -207,6 +210,22 @@ impl MeshCa {
         );
         tracing::info!(proxy = proxy_id, identity = %id, serial = %issued.serial, "certificate issued");
         Ok((issued, id, roots))
+    }
+
+    /// A client certificate for an operator of the API: the identity of
+    /// `role` (`weft-system/weft-admin` or `weft-system/weft-reader`), for at
+    /// most [`MAX_OPERATOR_CERT_TTL`]. Only the API (admin role) asks.
+    pub fn certify_operator(&self, role: crate::auth::Role, csr_pem: &str, ttl: Duration) -> Result<(weft_identity::IssuedCertificate, String), String> {
+        if ttl.is_zero() || ttl > MAX_OPERATOR_CERT_TTL {
+            return Err(format!("ttl must be between 1s and {}h", MAX_OPERATOR_CERT_TTL.as_secs() / 3600));
+        }
+        let sa = match role {
+            crate::auth::Role::Admin => "weft-admin",
+            crate::auth::Role::Read => "weft-reader",
+        };
+        let id = SpiffeId::new(self.trust_domain(), CONTROL_PLANE_NAMESPACE, sa).map_err(|e| e.to_string())?;
+        let issued = self.ca.sign_csr(csr_pem, &id, ttl).map_err(|e| e.to_string())?;
+        Ok((issued, self.ca.trust_bundle_pem()))
     }
 
     /// Every proxy's last certificate, by proxy id.

@@ -53,7 +53,8 @@ fn main() -> anyhow::Result<()> {
     let net = Net::new().context("the demo builds pods in network namespaces")?;
     let data = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
     let ctl = ControllerProcess::start(&net, &data)?;
-    println!("controller: API {} (weft --controller), proxies' gRPC {}", ctl.api, ctl.grpc);
+    println!("controller: API {}, proxies' gRPC {}", ctl.api, ctl.grpc);
+    println!("weft reaches it as its local admin: weft --controller {} --data-dir {} ...", ctl.api, ctl.data_dir.display());
     let file = data.with_extension("yaml");
     std::fs::write(&file, MESH)?;
     run_weft(&ctl, &["apply", "-f", file.to_str().unwrap_or_default()])?;
@@ -89,7 +90,11 @@ fn main() -> anyhow::Result<()> {
     println!("\nhello's proxy: {line}");
 
     if keep {
-        step(&format!("running; try `weft --controller {} proxy-status`. Ctrl-C to stop and clean up", ctl.api));
+        step(&format!(
+            "running; try `weft --controller {} --data-dir {} proxy-status` (or `check`). Ctrl-C to stop and clean up",
+            ctl.api,
+            ctl.data_dir.display()
+        ));
         tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tokio::signal::ctrl_c())?;
     }
     step("done: mTLS between meshed pods, plaintext refused; cleaning up");
