@@ -414,7 +414,7 @@ struct OperatorCertRequest {
 }
 
 async fn create_operator_cert(State(c): State<Arc<Controller>>, Extension(who): Extension<Caller>, Json(req): Json<OperatorCertRequest>) -> Response {
-    match c.ca.certify_operator(req.role, &req.csr_pem, std::time::Duration::from_secs(req.ttl_seconds)) {
+    match c.ca.certify_operator(req.role.operator_account(), &req.csr_pem, std::time::Duration::from_secs(req.ttl_seconds)) {
         Ok((issued, roots_pem)) => {
             tracing::info!(caller = %who.name, role = %req.role, serial = %issued.serial, "operator certificate issued");
             Json(serde_json::json!({"chain_pem": issued.chain_pem, "roots_pem": roots_pem, "serial": issued.serial})).into_response()

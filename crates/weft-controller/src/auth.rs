@@ -45,6 +45,16 @@ impl std::fmt::Display for Role {
     }
 }
 
+impl Role {
+    /// The control-plane service account whose client certificate has this role.
+    pub fn operator_account(self) -> &'static str {
+        match self {
+            Role::Admin => "weft-admin",
+            Role::Read => "weft-reader",
+        }
+    }
+}
+
 /// A proven caller: a name for the audit log, and a role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -130,11 +140,7 @@ impl ApiAuth {
         if id.trust_domain != self.trust_domain || id.namespace != "weft-system" {
             return None;
         }
-        let role = match id.service_account.as_str() {
-            "weft-admin" => Role::Admin,
-            "weft-reader" => Role::Read,
-            _ => return None,
-        };
+        let role = [Role::Admin, Role::Read].into_iter().find(|r| r.operator_account() == id.service_account)?;
         Some(Caller { name: id.to_string(), role })
     }
 }

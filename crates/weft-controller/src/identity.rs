@@ -212,17 +212,16 @@ impl MeshCa {
         Ok((issued, id, roots))
     }
 
-    /// A client certificate for an operator of the API: the identity of
-    /// `role` (`weft-system/weft-admin` or `weft-system/weft-reader`), for at
-    /// most [`MAX_OPERATOR_CERT_TTL`]. Only the API (admin role) asks.
-    pub fn certify_operator(&self, role: crate::auth::Role, csr_pem: &str, ttl: Duration) -> Result<(weft_identity::IssuedCertificate, String), String> {
+    /// A client certificate for an operator of the API: the control-plane
+    /// identity `weft-system/SERVICE_ACCOUNT` (`weft-admin` or `weft-reader`,
+    /// see `auth`), for at most [`MAX_OPERATOR_CERT_TTL`]. Only the API (admin role) asks.
+    pub fn certify_operator(&self, sa: &str, csr_pem: &str, ttl: Duration) -> Result<(weft_identity::IssuedCertificate, String), String> {
         if ttl.is_zero() || ttl > MAX_OPERATOR_CERT_TTL {
             return Err(format!("ttl must be between 1s and {}h", MAX_OPERATOR_CERT_TTL.as_secs() / 3600));
         }
-        let sa = match role {
-            crate::auth::Role::Admin => "weft-admin",
-            crate::auth::Role::Read => "weft-reader",
-        };
+        if !matches!(sa, "weft-admin" | "weft-reader") {
+            return Err(format!("{sa:?} is not an operator identity"));
+        }
         let id = SpiffeId::new(self.trust_domain(), CONTROL_PLANE_NAMESPACE, sa).map_err(|e| e.to_string())?;
         let issued = self.ca.sign_csr(csr_pem, &id, ttl).map_err(|e| e.to_string())?;
         Ok((issued, self.ca.trust_bundle_pem()))
