@@ -46,6 +46,10 @@ pub struct Args {
     /// ...and the root(s) workloads trust. Without --ca-cert, a root is created in DATA_DIR/ca.
     #[arg(long)]
     ca_roots: Option<PathBuf>,
+    /// How often idle proxy connections are pinged; a proxy that does not answer within
+    /// as long again is disconnected (its grace period then starts).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    proxy_keepalive: std::time::Duration,
     /// Namespace whose selector-less policies apply to the whole mesh.
     #[arg(long, default_value = weft_model::mesh::DEFAULT_ROOT_NAMESPACE)]
     root_namespace: String,
@@ -73,6 +77,7 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         renewal_grace: args.renewal_grace,
         plugged_ca,
         root_namespace: args.root_namespace,
+        proxy_keepalive: args.proxy_keepalive,
     })?;
     Ok(ExitCode::SUCCESS)
 }

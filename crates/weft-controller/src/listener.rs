@@ -34,6 +34,15 @@ enum Io {
 pub struct PeerStream {
     io: Io,
     peer: Peer,
+    /// Its place under the port's connection limit, given back on drop.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl PeerStream {
+    fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> PeerStream {
+        self._slot = Some(slot);
+        self
+    }
 }
 
 impl tonic::transport::server::Connected for PeerStream {
@@ -97,13 +106,30 @@ pub enum Plaintext {
 
 /// Accepts forever; each connection is sorted (and its TLS handshake done)
 /// on its own task, so a slow client cannot hold up the others.
-pub fn incoming(listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerStream>> {
-    incoming_with(listener, tls, Plaintext::Anyone)
+pub fn incoming(listener: TcpListener, tls: Arc<rustls::ServerConfig>, keepalive: Duration) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerStream>> {
+    incoming_with(listener, tls, Plaintext::Anyone, Some(keepalive))
+}
+
+/// Connections one port holds at once; more are closed as they come (and logged).
+pub const MAX_CONNECTIONS: usize = 20_000;
+
+/// Probes an idle connection's peer every `every`, giving up after 3 unanswered probes.
+fn set_keepalive(stream: &TcpStream, every: Duration) {
+    let keepalive = socket2::TcpKeepalive::new().with_time(every).with_interval(every).with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!("TCP keepalive: {e}");
+    }
 }
 
 /// As [`incoming`], with a rule for plaintext clients.
-pub fn incoming_with(listener: TcpListener, tls: Arc<rustls::ServerConfig>, plaintext: Plaintext) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerStream>> {
+pub fn incoming_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    plaintext: Plaintext,
+    keepalive: Option<Duration>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         loop {
@@ -115,10 +141,17 @@ pub fn incoming_with(listener: TcpListener, tls: Arc<rustls::ServerConfig>, plai
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "{MAX_CONNECTIONS} connections open: refusing another");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
+            if let Some(every) = keepalive {
+                set_keepalive(&stream, every);
+            }
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
             tokio::spawn(async move {
-                match sort(stream, remote, &acceptor).await {
+                match sort(stream, remote, &acceptor).await.map(|s| s.holding(slot)) {
                     Ok(s) if !s.peer.tls && plaintext == Plaintext::LoopbackOnly && !remote.ip().is_loopback() => refuse_plaintext(s).await,
                     Ok(s) => {
                         let _ = tx.send(Ok(s)).await;
@@ -148,14 +181,14 @@ async fn sort(stream: TcpStream, remote: SocketAddr, acceptor: &tokio_rustls::Tl
         .map_err(|_| "nothing sent within 10 s".to_string())?
         .map_err(|e| e.to_string())?;
     if n == 0 || first[0] != 0x16 {
-        return Ok(PeerStream { io: Io::Plain(stream), peer: Peer { remote, identity: None, tls: false } });
+        return Ok(PeerStream { io: Io::Plain(stream), peer: Peer { remote, identity: None, tls: false }, _slot: None });
     }
     let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
         .await
         .map_err(|_| "TLS handshake took longer than 10 s".to_string())?
         .map_err(|e| format!("TLS handshake: {e}"))?;
     let identity = weft_identity::tls::peer_identity(tls.get_ref().1.peer_certificates());
-    Ok(PeerStream { io: Io::Tls(Box::new(tls)), peer: Peer { remote, identity, tls: true } })
+    Ok(PeerStream { io: Io::Tls(Box::new(tls)), peer: Peer { remote, identity, tls: true }, _slot: None })
 }
 
 /// The API's connections for `axum::serve`, with the peer as connect info.
@@ -167,7 +200,7 @@ pub struct ApiListener {
 impl ApiListener {
     pub fn new(listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<ApiListener> {
         let local = listener.local_addr()?;
-        Ok(ApiListener { incoming: incoming_with(listener, tls, Plaintext::LoopbackOnly), local })
+        Ok(ApiListener { incoming: incoming_with(listener, tls, Plaintext::LoopbackOnly, None), local })
     }
 }
 

@@ -119,8 +119,9 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 sends.push((id.clone(), sender, push));
             }
         }
+        // Never waits on a proxy: each gets its latest push in its slot.
         for (id, sender, push) in sends {
-            if sender.send(Ok(push)).await.is_err() {
+            if sender.send(Some(push)).is_err() {
                 tracing::debug!(proxy = %id, "push to a closed stream");
             }
         }

@@ -11,8 +11,7 @@ use weft_identity::SpiffeId;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, Notify};
-use tonic::Status;
+use tokio::sync::{watch, Notify};
 use weft_proto::v1::{ConfigPush, Hello};
 
 /// Sync state as `weft proxy-status` shows it.
@@ -32,7 +31,9 @@ pub(crate) struct Entry {
     pub(crate) hello: Hello,
     /// Who the proxy proved to be.
     pub(crate) proven: Proven,
-    pub(crate) sender: Option<mpsc::Sender<Result<ConfigPush, Status>>>,
+    /// The proxy's next push: a slot, not a queue. A slow proxy is sent only
+    /// the latest config when it reads again; nothing waits for it.
+    pub(crate) sender: Option<watch::Sender<Option<ConfigPush>>>,
     /// Which stream this entry belongs to (a reconnect replaces it).
     pub(crate) session: u64,
     pub(crate) disconnected_at: Option<Instant>,

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Streams one proxy connection may open at once.
+const MAX_STREAMS_PER_PROXY: u32 = 8;
+
 /// Everything the controller is started with.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -33,6 +36,9 @@ pub struct Options {
     pub plugged_ca: Option<PluggedCa>,
     /// Namespace whose selector-less policies apply to the whole mesh.
     pub root_namespace: String,
+    /// How often an idle proxy connection is pinged (HTTP/2, and TCP keepalive):
+    /// a proxy that does not answer within the same time is disconnected.
+    pub proxy_keepalive: Duration,
 }
 
 /// Runs the controller until it is told to stop.
@@ -60,8 +66,12 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         tracing::info!(address = %opts.listen, data_dir = %opts.data_dir.display(), "controller listening");
         let grpc_listener = tokio::net::TcpListener::bind(opts.grpc_listen).await?;
         let grpc = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(opts.proxy_keepalive))
+            .http2_keepalive_timeout(Some(opts.proxy_keepalive))
+            // A proxy needs one stream (config) and now and then a second (a certificate).
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_PROXY))
             .add_service(weft_proto::v1::proxy_config_service_server::ProxyConfigServiceServer::new(push).max_encoding_message_size(256 * 1024 * 1024))
-            .serve_with_incoming(crate::listener::incoming(grpc_listener, tls));
+            .serve_with_incoming(crate::listener::incoming(grpc_listener, tls, opts.proxy_keepalive));
         tracing::info!(address = %opts.grpc_listen, "proxies stream config from here");
         tokio::spawn(async move {
             if let Err(e) = grpc.await {

@@ -7,7 +7,8 @@ use crate::registry::{Entry, Proven, Registry};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use weft_proto::v1::{proxy_config_service_server::ProxyConfigService, proxy_message, CertifyRequest, CertifyResponse, ConfigPush, Hello, ProxyMessage};
 
@@ -51,7 +52,7 @@ pub struct PushService {
 
 #[tonic::async_trait]
 impl ProxyConfigService for PushService {
-    type StreamStream = tokio_stream::wrappers::ReceiverStream<Result<ConfigPush, Status>>;
+    type StreamStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ConfigPush, Status>> + Send>>;
 
     async fn certify(&self, request: Request<CertifyRequest>) -> Result<Response<CertifyResponse>, Status> {
         let tls = request.extensions().get::<crate::listener::Peer>().is_some_and(|p| p.tls);
@@ -84,7 +85,7 @@ impl ProxyConfigService for PushService {
             tracing::warn!(proxy = %hello.proxy_id, "Hello refused: {e}");
             Status::permission_denied(e)
         })?;
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = watch::channel(None::<ConfigPush>);
         let registry = self.registry.clone();
         let session = registry.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = hello.proxy_id.clone();
@@ -174,7 +175,8 @@ impl ProxyConfigService for PushService {
             tokio::time::sleep(grace + Duration::from_millis(10)).await;
             registry.changed.notify_one();
         });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        let pushes = tokio_stream::wrappers::WatchStream::new(rx).filter_map(|p| p.map(Ok));
+        Ok(Response::new(Box::pin(pushes)))
     }
 }
 

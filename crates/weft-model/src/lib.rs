@@ -19,6 +19,7 @@
 //! ```
 
 pub mod analyze;
+pub mod bounded;
 pub mod diag;
 pub mod envelope;
 pub mod load;

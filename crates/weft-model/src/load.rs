@@ -7,7 +7,6 @@ use crate::diag::{Code, Message, Origin, ResourceRef};
 use crate::resource::{self, Resource};
 use crate::validate;
 use crate::values::closest;
-use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Files larger than this are refused rather than parsed: mesh configuration
@@ -157,9 +156,11 @@ pub fn parse_str(file: &str, text: &str) -> Bundle {
 pub fn split_documents(file: &str, text: &str) -> (Vec<(Origin, serde_json::Value)>, Vec<Message>) {
     let mut docs = Vec::new();
     let mut messages = Vec::new();
+    // One budget for the whole text: aliases cannot make it expand past a multiple of its size.
+    let budget = std::cell::Cell::new(crate::bounded::budget_for(text.len()));
     for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let origin = Origin { file: file.to_string(), document: index };
-        match serde_json::Value::deserialize(doc) {
+        match serde::de::DeserializeSeed::deserialize(crate::bounded::Bounded { budget: &budget }, doc) {
             Ok(serde_json::Value::Null) => {}
             Ok(mut value) => {
                 let is_list = value.get("kind").and_then(|k| k.as_str()) == Some("List")

@@ -216,6 +216,14 @@ fn virtual_service(s: &istio::VirtualServiceSpec, f: &mut Findings) {
         } else if actions > 1 {
             f.invalid(&p, "set only one of route, redirect, directResponse and delegate");
         }
+        if let Some(h) = &r.headers {
+            header_operations(h, &format!("{p}.headers"), f);
+        }
+        for (j, d) in r.route.iter().enumerate() {
+            if let Some(h) = &d.headers {
+                header_operations(h, &format!("{p}.route[{j}].headers"), f);
+            }
+        }
         for (j, m) in r.matches.iter().enumerate() {
             let mp = format!("{p}.match[{j}]");
             for (name, sm) in [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)] {
@@ -225,8 +233,12 @@ fn virtual_service(s: &istio::VirtualServiceSpec, f: &mut Findings) {
             }
             for (kind, map) in [("headers", &m.headers), ("queryParams", &m.query_params), ("withoutHeaders", &m.without_headers)] {
                 for (k, sm) in map {
-                    if kind != "queryParams" && k.to_ascii_lowercase() != *k {
-                        f.invalid(format!("{mp}.{kind}.{k}"), format!("header name {k:?} must be lowercase"));
+                    if kind != "queryParams" {
+                        if let Err(e) = values::check_header_name(k) {
+                            f.invalid(format!("{mp}.{kind}.{k}"), e);
+                        } else if k.to_ascii_lowercase() != *k {
+                            f.invalid(format!("{mp}.{kind}.{k}"), format!("header name {k:?} must be lowercase"));
+                        }
                     }
                     // An empty StringMatch on a header means "present".
                     if *sm != istio::StringMatch::default() {
@@ -546,8 +558,26 @@ fn selector(s: &LabelSelector, path: &str, f: &mut Findings) {
     }
 }
 
+/// Header operations name headers: each name must be one a header can have.
+fn header_operations(h: &istio::Headers, path: &str, f: &mut Findings) {
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        let names = ops.set.keys().map(|k| ("set", k)).chain(ops.add.keys().map(|k| ("add", k))).chain(ops.remove.iter().map(|k| ("remove", k)));
+        for (op, name) in names {
+            if let Err(e) = values::check_header_name(name) {
+                f.invalid(format!("{path}.{side}.{op}.{name}"), e);
+            }
+        }
+    }
+}
+
 fn header_matches(hs: &[gw::HttpHeaderMatch], path: &str, f: &mut Findings) {
     for (i, h) in hs.iter().enumerate() {
+        if path.ends_with(".headers") {
+            if let Err(e) = values::check_header_name(&h.name) {
+                f.invalid(format!("{path}[{i}].name"), e);
+            }
+        }
         match h.kind.as_deref().unwrap_or("Exact") {
             "Exact" => {}
             "RegularExpression" => {

@@ -118,6 +118,20 @@ pub fn check_regex(re: &str) -> Result<(), String> {
         })
 }
 
+/// Is `name` a header field name (RFC 9110 5.1: a token)? A name that is
+/// not could never match anything, so a rule written with it would quietly
+/// match more (or less) than it says.
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() {
+        return Err("a header name cannot be empty".into());
+    }
+    match name.bytes().find(|b| !tchar(*b)) {
+        None => Ok(()),
+        Some(b) => Err(format!("header name {name:?} is not an HTTP token: {:?} is not allowed in a header name", b as char)),
+    }
+}
+
 fn is_label_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63

@@ -3,7 +3,7 @@
 //! table, validation, loading, the internal model, and analysis on top.
 
 const LAYERS: &[&[&str]] = &[
-    &["values"],
+    &["values", "bounded"],
     &["diag", "types"],
     &["envelope"],
     &["resource"],

@@ -633,6 +633,10 @@ pub struct Limits {
     /// Pooled upstream connections unused for this long are closed.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
+    /// A downstream connection (HTTP or opaque TCP) on which no byte moved
+    /// either way for this long is closed (Istio's idleTimeout).
+    #[serde(with = "duration_text")]
+    pub connection_idle_timeout: Duration,
     /// Largest request or response header block, in bytes (431 / 502 beyond).
     pub max_header_bytes: usize,
     /// On SIGTERM, how long in-flight requests may take to finish.
@@ -647,6 +651,7 @@ impl Default for Limits {
             detect_timeout: Duration::from_millis(100),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
+            connection_idle_timeout: Duration::from_secs(3600),
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
         }

@@ -13,6 +13,7 @@ pub mod body;
 pub mod budget;
 pub mod connection;
 pub mod drain;
+pub mod idle;
 pub mod iptables;
 pub mod local_reply;
 pub mod mesh_alpn;

@@ -24,6 +24,8 @@ pub struct Proxy {
     pub certificate: watch::Sender<Option<Arc<WorkloadCert>>>,
     /// The workload this proxy serves (for source matches).
     pub workload: Arc<Workload>,
+    /// Mirrored copies in flight (see `http::mirror`).
+    pub mirrors: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {

@@ -5,7 +5,7 @@
 
 /// Bottom first. Keep in step with `src/lib.rs` and docs/architecture.md.
 const LAYERS: &[&[&str]] = &[
-    &["backoff", "body", "budget", "connection", "drain", "iptables", "mesh_alpn", "random"],
+    &["backoff", "body", "budget", "connection", "drain", "idle", "iptables", "mesh_alpn", "random"],
     &["local_reply", "workload_cert"],
     &["balance"],
     &["upstream"],

@@ -73,7 +73,7 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     let (certificate, certificate_rx) = watch::channel(opts.cert_files.take().map(Arc::new));
     let workload = Arc::new(opts.workload.clone());
     let cx = BuildContext { certificate: certificate_rx, workload: workload.clone() };
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx)));
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx).map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?));
     let proxy = Arc::new(Proxy {
         snapshot: rx,
         metrics: Arc::new(Metrics::new()),
@@ -82,6 +82,7 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
         drain: Drain::default(),
         certificate,
         workload,
+        mirrors: Arc::new(tokio::sync::Semaphore::new(crate::http::mirror::MAX_MIRRORS)),
     });
     let _admin = admin::spawn(opts.admin.clone(), proxy.clone(), opts.set_log_level.clone())?;
     let mut tasks = Vec::new();
@@ -148,17 +149,21 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Path, source: &str) {
-    let result = match ProxyConfig::load(path) {
-        Ok(cfg) => {
-            let previous = proxy.snapshot.borrow().clone();
-            if *previous.config == cfg {
-                return;
-            }
-            if cfg.listeners != previous.config.listeners {
+    let previous = proxy.snapshot();
+    let built = ProxyConfig::load(path).map_err(|e| e.to_string()).and_then(|cfg| {
+        if *previous.config == cfg {
+            return Ok(None);
+        }
+        Snapshot::build(cfg, Some(&previous), &proxy.build_context()).map(Some)
+    });
+    let result = match built {
+        Ok(None) => return,
+        Ok(Some(snapshot)) => {
+            if snapshot.config.listeners != previous.config.listeners {
                 tracing::warn!("listener changes need a restart; routes, clusters and limits were applied");
             }
-            let version = cfg.version.clone();
-            tx.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &proxy.build_context())));
+            let version = snapshot.config.version.clone();
+            tx.send_replace(Arc::new(snapshot));
             tracing::info!(%version, "config reloaded ({source})");
             "applied"
         }

@@ -53,6 +53,14 @@ impl Limits {
         permit.map(|p| Admitted(Some(p))).map_err(|_| LocalReply::new(503, Flag::UpstreamOverflow, "cluster closed"))
     }
 
+    /// Admits a request only if it can go at once (mirrors never wait).
+    pub fn try_admit(&self) -> Option<Admitted> {
+        match &self.requests {
+            None => Some(Admitted(None)),
+            Some(sem) => sem.clone().try_acquire_owned().ok().map(|p| Admitted(Some(p))),
+        }
+    }
+
     /// Takes a retry slot if the cluster's `max_retries` allows; release with [`Limits::retry_done`].
     pub fn try_retry(&self) -> bool {
         match &self.retries {

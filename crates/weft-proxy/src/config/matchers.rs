@@ -18,14 +18,14 @@ pub enum Matcher {
 }
 
 impl Matcher {
-    fn new(m: &StringMatch) -> Option<Matcher> {
-        Some(if let Some(e) = &m.exact {
+    fn new(m: &StringMatch) -> Result<Matcher, String> {
+        Ok(if let Some(e) = &m.exact {
             Matcher::Exact(e.clone())
         } else if let Some(p) = &m.prefix {
             Matcher::Prefix(p.clone())
         } else if let Some(r) = &m.regex {
             // Envoy and Istio match the whole value.
-            Matcher::Regex(regex::Regex::new(&format!("^(?:{r})$")).ok()?)
+            Matcher::Regex(regex::Regex::new(&format!("^(?:{r})$")).map_err(|e| format!("regex {r:?}: {e}"))?)
         } else {
             Matcher::Present
         })
@@ -115,39 +115,48 @@ impl CompiledRule {
     }
 }
 
-pub(super) fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState>>, me: &Workload) -> Vec<CompiledRule> {
+pub(super) fn compile_rules(rules: &[HttpRule], clusters: &HashMap<String, Arc<ClusterState>>, me: &Workload) -> Result<Vec<CompiledRule>, String> {
     let from_me = |m: &RequestMatch| {
         m.source_namespace.as_ref().is_none_or(|ns| *ns == me.namespace) && m.source_labels.iter().all(|(k, v)| me.labels.get(k) == Some(v))
     };
-    rules
-        .iter()
-        .filter_map(|r| {
-            // A rule whose every match needs another source never matches here.
-            let own: Vec<&RequestMatch> = r.matches.iter().filter(|m| from_me(m)).collect();
-            (r.matches.is_empty() || !own.is_empty()).then_some((r, own))
-        })
-        .map(|(r, own)| CompiledRule {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        // A rule whose every match needs another source never matches here.
+        let own: Vec<&RequestMatch> = r.matches.iter().filter(|m| from_me(m)).collect();
+        if !r.matches.is_empty() && own.is_empty() {
+            continue;
+        }
+        let matches = own.into_iter().map(compile_match).collect::<Result<Vec<_>, String>>().map_err(|e| format!("rule {i}: {e}"))?;
+        out.push(CompiledRule {
             name: r.name.clone(),
             actions: Arc::new(r.clone()),
-            matches: own
-                .into_iter()
-                .map(|m| CompiledMatch {
-                    path: m.path.as_ref().and_then(Matcher::new),
-                    method: m.method.as_deref().and_then(|x| http::Method::from_bytes(x.as_bytes()).ok()),
-                    headers: m
-                        .headers
-                        .iter()
-                        .filter_map(|h| Some((http::HeaderName::from_bytes(h.name.as_bytes()).ok()?, Matcher::new(&h.value)?, h.invert)))
-                        .collect(),
-                    query: m.query.iter().filter_map(|q| Some((q.name.clone(), Matcher::new(&q.value)?, q.invert))).collect(),
-                    port: m.port,
-                })
-                .collect(),
+            matches,
             clusters: r.clusters.iter().filter_map(|w| Some((clusters.get(&w.cluster)?.clone(), w.weight))).collect(),
             total_weight: r.clusters.iter().map(|w| w.weight as u64).sum(),
             budget: r.retry.as_ref().and_then(|p| p.budget.clone()).map(|b| Arc::new(crate::budget::BudgetState::new(b))),
             mirrors: r.mirrors.iter().filter_map(|m| Some((clusters.get(&m.cluster)?.clone(), m.percent))).collect(),
-        })
-        .collect()
+        });
+    }
+    Ok(out)
+}
+
+/// One match, every condition compiled; a condition that cannot be is an
+/// error, never left out (that would match more than the rule says).
+fn compile_match(m: &RequestMatch) -> Result<CompiledMatch, String> {
+    let header = |h: &crate::config::HeaderMatch| -> Result<(http::HeaderName, Matcher, bool), String> {
+        let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("header name {:?} is not a valid HTTP header name", h.name))?;
+        Ok((name, Matcher::new(&h.value)?, h.invert))
+    };
+    let method = match m.method.as_deref() {
+        Some(x) => Some(http::Method::from_bytes(x.as_bytes()).map_err(|_| format!("method {x:?} is not an HTTP method"))?),
+        None => None,
+    };
+    Ok(CompiledMatch {
+        path: m.path.as_ref().map(Matcher::new).transpose()?,
+        method,
+        headers: m.headers.iter().map(header).collect::<Result<_, _>>()?,
+        query: m.query.iter().map(|q| Ok((q.name.clone(), Matcher::new(&q.value)?, q.invert))).collect::<Result<_, String>>()?,
+        port: m.port,
+    })
 }
 

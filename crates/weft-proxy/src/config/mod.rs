@@ -60,7 +60,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds lookup tables; clusters equal to one in `previous` keep their
     /// state (and so their pooled connections).
-    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>, cx: &BuildContext) -> Snapshot {
+    /// Fails, naming the route and rule, when a match cannot be compiled: a
+    /// config that would route differently from what it says is refused whole.
+    pub fn build(config: ProxyConfig, previous: Option<&Snapshot>, cx: &BuildContext) -> Result<Snapshot, String> {
         let mut clusters = HashMap::new();
         for c in &config.clusters {
             let state = previous
@@ -78,7 +80,7 @@ impl Snapshot {
             let target = RouteTarget {
                 route: r.name.as_str().into(),
                 cluster: cluster.clone(),
-                rules: Arc::new(matchers::compile_rules(&r.http, &clusters, &cx.workload)),
+                rules: Arc::new(matchers::compile_rules(&r.http, &clusters, &cx.workload).map_err(|e| format!("route {:?} {e}", r.name))?),
                 protocol: r.protocol,
             };
             for d in &r.destinations {
@@ -88,7 +90,7 @@ impl Snapshot {
                 by_host.entry(h.to_ascii_lowercase()).or_insert_with(|| target.clone());
             }
         }
-        Snapshot { config: Arc::new(config), clusters, by_destination, by_host }
+        Ok(Snapshot { config: Arc::new(config), clusters, by_destination, by_host })
     }
 
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterState>> {
@@ -122,7 +124,7 @@ mod tests {
             "clusters:\n- {name: v1, endpoints: [\"10.0.0.1:80\"]}\n- {name: v2, endpoints: [\"10.0.0.2:80\"]}\nroutes:\n- name: r\n  hosts: [r]\n  cluster: v1\n  http:\n  - matches: [{headers: [{name: x-canary, value: {exact: \"true\"}}]}, {path: {regex: \"/api/v[0-9]+/.*\"}, method: POST}]\n    clusters: [{cluster: v2, weight: 1}]\n  - matches: [{headers: [{name: x-debug, value: {present: true}, invert: true}]}]\n    clusters: [{cluster: v1, weight: 90}, {cluster: v2, weight: 10}]\n",
         )
         .unwrap();
-        Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1))
+        Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1)).unwrap()
     }
 
     fn first_match<'a>(t: &'a RouteTarget, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<&'a CompiledRule> {
@@ -149,6 +151,20 @@ mod tests {
     }
 
     #[test]
+    fn a_match_that_cannot_be_compiled_refuses_the_config_instead_of_matching_more() {
+        let bad = |m: &str| -> String {
+            let cfg: ProxyConfig = serde_norway::from_str(&format!(
+                "clusters:\n- {{name: v1, endpoints: []}}\n- {{name: v2, endpoints: []}}\nroutes:\n- name: r\n  hosts: [r]\n  cluster: v1\n  http:\n  - matches: [{m}]\n    clusters: [{{cluster: v2, weight: 1}}]\n"
+            ))
+            .unwrap();
+            Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1)).err().unwrap_or_default()
+        };
+        assert_eq!(bad("{headers: [{name: \"x canary\", value: {exact: \"1\"}}]}"), "route \"r\" rule 0: header name \"x canary\" is not a valid HTTP header name");
+        assert!(bad("{path: {regex: \"/api/(v1\"}}").starts_with("route \"r\" rule 0: regex \"/api/(v1\""));
+        assert_eq!(bad("{method: \"GE T\"}"), "route \"r\" rule 0: method \"GE T\" is not an HTTP method");
+    }
+
+    #[test]
     fn weights_split_traffic() {
         let s = snapshot();
         let rule = &s.route_for_host("r").unwrap().rules[1];
@@ -162,7 +178,7 @@ mod tests {
             "clusters:\n- {name: auto, endpoints: [{address: \"10.0.0.1:80\", identity: \"spiffe://cluster.local/ns/a/sa/b\"}]}\n- {name: strict, tls: mutual, endpoints: [{address: \"10.0.0.1:80\", identity: \"spiffe://cluster.local/ns/a/sa/b\"}]}\n",
         )
         .unwrap();
-        let s = Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1));
+        let s = Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1)).unwrap();
         let ep = |c: &str| s.cluster(c).unwrap().config.endpoints[0].clone();
         assert_eq!(s.cluster("auto").unwrap().transport(&ep("auto")).unwrap(), None, "no certificate yet: plaintext");
         let e = s.cluster("strict").unwrap().transport(&ep("strict")).unwrap_err();

@@ -25,7 +25,13 @@ pub enum ControlTls {
 /// A gRPC channel to the controller at `address`, secured as `tls` says;
 /// the controller must prove it is `spiffe://TD/ns/weft-system/sa/weft-controller`.
 pub async fn connect(address: &str, tls: ControlTls) -> Result<tonic::transport::Channel, Box<dyn std::error::Error + Send + Sync>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect_timeout(Duration::from_secs(5));
+    // HTTP/2 pings find a controller that went away without closing (a host
+    // gone, a partition): the stream fails and the proxy reconnects.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
     let config = match tls {
         ControlTls::Plain => return Ok(endpoint.connect().await?),
         ControlTls::Pinned { root_sha256, trust_domain } => {

@@ -114,9 +114,10 @@ fn apply(push: &ConfigPush, sink: &ConfigSink) -> Result<(), String> {
     if cfg.listeners != previous.config.listeners {
         return Err("the pushed listeners differ from the running ones; listener changes need a proxy restart".into());
     }
+    let snapshot = Snapshot::build(cfg, Some(&previous), &sink.build)?;
     if let Some(state) = &sink.state {
-        state.save_config(&cfg);
+        state.save_config(&snapshot.config);
     }
-    sink.snapshot.send_replace(Arc::new(Snapshot::build(cfg, Some(&previous), &sink.build)));
+    sink.snapshot.send_replace(Arc::new(snapshot));
     Ok(())
 }

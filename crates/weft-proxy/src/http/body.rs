@@ -20,12 +20,18 @@ pub enum RequestBody {
 /// arrives with its end of stream; a stream that pauses goes on unbuffered.
 const READ_AHEAD: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// The longest a body of known length is waited for to be kept for retries
+/// or mirrors when the route sets no timeout: a client that trickles its
+/// body is then sent on unbuffered, never holding memory and a slot forever.
+pub const MAX_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl RequestBody {
     /// Reads the body into memory when it is small (at most
     /// [`MAX_REPLAY_BYTES`]) and complete: known-length bodies are waited
-    /// for, others read ahead for [`READ_AHEAD`]. `None` means it can be
-    /// sent only once (what was read ahead is sent first, nothing is lost).
-    pub async fn replayable(&mut self) -> Result<Option<bytes::Bytes>, LocalReply> {
+    /// for up to `wait` (the route timeout, or [`MAX_BUFFER_WAIT`]), others
+    /// read ahead for [`READ_AHEAD`]. `None` means it can be sent only once
+    /// (what was read ahead is sent first, nothing is lost).
+    pub async fn replayable(&mut self, wait: Option<std::time::Duration>) -> Result<Option<bytes::Bytes>, LocalReply> {
         let body = match self {
             RequestBody::Buffered(b) => return Ok(Some(b.clone())),
             RequestBody::Streaming(body) => body,
@@ -34,7 +40,8 @@ impl RequestBody {
         if hint.lower() > MAX_REPLAY_BYTES {
             return Ok(None);
         }
-        let deadline = hint.exact().is_none().then(|| tokio::time::Instant::now() + READ_AHEAD);
+        let wait = if hint.exact().is_none() { READ_AHEAD } else { wait.unwrap_or(MAX_BUFFER_WAIT).min(MAX_BUFFER_WAIT) };
+        let deadline = Some(tokio::time::Instant::now() + wait);
         let mut rest = std::mem::replace(body, empty_body());
         let mut frames: Vec<hyper::body::Frame<bytes::Bytes>> = Vec::new();
         let mut size = 0u64;

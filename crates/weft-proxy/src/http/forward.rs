@@ -76,9 +76,9 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Incoming>, fwd: Forward, ho
     let mut body = RequestBody::Streaming(body.boxed());
     if !mirrors.is_empty() && !upgrade {
         // A mirror needs its own copy of the body: only small ones are copied (as for retries).
-        if let Some(bytes) = body.replayable().await? {
+        if let Some(bytes) = body.replayable(route_timeout).await? {
             for m in &mirrors {
-                mirror::send_copy(m, &parts, &pq, host, bytes.clone(), route_timeout);
+                mirror::send_copy(proxy, m, &parts, &pq, host, bytes.clone(), route_timeout);
             }
         }
     }
@@ -90,6 +90,7 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Incoming>, fwd: Forward, ho
         clients,
         policy: rule.as_ref().and_then(|r| r.retry.as_ref()),
         budget: matched.as_ref().and_then(|m| m.budget.as_deref()),
+        timeout: route_timeout,
     };
     let tries = send(proxy, out, body, how);
     let mut resp = match route_timeout {

@@ -39,19 +39,21 @@ pub struct Sending<'a> {
     pub clients: &'a HttpClients,
     pub policy: Option<&'a RetryPolicy>,
     pub budget: Option<&'a BudgetState>,
+    /// The route's timeout: how long a body may be waited for to keep it for retries.
+    pub timeout: Option<Duration>,
 }
 
 /// Sends the request and retries it as `how.policy` allows.
 pub async fn send(proxy: &Proxy, out: Outgoing<'_>, mut body: RequestBody, how: Sending<'_>) -> Result<Response<Incoming>, LocalReply> {
     let Outgoing { parts, upgrade, authority, pq } = out;
-    let Sending { target, clients, policy, budget } = how;
+    let Sending { target, clients, policy, budget, timeout } = how;
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     // Every gRPC call is a POST: a policy that names gRPC statuses asked for gRPC calls to be retried.
     let grpc_call = is_grpc(&parts.headers);
     let may_retry = policy.filter(|p| p.attempts > 0 && (idempotent || p.non_idempotent || (grpc_call && names_grpc_status(&p.retry_on))) && !upgrade);
     let replay = match (&body, may_retry) {
         (RequestBody::Buffered(bytes), _) => Some(bytes.clone()),
-        (RequestBody::Streaming(_), Some(_)) => body.replayable().await?,
+        (RequestBody::Streaming(_), Some(_)) => body.replayable(timeout).await?,
         (RequestBody::Streaming(_), None) => None,
     };
     let mut body = match body {

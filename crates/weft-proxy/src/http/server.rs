@@ -1,7 +1,8 @@
 //! The downstream side of HTTP: hyper serving one connection (HTTP/1.1 with
 //! upgrades, or HTTP/2), with the header-read timeout and header size
-//! limits, closed gracefully when the drain starts (HTTP/1 after the
-//! in-flight request, HTTP/2 after GOAWAY).
+//! limits, closed gracefully when the drain starts or when no byte moved
+//! for the connection idle timeout (HTTP/1 after the in-flight request,
+//! HTTP/2 after GOAWAY).
 
 use crate::body::{Body, Downstream};
 use crate::drain::Drain;
@@ -17,7 +18,9 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let io = TokioIo::new(stream);
+    let activity = crate::idle::Activity::default();
+    let io = TokioIo::new(activity.track(stream));
+    let mut quiet = std::pin::pin!(activity.expired(limits.connection_idle_timeout));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let handle = handle.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(req).await) }
@@ -31,6 +34,7 @@ where
         tokio::select! {
             r = conn.as_mut() => { if let Err(e) = r { tracing::debug!("http2 connection: {e}"); } }
             _ = &mut drained => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+            _ = &mut quiet => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
         }
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -47,6 +51,7 @@ where
         tokio::select! {
             r = conn.as_mut() => { if let Err(e) = r { tracing::debug!("http1 connection: {e}"); } }
             _ = &mut drained => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+            _ = &mut quiet => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
         }
     }
 }

@@ -161,7 +161,7 @@ routes:
     fn snapshot() -> Snapshot {
         let cfg: ProxyConfig = serde_norway::from_str(CONFIG).unwrap();
         cfg.check().unwrap();
-        Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1))
+        Snapshot::build(cfg, None, &BuildContext::new(tokio::sync::watch::channel(None).1)).unwrap()
     }
 
     fn conn(direction: Direction) -> Connection {

@@ -30,7 +30,7 @@ pub async fn inbound(proxy: &Proxy, app: SocketAddr, downstream: impl Downstream
 }
 
 /// Connects to the target and copies until both sides are done.
-async fn relay(proxy: &Proxy, target: Target, mut downstream: impl Downstream, record: ConnectionRecord) {
+async fn relay(proxy: &Proxy, target: Target, downstream: impl Downstream, record: ConnectionRecord) {
     let cluster = target.cluster();
     let timeout = cluster.map(|c| c.config.connect_timeout).unwrap_or(proxy.passthrough.connect_timeout);
     let _admitted = match cluster {
@@ -51,10 +51,20 @@ async fn relay(proxy: &Proxy, target: Target, mut downstream: impl Downstream, r
             return record.tcp_failed(Some(endpoint), reply);
         }
     };
-    // copy_bidirectional propagates each side's EOF as a write shutdown (half-close).
-    let result = match &mut upstream {
-        TcpUpstream::Plain(s) => tokio::io::copy_bidirectional(&mut downstream, s).await,
-        TcpUpstream::Mesh(s) => tokio::io::copy_bidirectional(&mut downstream, s.as_mut()).await,
+    // copy_bidirectional propagates each side's EOF as a write shutdown (half-close);
+    // a connection on which nothing moved for the idle timeout is closed.
+    let activity = crate::idle::Activity::default();
+    let mut downstream = activity.track(downstream);
+    let idle_timeout = proxy.snapshot().config.limits.connection_idle_timeout;
+    let copy = async {
+        match &mut upstream {
+            TcpUpstream::Plain(s) => tokio::io::copy_bidirectional(&mut downstream, s).await,
+            TcpUpstream::Mesh(s) => tokio::io::copy_bidirectional(&mut downstream, s.as_mut()).await,
+        }
+    };
+    let result = tokio::select! {
+        r = copy => r,
+        _ = activity.expired(idle_timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle")),
     };
     let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
     let upstream_mtls = target.endpoint.identity.is_some();

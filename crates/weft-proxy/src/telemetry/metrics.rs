@@ -58,6 +58,13 @@ pub struct EjectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub cluster: String,
+    /// sent, or dropped (over the proxy's or the cluster's limits).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// Where the config came from: file, sighup, controller, controller-delta.
     pub source: String,
@@ -77,6 +84,7 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
     pub ejections: Family<EjectionLabels, Counter>,
+    pub mirrors: Family<MirrorLabels, Counter>,
     /// Seconds until the workload certificate expires (negative once it has), set at each scrape.
     pub certificate_expiry: Gauge,
 }
@@ -106,6 +114,8 @@ impl Metrics {
         registry.register("upstream_retries", "Retries sent, by route and cluster", retries.clone());
         let ejections = Family::<EjectionLabels, Counter>::default();
         registry.register("outlier_ejections", "Endpoints ejected by outlier detection, by cluster", ejections.clone());
+        let mirrors = Family::<MirrorLabels, Counter>::default();
+        registry.register("mirror_requests", "Mirrored copies of requests, sent or dropped over the limits", mirrors.clone());
         let certificate_expiry = Gauge::default();
         registry.register(
             "workload_certificate_expiry_seconds",
@@ -113,6 +123,7 @@ impl Metrics {
             certificate_expiry.clone(),
         );
         Metrics {
+            mirrors,
             certificate_expiry,
             retries,
             ejections,
