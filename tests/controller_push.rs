@@ -3,6 +3,7 @@
 //! the controller can go away without the mesh noticing.
 
 use std::time::{Duration, Instant};
+use weft_testkit::controller::endpoint_count;
 use weft_testkit::{ControllerProcess, Pod, TestMesh};
 
 const REVIEWS: &str = r#"
@@ -412,4 +413,39 @@ fn retries_hide_a_flaky_backend_and_a_budget_caps_them() {
     let cap = 1000.0 * 1.2 + 10.0; // 20% plus minRetriesPerSecond x ttl
     assert!(received as f64 <= cap, "backend received {received} for 1000 client requests (cap {cap})");
     assert!(received > 1000, "some retries still happen within the budget: {received}");
+}
+
+#[test]
+fn a_frozen_proxy_holds_up_no_other_proxy_and_is_dropped_once_it_stops_answering() {
+    let mesh = TestMesh::start_with("ctl-frozen", &["--insecure-dev", "--proxy-keepalive", "1s"]);
+    let ctl = &mesh.ctl;
+    let _v1 = mesh.backend("reviews-v1", "app=reviews,version=v1", "v1");
+    let _v2 = mesh.backend("reviews-v2", "app=reviews,version=v2", "v2");
+    let frozen = mesh.net.pod("frozen").unwrap();
+    frozen.start_echo(8080, "v1").unwrap();
+    let pid = frozen.start_meshed_proxy(ctl.grpc, "default", "app=frozen", &[]).unwrap();
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
+    // A mesh big enough that every push is about a megabyte; the frozen pod is a service of its own.
+    let own = "apiVersion: v1\nkind: Service\nmetadata: {name: frozen, namespace: default}\nspec: {selector: {app: frozen}, ports: [{name: http, port: 8080}]}\n";
+    ctl.apply(&format!("{REVIEWS}---\n{}---\n{own}---\n{}", route_to("v1"), services(0..2000))).unwrap();
+    wait_all_synced(ctl, 4, Duration::from_secs(60));
+    let frozen_ip = frozen.ip.to_string();
+    ctl.wait_for_config("client", "the frozen service's endpoint", Duration::from_secs(10), |c| endpoint_count(c, "frozen.default") == 1);
+
+    // The frozen proxy stops reading; pushes to it pile up wherever they can.
+    frozen.signal(pid, "STOP").unwrap();
+    for i in 0..8 {
+        ctl.apply(&services(2000 + i..2001 + i)).unwrap();
+    }
+    // Everyone else still follows a route change within a second.
+    ctl.apply(&route_to("v2")).unwrap();
+    let took = wait_for_answer(&client, "reviews-v2", Duration::from_secs(1));
+    eprintln!("route change followed in {took:?} with a frozen proxy in the mesh");
+
+    // It does not answer keepalive pings: disconnected, then out of every config after the grace period.
+    let cfg = ctl.wait_for_config("client", "the frozen service without its endpoint", Duration::from_secs(15), |c| {
+        endpoint_count(c, "frozen.default") == 0 && !c.to_string().contains(&format!("\"{frozen_ip}:8080\""))
+    });
+    assert!(!cfg.to_string().contains(&frozen_ip));
+    frozen.signal(pid, "CONT").unwrap();
 }

@@ -411,3 +411,54 @@ fn ipv6_traffic_is_intercepted_and_forwarded_too() {
     let (code, _) = a.curl(&format!("http://{}:8080/v4", b.ip), &[]).unwrap();
     assert_eq!(code, 200);
 }
+
+/// User plus system CPU a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn a_hundred_clients_that_send_one_byte_and_stall_cost_the_proxy_almost_no_cpu() {
+    let net = Net::new().expect("network namespaces");
+    let a = net.pod("a").unwrap();
+    let b = net.pod("b").unwrap();
+    let pid = a.start_proxy(&format!("{SIDECAR}limits: {{detect_timeout: 2s}}\n")).unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    let before = cpu_seconds(pid);
+    // One byte of a request line, then nothing, for the whole detect timeout.
+    let script = format!(
+        "import socket, time\nsocks = [socket.create_connection(('{}', 8080)) for _ in range(100)]\nfor s in socks:\n    s.sendall(b'G')\ntime.sleep(2.5)\n",
+        b.ip
+    );
+    a.exec_ok("python3", &["-c", &script]).unwrap();
+    let used = cpu_seconds(pid) - before;
+    // Peeking in a loop would burn the proxy's one worker for the whole 2 s.
+    assert!(used < 0.3, "the proxy used {used:.2} s of CPU while 100 clients stalled for 2.5 s");
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout() {
+    let net = Net::new().expect("network namespaces");
+    let (a, b) = (net.pod("a").unwrap(), net.pod("b").unwrap());
+    a.start_proxy(&format!("{SIDECAR}limits: {{connection_idle_timeout: 1s}}\n")).unwrap();
+    b.start_echo(8080, "v1").unwrap();
+    b.spawn(weft_testkit::workspace_bin("weft-echo"), &["banner", "--listen", "0.0.0.0:2525"]).unwrap();
+    b.wait_listening(2525, Duration::from_secs(5)).unwrap();
+    // A keep-alive HTTP connection after one request, and an opaque TCP one after the greeting:
+    // both quiet, both closed by the proxy after about a second.
+    let script = |port: u16, first: &str| {
+        format!(
+            "import socket, time\ns = socket.create_connection(('{}', {port}))\ns.sendall(b'{first}')\ns.settimeout(10)\nstart = time.time()\ndata = s.recv(65536)\nwhile data:\n    data = s.recv(65536)\nprint(int((time.time() - start) * 1000))\n",
+            b.ip
+        )
+    };
+    for (port, first) in [(8080, "GET / HTTP/1.1\\r\\nHost: b\\r\\n\\r\\n"), (2525, "")] {
+        let out = a.exec_ok("python3", &["-c", &script(port, first)]).unwrap();
+        let ms: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(u64::MAX);
+        assert!((800..5000).contains(&ms), "port {port}: the quiet connection was closed after {ms} ms, the idle timeout is 1 s");
+    }
+}
