@@ -148,6 +148,7 @@ pub fn analyze(all: &[Loaded], opts: &Options) -> Vec<Message> {
     not_applied_yet(&mut cx);
     gateway_credentials(&mut cx);
     traffic_splits(&mut cx);
+    split_overlaps(&mut cx);
     authorization(&mut cx);
     context_notes(&mut cx);
 
@@ -272,25 +273,10 @@ fn virtual_services(cx: &mut Context) {
                 );
             }
         }
-        let mut caught_all: Option<usize> = None;
         for (i, h) in s.http.iter().enumerate() {
             let p = format!("spec.http[{i}]");
-            if let Some(first) = caught_all {
-                cx.emit(
-                    Code::UnreachableRoute,
-                    r,
-                    &p,
-                    format!("spec.http[{first}] matches every request, so this route is never used"),
-                );
-            }
-            let is_catch_all = h.matches.is_empty()
-                || h.matches.iter().any(|m| {
-                    *m == istio::HttpMatchRequest::default()
-                        || (m.uri.as_ref().is_some_and(|u| u.prefix.as_deref() == Some("/"))
-                            && istio::HttpMatchRequest { uri: None, ..m.clone() } == istio::HttpMatchRequest::default())
-                });
-            if is_catch_all && caught_all.is_none() {
-                caught_all = Some(i);
+            if let Some((earlier, why)) = shadowed_by(&s.http[..i], h) {
+                cx.emit(Code::UnreachableRoute, r, &p, format!("spec.http[{earlier}] already takes every request this route matches ({why}), so it is never used"));
             }
             for (j, d) in h.route.iter().enumerate() {
                 check_destination(cx, r, &d.destination, &ns, &format!("{p}.route[{j}].destination"));
@@ -331,6 +317,66 @@ fn virtual_services(cx: &mut Context) {
             }
         }
     }
+}
+
+/// Does string condition `a` hold for every value that satisfies `b`?
+fn string_covers(a: &istio::StringMatch, b: &istio::StringMatch) -> bool {
+    match (a, b) {
+        (istio::StringMatch { exact: Some(x), .. }, istio::StringMatch { exact: Some(y), .. }) => x == y,
+        (istio::StringMatch { prefix: Some(p), .. }, istio::StringMatch { exact: Some(v), .. } | istio::StringMatch { prefix: Some(v), .. }) => v.starts_with(p.as_str()),
+        (istio::StringMatch { regex: Some(x), .. }, istio::StringMatch { regex: Some(y), .. }) => x.0 == y.0,
+        // An empty condition (any value present) holds for any value.
+        (istio::StringMatch { exact: None, prefix: None, regex: None }, _) => true,
+        _ => false,
+    }
+}
+
+fn optional_covers(a: &Option<istio::StringMatch>, b: &Option<istio::StringMatch>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(a), Some(b)) => string_covers(a, b),
+        (Some(_), None) => false,
+    }
+}
+
+/// Does match `a` take every request match `b` takes? Only what can be
+/// decided from the two is claimed: conditions weft cannot compare
+/// (different regexes, `ignoreUriCase`) count as not covering.
+fn match_covers(a: &istio::HttpMatchRequest, b: &istio::HttpMatchRequest) -> bool {
+    let keyed = |a: &BTreeMap<String, istio::StringMatch>, b: &BTreeMap<String, istio::StringMatch>| a.iter().all(|(k, am)| b.get(k).is_some_and(|bm| string_covers(am, bm)));
+    // Every path starts with `/`: that prefix is no condition at all.
+    let uri = |m: &istio::HttpMatchRequest| m.uri.clone().filter(|u| !(u.prefix.as_deref() == Some("/") && u.exact.is_none() && u.regex.is_none()));
+    a.ignore_uri_case == b.ignore_uri_case
+        && optional_covers(&uri(a), &uri(b))
+        && optional_covers(&a.scheme, &b.scheme)
+        && optional_covers(&a.method, &b.method)
+        && optional_covers(&a.authority, &b.authority)
+        && keyed(&a.headers, &b.headers)
+        && keyed(&a.query_params, &b.query_params)
+        // Absent headers: `b` must require at least the same absences.
+        && a.without_headers.iter().all(|(k, am)| b.without_headers.get(k) == Some(am))
+        && a.port.is_none_or(|p| b.port == Some(p))
+        && a.source_labels.0.iter().all(|(k, v)| b.source_labels.0.get(k) == Some(v))
+        && (a.gateways.is_empty() || a.gateways == b.gateways)
+        && a.source_namespace.as_ref().is_none_or(|n| b.source_namespace.as_ref() == Some(n))
+}
+
+/// The earlier rule that already takes every request `rule` matches, if
+/// any: each of its matches (alternatives) is covered by one of an earlier
+/// rule's, or an earlier rule matches everything. With why, for the message.
+fn shadowed_by(earlier: &[istio::HttpRoute], rule: &istio::HttpRoute) -> Option<(usize, String)> {
+    let any = istio::HttpMatchRequest::default();
+    let catch_all = |h: &istio::HttpRoute| h.matches.is_empty() || h.matches.iter().any(|m| match_covers(m, &any));
+    for (i, e) in earlier.iter().enumerate() {
+        if catch_all(e) {
+            return Some((i, "it matches every request".into()));
+        }
+        if !rule.matches.is_empty() && rule.matches.iter().all(|m| e.matches.iter().any(|em| match_covers(em, m))) {
+            let why = if rule.matches.len() == 1 { "its match covers this one's" } else { "its matches cover each of this one's" };
+            return Some((i, why.into()));
+        }
+    }
+    None
 }
 
 fn route_sources(cx: &mut Context) {
@@ -721,6 +767,94 @@ fn traffic_splits(cx: &mut Context) {
                 cx.emit(Code::TrafficSplitServiceMissing, r, field, format!("Service {svc:?} does not exist in namespace {ns:?}{hint}"));
             }
         }
+    }
+}
+
+/// How many pods each workload in `namespace` stands for: a Deployment its
+/// replicas (1 when unset), a Pod or WorkloadEntry one.
+fn pod_counts(cx: &Context, namespace: &str) -> Vec<(String, BTreeMap<String, String>, u64)> {
+    let replicas: HashMap<(String, String), u64> = cx
+        .resources
+        .iter()
+        .filter_map(|l| match &l.resource {
+            Resource::Deployment(o) => Some(((l.resource.namespace().unwrap_or("default").to_string(), o.metadata.name.clone()), o.spec.replicas.unwrap_or(1) as u64)),
+            _ => None,
+        })
+        .collect();
+    cx.mesh
+        .workloads
+        .iter()
+        .filter(|w| w.namespace == namespace)
+        .map(|w| (w.name.clone(), w.labels.clone(), replicas.get(&(w.namespace.clone(), w.name.clone())).copied().unwrap_or(1)))
+        .collect()
+}
+
+/// A split over Services whose selectors pick the same pods does not split
+/// as written: each Service spreads its share over all the pods it selects.
+/// Returns the message, with each version's effective share, when backends overlap.
+fn effective_split(cx: &Context, namespace: &str, backends: &[(String, u64)]) -> Option<String> {
+    let pods = pod_counts(cx, namespace);
+    let total: u64 = backends.iter().map(|(_, w)| *w).sum();
+    if total == 0 || pods.is_empty() {
+        return None;
+    }
+    let selected: Vec<Vec<usize>> = backends
+        .iter()
+        .map(|(svc, _)| match cx.mesh.services.get(&fqdn(svc, namespace)) {
+            Some(s) if !s.selector.is_empty() => pods.iter().enumerate().filter(|(_, (_, l, _))| s.selector.iter().all(|(k, v)| l.get(k) == Some(v))).map(|(i, _)| i).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let overlap = (0..backends.len()).flat_map(|a| (a + 1..backends.len()).map(move |b| (a, b))).find(|(a, b)| selected[*a].iter().any(|p| selected[*b].contains(p)))?;
+    // Each backend's weight goes to its pods in proportion to their replicas.
+    let mut share: BTreeMap<String, f64> = BTreeMap::new();
+    for ((_, w), pods_of) in backends.iter().zip(&selected) {
+        let n: u64 = pods_of.iter().map(|p| pods[*p].2).sum();
+        for p in pods_of {
+            let (name, labels, count) = &pods[*p];
+            let key = labels.get("version").cloned().unwrap_or_else(|| name.clone());
+            *share.entry(key).or_default() += *w as f64 / total as f64 * *count as f64 / n.max(1) as f64;
+        }
+    }
+    let written: Vec<String> = backends.iter().map(|(s, w)| format!("{s} {:.0}%", *w as f64 * 100.0 / total as f64)).collect();
+    let actual: Vec<String> = share.iter().map(|(k, v)| format!("{k} {:.0}%", v * 100.0)).collect();
+    Some(format!(
+        "backends {} and {} select the same pods, so traffic does not split as written ({}): it goes {}",
+        backends[overlap.0].0,
+        backends[overlap.1].0,
+        written.join(", "),
+        actual.join(", ")
+    ))
+}
+
+fn split_overlaps(cx: &mut Context) {
+    if !cx.has_services || !cx.has_workloads {
+        return;
+    }
+    let mut found = Vec::new();
+    for l in cx.resources {
+        let r = &l.resource;
+        let ns = r.namespace().unwrap_or("default");
+        match r {
+            Resource::TrafficSplit(o) => {
+                let backends: Vec<(String, u64)> = o.spec.backends.iter().map(|b| (b.service.clone(), b.weight.milli)).collect();
+                if let Some(text) = effective_split(cx, ns, &backends) {
+                    found.push((r.clone(), "spec.backends".to_string(), text));
+                }
+            }
+            Resource::HttpRoute(o) => {
+                for (i, rule) in o.spec.rules.iter().enumerate() {
+                    let backends: Vec<(String, u64)> = rule.backend_refs.iter().map(|b| (b.name.clone(), b.weight.unwrap_or(1).max(0) as u64)).collect();
+                    if let Some(text) = effective_split(cx, ns, &backends) {
+                        found.push((r.clone(), format!("spec.rules[{i}].backendRefs"), text));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (r, field, text) in found {
+        cx.emit(Code::SplitBackendsOverlap, &r, field, text);
     }
 }
 

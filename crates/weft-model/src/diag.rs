@@ -97,6 +97,7 @@ codes! {
     SubsetWithoutDestinationRule = "0120", Error, Some("IST0101"), "subset referenced but no DestinationRule for the host";
     ConflictingDestinationRules = "0121", Warning, None, "several DestinationRules for one host";
     NotAppliedYet = "0122", Warning, None, "valid, but not applied by weft's proxy yet";
+    SplitBackendsOverlap = "0123", Warning, None, "split backends select the same pods";
 }
 
 impl fmt::Display for Code {

@@ -290,10 +290,41 @@ pub fn parse_value(origin: Origin, mut value: serde_json::Value, bundle: &mut Bu
                 bundle.resources.push(Loaded { origin, resource });
             }
         }
-        Err(e) => bundle
-            .messages
-            .push(decode_error(e).resource(reference).origin(Some(origin))),
+        Err(e) => {
+            let mut m = decode_error(e);
+            if m.code == Code::UnknownField {
+                if let Some(field) = m.field.clone() {
+                    if let Some(hint) = placement_hint(&kind, &field) {
+                        let name = field.rsplit('.').next().unwrap_or(&field).to_string();
+                        m.text = format!("unknown field {name:?} here: {hint}");
+                    }
+                }
+            }
+            bundle.messages.push(m.resource(reference).origin(Some(origin)))
+        }
     }
+}
+
+/// Where a field that is unknown at `path` belongs, for the mistakes users
+/// make moving between Istio's, Linkerd's and the Gateway API's shapes.
+fn placement_hint(kind: &str, path: &str) -> Option<String> {
+    // `spec.http[0].route[1].timeout` -> (["spec", "http[]", "route[]"], "timeout")
+    let mut parts: Vec<String> = path.split('.').map(|p| p.split('[').next().unwrap_or(p).to_string() + if p.contains('[') { "[]" } else { "" }).collect();
+    let field = parts.pop()?;
+    let parent = parts.join(".");
+    let hint = match (kind, parent.as_str(), field.as_str()) {
+        ("ServiceProfile", "spec.routes[]", "retryBudget") => "retryBudget belongs at spec.retryBudget: one budget covers every route of the ServiceProfile",
+        ("Telemetry", "spec.metrics[]", "dimensions") => "Istio's Telemetry sets metric labels under spec.metrics[].overrides[].tagOverrides (dimensions is the older EnvoyFilter way)",
+        ("VirtualService", "spec.http[].route[]", "timeout") => "timeout belongs at spec.http[].timeout: it covers the whole rule, all tries included",
+        ("VirtualService", "spec.http[].route[]", "retries") => "retries belong at spec.http[].retries, beside route",
+        ("VirtualService", "spec.http[].route[]", "subset" | "host" | "port") => "host, subset and port belong under spec.http[].route[].destination",
+        ("DestinationRule", "spec", "loadBalancer" | "connectionPool" | "outlierDetection" | "tls") => "this belongs under spec.trafficPolicy (or a subset's trafficPolicy)",
+        ("HTTPRoute", "spec.rules[]", "timeout") => "the Gateway API writes it as spec.rules[].timeouts.request (and timeouts.backendRequest per try)",
+        ("HTTPRoute", "spec.rules[].backendRefs[]", "subset") => "the Gateway API has no subsets: point backendRefs at a Service that selects the version",
+        ("AuthorizationPolicy", "spec.rules[]", "source" | "operation") => "source belongs under spec.rules[].from[] and operation under spec.rules[].to[]",
+        _ => return None,
+    };
+    Some(hint.to_string())
 }
 
 /// Kubernetes treats `field: null` as an absent field; so do we.

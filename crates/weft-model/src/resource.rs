@@ -86,8 +86,8 @@ resources! {
     GrpcRoute(gw::GrpcRouteSpec) = "gateway.networking.k8s.io", "GRPCRoute", ["v1", "v1alpha2"], Namespaced, Strict;
     TrafficSplit(linkerd::TrafficSplitSpec) = "split.smi-spec.io", "TrafficSplit", ["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"], Namespaced, Strict;
     ServiceProfile(linkerd::ServiceProfileSpec) = "linkerd.io", "ServiceProfile", ["v1alpha2"], Namespaced, Strict;
-    Server(linkerd::ServerSpec) = "policy.linkerd.io", "Server", ["v1beta1", "v1beta2", "v1beta3"], Namespaced, Strict;
-    ServerAuthorization(linkerd::ServerAuthorizationSpec) = "policy.linkerd.io", "ServerAuthorization", ["v1beta1"], Namespaced, Strict;
+    Server(linkerd::ServerSpec) = "policy.linkerd.io", "Server", ["v1beta1", "v1beta2", "v1beta3", "v1alpha1"], Namespaced, Strict;
+    ServerAuthorization(linkerd::ServerAuthorizationSpec) = "policy.linkerd.io", "ServerAuthorization", ["v1beta1", "v1alpha1"], Namespaced, Strict;
     LinkerdAuthorizationPolicy(linkerd::LinkerdAuthorizationPolicySpec) = "policy.linkerd.io", "AuthorizationPolicy", ["v1alpha1"], Namespaced, Strict;
     MeshTlsAuthentication(linkerd::MeshTlsAuthenticationSpec) = "policy.linkerd.io", "MeshTLSAuthentication", ["v1alpha1"], Namespaced, Strict;
     NetworkAuthentication(linkerd::NetworkAuthenticationSpec) = "policy.linkerd.io", "NetworkAuthentication", ["v1alpha1"], Namespaced, Strict;
