@@ -193,20 +193,22 @@ impl Balancer {
         None
     }
 
-    /// Least request: requests in flight per unit of weight. Peak EWMA: the
-    /// decayed latency times (in flight + 1), per unit of weight.
+    /// Least request: requests in flight. Peak EWMA: the decayed latency
+    /// times (in flight + 1). Weights are not in the cost: they already
+    /// decide how often an endpoint is one of the two choices (dividing by
+    /// them too would hand every tie to the heavier endpoint, starving a
+    /// lighter one that is just as idle).
     fn cost(&self, i: usize, ewma: bool) -> f64 {
         let s = &self.states[i];
-        let load = s.in_flight() as f64 + 1.0;
-        let w = self.weights[i] as f64;
         if !ewma {
-            return load / w;
+            return s.in_flight() as f64;
         }
+        let load = s.in_flight() as f64 + 1.0;
         let elapsed = self.now_ns().saturating_sub(s.stamp_ns.load(Ordering::Relaxed)) as f64;
         let decay = (-elapsed / EWMA_DECAY.as_nanos() as f64).exp();
         // An endpoint not heard from lately looks cheaper and cheaper, so it gets probed again.
         let rtt = s.ewma_ns.load(Ordering::Relaxed) as f64 * decay;
-        rtt.max(1.0) * load / w
+        rtt.max(1.0) * load
     }
 
     /// Marks a request to endpoint `i` as in flight until the guard drops.
@@ -432,5 +434,97 @@ mod tests {
         b.record(2, Outcome::Status(200));
         b.record(2, Outcome::Status(500));
         assert!(!b.record(2, Outcome::Status(500)));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn weighted(lb: LoadBalancer, weights: &[u32]) -> Cluster {
+            let mut c = cluster("round_robin", weights.len());
+            c.lb = lb;
+            for (e, w) in c.endpoints.iter_mut().zip(weights) {
+                e.weight = *w;
+            }
+            c
+        }
+
+        fn seeded(seed: u64) -> impl FnMut() -> u64 {
+            let mut x = seed | 1;
+            move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            #[test]
+            fn round_robin_gives_each_endpoint_exactly_its_weight(weights in prop::collection::vec(1u32..8, 1..6)) {
+                let b = Balancer::new(&weighted(LoadBalancer::RoundRobin, &weights));
+                let g = weights.iter().copied().fold(0, gcd);
+                let period: u32 = weights.iter().map(|w| w / g).sum();
+                let mut counts = vec![0u32; weights.len()];
+                let mut r = seeded(1);
+                for _ in 0..period * 3 {
+                    counts[b.pick(None, &mut r).unwrap()] += 1;
+                }
+                let want: Vec<u32> = weights.iter().map(|w| w / g * 3).collect();
+                prop_assert_eq!(counts, want);
+            }
+
+            #[test]
+            fn random_and_two_choices_follow_the_weights(weights in prop::collection::vec(1u32..8, 2..6), seed in any::<u64>(), least in any::<bool>()) {
+                let lb = if least { LoadBalancer::LeastRequest } else { LoadBalancer::Random };
+                let b = Balancer::new(&weighted(lb, &weights));
+                let total: u32 = weights.iter().sum();
+                let n = 20_000;
+                let mut counts = vec![0u32; weights.len()];
+                let mut r = seeded(seed);
+                for _ in 0..n {
+                    counts[b.pick(None, &mut r).unwrap()] += 1;
+                }
+                // Idle endpoints (nothing in flight): both follow the weights.
+                for (c, w) in counts.iter().zip(&weights) {
+                    let share = *c as f64 / n as f64;
+                    let want = *w as f64 / total as f64;
+                    prop_assert!((share - want).abs() < 0.05, "{share:.3} for weight {w} of {total}: {counts:?}");
+                }
+            }
+
+            #[test]
+            fn ejected_endpoints_are_never_picked_unless_too_few_are_healthy(n in 2usize..7, ejected in prop::collection::vec(any::<bool>(), 7), min_health in prop::sample::select(vec![0u32, 50]), seed in any::<u64>()) {
+                let mut c = cluster("random", n);
+                c.outlier = Some(OutlierDetection {
+                    consecutive_5xx: Some(1),
+                    consecutive_gateway_errors: None,
+                    consecutive_local_origin_failures: None,
+                    interval: Duration::from_secs(1),
+                    base_ejection_time: Duration::from_secs(600),
+                    max_ejection_percent: 100,
+                    min_health_percent: min_health,
+                });
+                let b = Balancer::new(&c);
+                for (i, eject) in ejected.iter().take(n).enumerate() {
+                    if *eject {
+                        b.record(i, Outcome::Status(503));
+                    }
+                }
+                let out: Vec<usize> = (0..n).filter(|i| b.is_ejected(*i)).collect();
+                let healthy = n - out.len();
+                let panic = healthy == 0 || healthy * 100 < min_health as usize * n;
+                let mut r = seeded(seed);
+                for _ in 0..200 {
+                    let i = b.pick(None, &mut r);
+                    prop_assert!(i.is_some(), "a pick always finds an endpoint");
+                    if !panic {
+                        prop_assert!(!out.contains(&i.unwrap()), "picked ejected {:?} (ejected {out:?})", i);
+                    }
+                }
+            }
+        }
     }
 }
