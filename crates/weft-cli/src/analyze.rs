@@ -46,7 +46,7 @@ pub fn run(args: Args, controller: &crate::client::Connection) -> anyhow::Result
         }
     }
     let bundle = weft_model::load_paths(&args.files);
-    let opts = analyze::Options { root_namespace: args.root_namespace };
+    let opts = analyze::Options { root_namespace: args.root_namespace, trust_domain: controller.trust_domain.clone() };
     let mut messages = bundle.messages;
     messages.extend(analyze::analyze(&bundle.resources, &opts));
     weft_model::diag::sort_messages(&mut messages);

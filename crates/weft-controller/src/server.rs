@@ -46,7 +46,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let store = crate::store::RedbStore::open(&opts.data_dir)?;
     let mut ca = MeshCa::open(&opts.data_dir, &opts.trust_domain, opts.plugged_ca.as_ref(), opts.cert_ttl)?;
     ca.renewal_grace = opts.renewal_grace;
-    let analysis = weft_model::analyze::Options { root_namespace: opts.root_namespace.clone() };
+    let analysis = weft_model::analyze::Options { root_namespace: opts.root_namespace.clone(), trust_domain: opts.trust_domain.clone() };
     let auth = crate::auth::ApiAuth::open(&opts.data_dir, &opts.trust_domain)?;
     tracing::info!(token = %auth.local_token.display(), "the local admin credential for weft on this machine");
     if opts.insecure_dev {

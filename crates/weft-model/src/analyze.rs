@@ -20,11 +20,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub struct Options {
     /// Namespace whose selector-less policies apply mesh-wide.
     pub root_namespace: String,
+    /// The mesh's trust domain: principals of another are reported.
+    pub trust_domain: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { root_namespace: mesh::DEFAULT_ROOT_NAMESPACE.to_string() }
+        Options { root_namespace: mesh::DEFAULT_ROOT_NAMESPACE.to_string(), trust_domain: mesh::CLUSTER_DOMAIN.to_string() }
     }
 }
 
@@ -150,6 +152,8 @@ pub fn analyze(all: &[Loaded], opts: &Options) -> Vec<Message> {
     traffic_splits(&mut cx);
     split_overlaps(&mut cx);
     authorization(&mut cx);
+    authorization_rules(&mut cx);
+    authorization_targets(&mut cx);
     context_notes(&mut cx);
 
     // Attach where each resource came from.
@@ -894,6 +898,165 @@ fn authorization(cx: &mut Context) {
                 format!("this policy allows nothing and no ALLOW policy in {scope} grants access: every request to the selected workloads will be denied (403)"),
             );
         }
+    }
+}
+
+/// What the rules of each policy say, against the rest of the config:
+/// principals in the wrong form or trust domain, HTTP fields where the
+/// traffic is TCP, rules that can never take effect, parts that cannot be
+/// enforced exactly.
+fn authorization_rules(cx: &mut Context) {
+    use crate::mesh::{AuthzAction, AuthzPolicy, AuthzRule, ValueSet};
+    let mut found: Vec<(ResourceRef, Code, String, String)> = Vec::new();
+    let policies: Vec<AuthzPolicy> = cx.mesh.authorization.clone();
+    for p in &policies {
+        let r = p.source.clone();
+        let istio = r.kind == "AuthorizationPolicy" && !matches!(p.server, Some(_));
+        let field = |i: usize, rest: &str| if istio { format!("spec.rules[{i}]{rest}") } else { "spec".to_string() };
+        if let Some(why) = &p.inexact {
+            found.push((r.clone(), Code::InexactPolicy, "spec".into(), why.clone()));
+        }
+        for (i, rule) in p.rules.iter().enumerate() {
+            for (j, src) in rule.from.iter().enumerate() {
+                for pr in src.principals.values.iter().chain(&src.principals.not_values) {
+                    if pr.contains(".serviceaccount.identity.linkerd.") {
+                        found.push((
+                            r.clone(),
+                            Code::PrincipalForm,
+                            field(i, &format!(".from[{j}].source.principals")),
+                            format!("{pr:?} is a Linkerd identity; Istio principals are written TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT, so this matches nothing"),
+                        ));
+                        continue;
+                    }
+                    let td = pr.split('/').next().unwrap_or("");
+                    if pr.contains('/') && !td.contains('*') && td != cx.opts.trust_domain {
+                        found.push((
+                            r.clone(),
+                            Code::ForeignTrustDomain,
+                            field(i, &format!(".from[{j}].source.principals")),
+                            format!("{pr:?} is in trust domain {td:?}, but this mesh's is {:?}: no workload has that identity", cx.opts.trust_domain),
+                        ));
+                    }
+                }
+            }
+            // A field whose every value is also excluded can never match.
+            let contradicts = |v: &ValueSet| !v.values.is_empty() && v.values.iter().all(|x| v.not_values.contains(x));
+            let never = rule.from.iter().any(|s| [&s.principals, &s.namespaces, &s.ip_blocks, &s.remote_ip_blocks, &s.request_principals].into_iter().any(contradicts))
+                || rule.to.iter().any(|o| [&o.hosts, &o.ports, &o.methods, &o.paths].into_iter().any(contradicts))
+                || rule.when.iter().any(|c| contradicts(&c.values));
+            if istio && p.rules[..i].iter().any(|earlier| *earlier == AuthzRule::default()) {
+                found.push((r.clone(), Code::UnreachableAuthzRule, field(i, ""), "an earlier rule of this policy matches every request, so this rule never decides anything".into()));
+            } else if never && istio {
+                found.push((r.clone(), Code::UnreachableAuthzRule, field(i, ""), "every value this rule accepts is also in its not-values: it never matches".into()));
+            }
+        }
+        // HTTP-only fields where the traffic is TCP.
+        let tcp_ports = tcp_ports_of(&cx.mesh, &p.scope);
+        if tcp_ports.is_empty() || p.action == AuthzAction::Custom {
+            continue;
+        }
+        for (i, rule) in p.rules.iter().enumerate() {
+            let http_only = rule.from.iter().any(|s| !s.request_principals.is_any())
+                || rule.to.iter().any(|o| !o.hosts.is_any() || !o.methods.is_any() || !o.paths.is_any())
+                || rule.when.iter().any(|c| c.key.starts_with("request.headers") || c.key.starts_with("request.auth."));
+            if !http_only {
+                continue;
+            }
+            let rule_ports: Vec<u16> = rule.to.iter().flat_map(|o| o.ports.values.iter().filter_map(|x| x.parse().ok())).collect();
+            let hit: Vec<u16> = tcp_ports.iter().copied().filter(|tp| rule_ports.is_empty() || rule_ports.contains(tp)).collect();
+            if hit.is_empty() {
+                continue;
+            }
+            let ports = hit.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+            let text = if p.action == AuthzAction::Deny {
+                format!("port {ports} carries TCP, where HTTP fields do not exist: Istio (and weft) ignore them there, so this DENY rule refuses every TCP connection its other fields match")
+            } else {
+                format!("port {ports} carries TCP, where HTTP fields do not exist: this rule never matches connections there (they are denied if no other rule allows them)")
+            };
+            found.push((r.clone(), Code::HttpFieldsOnTcp, field(i, ""), text));
+        }
+    }
+    for (r, code, field, text) in found {
+        cx.out.push(Message::new(code, text).resource(r).field(field));
+    }
+}
+
+/// The TCP ports (declared by Services, or Linkerd Servers' `opaque`) of the
+/// workloads a policy scope selects.
+fn tcp_ports_of(m: &Mesh, scope: &PolicyScope) -> BTreeSet<u16> {
+    use crate::mesh::Protocol as P;
+    let overlaps = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
+        !a.is_empty() && !b.is_empty() && (a.iter().all(|(k, v)| b.get(k) == Some(v)) || b.iter().all(|(k, v)| a.get(k) == Some(v)))
+    };
+    let in_scope = |ns: &str, sel: &BTreeMap<String, String>| match scope {
+        PolicyScope::Mesh => true,
+        PolicyScope::Namespace(n) => n == ns,
+        PolicyScope::Workload { namespace, labels } => namespace == ns && overlaps(labels, sel),
+    };
+    let mut out = BTreeSet::new();
+    for svc in m.services.values().filter(|s| !s.external && in_scope(&s.namespace, &s.selector)) {
+        for p in &svc.ports {
+            if matches!(p.protocol, P::Tcp) {
+                out.insert(p.target_port.unwrap_or(p.port));
+            }
+        }
+    }
+    for s in m.servers.iter().filter(|s| in_scope(&s.namespace, &s.selector)) {
+        if let (Some(P::Tcp), crate::mesh::ServerPort::Number(n)) = (s.protocol, &s.port) {
+            out.insert(*n);
+        }
+    }
+    out
+}
+
+/// Policy targets that name nothing: an Istio targetRef Service, a Linkerd
+/// Server, HTTPRoute or authentication that is not in the config.
+fn authorization_targets(cx: &mut Context) {
+    let exists = |kinds: &[&str], ns: &str, name: &str| {
+        cx.resources.iter().any(|l| kinds.contains(&l.resource.kind()) && l.resource.namespace().unwrap_or("default") == ns && l.resource.name() == name)
+    };
+    let mut found = Vec::new();
+    for l in cx.resources {
+        let r = &l.resource;
+        let ns = r.namespace().unwrap_or("default");
+        match r {
+            Resource::AuthorizationPolicy(o) if cx.has_services => {
+                for (path, t) in o.spec.target_ref.iter().map(|t| ("spec.targetRef".to_string(), t)).chain(o.spec.target_refs.iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t))) {
+                    let tns = t.namespace.as_deref().unwrap_or(ns);
+                    if t.kind == "Service" && !exists(&["Service"], tns, &t.name) {
+                        found.push((r.reference(), format!("{path}.name"), format!("Service {tns}/{} is not in the config: this policy selects no workload", t.name)));
+                    }
+                }
+            }
+            Resource::ServerAuthorization(o) => {
+                if let Some(n) = &o.spec.server.name {
+                    if !exists(&["Server"], ns, n) {
+                        found.push((r.reference(), "spec.server.name".into(), format!("Server {ns}/{n} is not in the config: this authorization applies to nothing")));
+                    }
+                }
+            }
+            Resource::LinkerdAuthorizationPolicy(o) => {
+                let t = &o.spec.target_ref;
+                let tns = t.namespace.as_deref().unwrap_or(ns);
+                if matches!(t.kind.as_str(), "Server" | "HTTPRoute") && !exists(&[t.kind.as_str()], tns, &t.name) {
+                    found.push((r.reference(), "spec.targetRef.name".into(), format!("{} {tns}/{} is not in the config: this policy applies to nothing", t.kind, t.name)));
+                }
+                for (i, a) in o.spec.required_authentication_refs.iter().enumerate() {
+                    let ans = a.namespace.as_deref().unwrap_or(ns);
+                    if a.kind != "ServiceAccount" && !exists(&[a.kind.as_str()], ans, &a.name) {
+                        found.push((
+                            r.reference(),
+                            format!("spec.requiredAuthenticationRefs[{i}].name"),
+                            format!("{} {ans}/{} is not in the config: no client can satisfy this policy", a.kind, a.name),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (r, field, text) in found {
+        cx.out.push(Message::new(Code::PolicyTargetNotFound, text).resource(r).field(field));
     }
 }
 

@@ -76,6 +76,7 @@ codes! {
     InvalidRegex = "0006", Error, Some("IST0122"), "invalid regular expression";
     UnsupportedVersion = "0007", Error, None, "unsupported API version";
     DuplicateResource = "0008", Warning, None, "resource defined more than once";
+    Unsupported = "0009", Error, None, "not supported by weft";
     ConflictingVirtualServices = "0101", Error, Some("IST0109"), "conflicting VirtualServices for one host";
     DestinationHostNotFound = "0102", Error, Some("IST0101"), "destination host not found";
     SubsetNotDefined = "0103", Error, Some("IST0101"), "subset not defined";
@@ -98,6 +99,12 @@ codes! {
     ConflictingDestinationRules = "0121", Warning, None, "several DestinationRules for one host";
     NotAppliedYet = "0122", Warning, None, "valid, but not applied by weft's proxy yet";
     SplitBackendsOverlap = "0123", Warning, None, "split backends select the same pods";
+    PrincipalForm = "0124", Warning, None, "principal written in another mesh's form";
+    ForeignTrustDomain = "0125", Warning, None, "principal of a trust domain the mesh does not have";
+    HttpFieldsOnTcp = "0126", Warning, None, "HTTP-only fields in a policy for a TCP port";
+    UnreachableAuthzRule = "0127", Warning, None, "authorization rule can never take effect";
+    InexactPolicy = "0128", Warning, None, "policy part that cannot be enforced exactly";
+    PolicyTargetNotFound = "0129", Warning, None, "policy target not found";
 }
 
 impl fmt::Display for Code {

@@ -91,6 +91,7 @@ resources! {
     LinkerdAuthorizationPolicy(linkerd::LinkerdAuthorizationPolicySpec) = "policy.linkerd.io", "AuthorizationPolicy", ["v1alpha1"], Namespaced, Strict;
     MeshTlsAuthentication(linkerd::MeshTlsAuthenticationSpec) = "policy.linkerd.io", "MeshTLSAuthentication", ["v1alpha1"], Namespaced, Strict;
     NetworkAuthentication(linkerd::NetworkAuthenticationSpec) = "policy.linkerd.io", "NetworkAuthentication", ["v1alpha1"], Namespaced, Strict;
+    LinkerdHttpRoute(gw::HttpRouteSpec) = "policy.linkerd.io", "HTTPRoute", ["v1beta3", "v1beta2", "v1beta1"], Namespaced, Strict;
     Namespace(core::Empty) = "", "Namespace", ["v1"], Cluster, Loose;
     Service(core::ServiceSpec) = "", "Service", ["v1"], Namespaced, Loose;
     Deployment(core::DeploymentSpec) = "apps", "Deployment", ["v1"], Namespaced, Loose;

@@ -36,6 +36,10 @@ pub fn validate(r: &Resource) -> Vec<Message> {
             f.invalid("metadata.namespace", e);
         }
     }
+    default_policy_annotation(&meta.annotations, "metadata.annotations", &mut f);
+    if let Resource::Deployment(o) = r {
+        default_policy_annotation(&o.spec.template.metadata.annotations, "spec.template.metadata.annotations", &mut f);
+    }
     match r {
         Resource::VirtualService(o) => virtual_service(&o.spec, &mut f),
         Resource::DestinationRule(o) => destination_rule(&o.spec, &mut f),
@@ -54,14 +58,48 @@ pub fn validate(r: &Resource) -> Vec<Message> {
                 }
             }
         }
-        Resource::AuthorizationPolicy(o) => authorization_policy(&o.spec, &mut f),
+        Resource::AuthorizationPolicy(o) => authorization_policy(&o.spec, &o.metadata.annotations, &mut f),
         Resource::RequestAuthentication(o) => {
+            if o.spec.selector.is_some() && (o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty()) {
+                f.invalid("spec", "set selector or targetRef(s), not both");
+            }
+            policy_targets(o.spec.target_ref.as_ref(), &o.spec.target_refs, &mut f);
             for (i, rule) in o.spec.jwt_rules.iter().enumerate() {
+                let at = |field: &str| format!("spec.jwtRules[{i}].{field}");
                 if rule.issuer.is_empty() {
-                    f.add(Code::MissingField, format!("spec.jwtRules[{i}].issuer"), "issuer must not be empty");
+                    f.add(Code::MissingField, at("issuer"), "issuer must not be empty");
                 }
                 if rule.jwks_uri.is_some() && rule.jwks.is_some() {
                     f.invalid(format!("spec.jwtRules[{i}]"), "set jwksUri or jwks, not both");
+                }
+                if let Some(u) = &rule.jwks_uri {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(char::is_whitespace) {
+                        f.invalid(at("jwksUri"), format!("{u:?} is not an http:// or https:// URL"));
+                    }
+                }
+                if rule.jwks.is_none() && rule.jwks_uri.is_none() && !rule.issuer.starts_with("https://") && !rule.issuer.starts_with("http://") {
+                    f.add(Code::MissingField, at("jwksUri"), "set jwksUri or jwks: the issuer is not a URL to discover the keys from");
+                }
+                if let Some(j) = &rule.jwks {
+                    match serde_json::from_str::<serde_json::Value>(j) {
+                        Ok(v) if v.get("keys").is_some_and(|k| k.is_array()) => {}
+                        Ok(_) => f.invalid(at("jwks"), "a JWKS is a JSON object with a \"keys\" array"),
+                        Err(e) => f.invalid(at("jwks"), format!("not JSON: {e}")),
+                    }
+                }
+                let header = |name: &str, path: String, f: &mut Findings| {
+                    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                        f.invalid(path, format!("{name:?} is not a header name"));
+                    }
+                };
+                for (k, h) in rule.from_headers.iter().enumerate() {
+                    header(&h.name, format!("spec.jwtRules[{i}].fromHeaders[{k}].name"), &mut f);
+                }
+                if let Some(h) = &rule.output_payload_to_header {
+                    header(h, at("outputPayloadToHeader"), &mut f);
+                }
+                for (k, c) in rule.output_claim_to_headers.iter().enumerate() {
+                    header(&c.header, format!("spec.jwtRules[{i}].outputClaimToHeaders[{k}].header"), &mut f);
                 }
             }
         }
@@ -156,6 +194,17 @@ pub fn validate(r: &Resource) -> Vec<Message> {
             if o.spec.pod_selector.is_some() == o.spec.external_workload_selector.is_some() {
                 f.invalid("spec", "set exactly one of podSelector and externalWorkloadSelector");
             }
+            if let Some(p) = &o.spec.access_policy {
+                if !linkerd::DEFAULT_POLICIES.contains(&p.as_str()) {
+                    f.invalid("spec.accessPolicy", format!("{p:?} is not one of {}", linkerd::DEFAULT_POLICIES.join(", ")));
+                }
+            }
+            if let Some(p) = &o.spec.proxy_protocol {
+                const PROTOCOLS: &[&str] = &["unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS"];
+                if !PROTOCOLS.contains(&p.as_str()) {
+                    f.invalid("spec.proxyProtocol", format!("{p:?} is not one of {}", PROTOCOLS.join(", ")));
+                }
+            }
             if let Some(s) = &o.spec.pod_selector {
                 selector(s, "spec.podSelector", &mut f);
             }
@@ -164,13 +213,33 @@ pub fn validate(r: &Resource) -> Vec<Message> {
             if o.spec.server.name.is_some() == o.spec.server.selector.is_some() {
                 f.invalid("spec.server", "set exactly one of name and selector");
             }
-            for (i, n) in o.spec.client.networks.iter().enumerate() {
-                cidr(&n.cidr, &format!("spec.client.networks[{i}].cidr"), &mut f);
+            networks(&o.spec.client.networks, "spec.client.networks", &mut f);
+            if let Some(t) = &o.spec.client.mesh_tls {
+                linkerd_identities(&t.identities, "spec.client.meshTLS.identities", &mut f);
             }
         }
-        Resource::NetworkAuthentication(o) => {
-            for (i, n) in o.spec.networks.iter().enumerate() {
-                cidr(&n.cidr, &format!("spec.networks[{i}].cidr"), &mut f);
+        Resource::NetworkAuthentication(o) => networks(&o.spec.networks, "spec.networks", &mut f),
+        Resource::MeshTlsAuthentication(o) => {
+            linkerd_identities(&o.spec.identities, "spec.identities", &mut f);
+            for (i, r) in o.spec.identity_refs.iter().enumerate() {
+                if !matches!(r.kind.as_str(), "ServiceAccount" | "Namespace") {
+                    f.invalid(format!("spec.identityRefs[{i}].kind"), format!("{:?} is not ServiceAccount or Namespace", r.kind));
+                }
+            }
+        }
+        Resource::LinkerdAuthorizationPolicy(o) => {
+            if !matches!(o.spec.target_ref.kind.as_str(), "Server" | "HTTPRoute" | "Namespace" | "GRPCRoute") {
+                f.invalid("spec.targetRef.kind", format!("{:?} is not Server, HTTPRoute or Namespace", o.spec.target_ref.kind));
+            } else if o.spec.target_ref.kind == "GRPCRoute" {
+                f.add(Code::Unsupported, "spec.targetRef.kind", "GRPCRoute targets are not supported by weft yet: target the Server");
+            }
+            for (i, r) in o.spec.required_authentication_refs.iter().enumerate() {
+                if !matches!(r.kind.as_str(), "MeshTLSAuthentication" | "NetworkAuthentication" | "ServiceAccount") {
+                    f.invalid(
+                        format!("spec.requiredAuthenticationRefs[{i}].kind"),
+                        format!("{:?} is not MeshTLSAuthentication, NetworkAuthentication or ServiceAccount", r.kind),
+                    );
+                }
             }
         }
         Resource::Deployment(o) => {
@@ -485,10 +554,14 @@ fn service_entry(s: &istio::ServiceEntrySpec, f: &mut Findings) {
     }
 }
 
-fn authorization_policy(s: &istio::AuthorizationPolicySpec, f: &mut Findings) {
+fn authorization_policy(s: &istio::AuthorizationPolicySpec, annotations: &std::collections::BTreeMap<String, String>, f: &mut Findings) {
     let custom = s.action == Some(istio::AuthzAction::Custom);
-    if custom && s.provider.is_none() {
-        f.add(Code::MissingField, "spec.provider", "action CUSTOM needs a provider");
+    if custom {
+        f.add(
+            Code::Unsupported,
+            "spec.action",
+            "action CUSTOM (an external authorizer) is not supported by weft, and a policy that is not enforced is worse than none: write ALLOW or DENY rules",
+        );
     }
     if !custom && s.provider.is_some() {
         f.invalid("spec.provider", "provider is only allowed with action CUSTOM");
@@ -496,9 +569,16 @@ fn authorization_policy(s: &istio::AuthorizationPolicySpec, f: &mut Findings) {
     if s.selector.is_some() && (s.target_ref.is_some() || !s.target_refs.is_empty()) {
         f.invalid("spec", "set selector or targetRef(s), not both");
     }
+    policy_targets(s.target_ref.as_ref(), &s.target_refs, f);
+    if let Some(v) = annotations.get(istio::DRY_RUN_ANNOTATION) {
+        if v != "true" && v != "false" {
+            f.invalid(format!("metadata.annotations[{}]", istio::DRY_RUN_ANNOTATION), format!("{v:?} is not \"true\" or \"false\""));
+        }
+    }
     for (i, rule) in s.rules.iter().flatten().enumerate() {
         for (j, from) in rule.from.iter().enumerate() {
             let src = &from.source;
+            let at = |name: &str, k: usize| format!("spec.rules[{i}].from[{j}].source.{name}[{k}]");
             for (name, list) in [
                 ("ipBlocks", &src.ip_blocks),
                 ("notIpBlocks", &src.not_ip_blocks),
@@ -507,24 +587,203 @@ fn authorization_policy(s: &istio::AuthorizationPolicySpec, f: &mut Findings) {
             ] {
                 for (k, c) in list.iter().enumerate() {
                     if c.parse::<std::net::IpAddr>().is_err() {
-                        cidr(c, &format!("spec.rules[{i}].from[{j}].source.{name}[{k}]"), f);
+                        cidr(c, &at(name, k), f);
+                    }
+                }
+            }
+            for (name, list) in [("principals", &src.principals), ("notPrincipals", &src.not_principals)] {
+                for (k, p) in list.iter().enumerate() {
+                    if let Some(rest) = p.strip_prefix("spiffe://") {
+                        f.invalid(at(name, k), format!("{p:?} is written with spiffe://, which Istio principals never are, so it would match nothing: write {rest:?}"));
+                    } else {
+                        pattern(p, &at(name, k), f);
+                    }
+                }
+            }
+            for (name, list) in [
+                ("requestPrincipals", &src.request_principals),
+                ("notRequestPrincipals", &src.not_request_principals),
+                ("namespaces", &src.namespaces),
+                ("notNamespaces", &src.not_namespaces),
+            ] {
+                for (k, p) in list.iter().enumerate() {
+                    pattern(p, &at(name, k), f);
+                }
+            }
+            for (name, list) in [("serviceAccounts", &src.service_accounts), ("notServiceAccounts", &src.not_service_accounts)] {
+                for (k, sa) in list.iter().enumerate() {
+                    if sa.split_once('/').is_none_or(|(n, a)| n.is_empty() || a.is_empty()) {
+                        f.invalid(at(name, k), format!("{sa:?} is not NAMESPACE/SERVICE_ACCOUNT"));
                     }
                 }
             }
         }
         for (j, to) in rule.to.iter().enumerate() {
-            for (name, list) in [("ports", &to.operation.ports), ("notPorts", &to.operation.not_ports)] {
+            let op = &to.operation;
+            let at = |name: &str, k: usize| format!("spec.rules[{i}].to[{j}].operation.{name}[{k}]");
+            for (name, list) in [("ports", &op.ports), ("notPorts", &op.not_ports)] {
                 for (k, port) in list.iter().enumerate() {
                     if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
-                        f.invalid(format!("spec.rules[{i}].to[{j}].operation.{name}[{k}]"), format!("{port:?} is not a port number"));
+                        f.invalid(at(name, k), format!("{port:?} is not a port number"));
+                    }
+                }
+            }
+            for (name, list) in [("hosts", &op.hosts), ("notHosts", &op.not_hosts)] {
+                for (k, h) in list.iter().enumerate() {
+                    pattern(h, &at(name, k), f);
+                }
+            }
+            for (name, list) in [("methods", &op.methods), ("notMethods", &op.not_methods)] {
+                for (k, m) in list.iter().enumerate() {
+                    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                        f.invalid(at(name, k), format!("{m:?} is not an HTTP method"));
+                    } else {
+                        pattern(m, &at(name, k), f);
+                    }
+                }
+            }
+            for (name, list) in [("paths", &op.paths), ("notPaths", &op.not_paths)] {
+                for (k, p) in list.iter().enumerate() {
+                    if p.contains('{') {
+                        f.add(Code::Unsupported, at(name, k), format!("path templates ({p:?}) are not supported by weft; use an exact path, a prefix (/api/*) or a suffix (*.png)"));
+                    } else if p != "*" && !p.starts_with('/') && !p.starts_with('*') {
+                        f.invalid(at(name, k), format!("{p:?} is not a path: paths start with / (or * for a suffix match)"));
+                    } else {
+                        pattern(p, &at(name, k), f);
                     }
                 }
             }
         }
         for (j, c) in rule.when.iter().enumerate() {
+            let at = format!("spec.rules[{i}].when[{j}]");
             if c.values.is_empty() && c.not_values.is_empty() {
-                f.add(Code::MissingField, format!("spec.rules[{i}].when[{j}]"), "a condition needs values or notValues");
+                f.add(Code::MissingField, at.clone(), "a condition needs values or notValues");
             }
+            condition(c, &at, f);
+        }
+    }
+}
+
+/// The `when` keys weft evaluates (the same list as the proxy's).
+pub const CONDITION_KEYS: &[&str] = &[
+    "request.headers[NAME]",
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims[NAME]",
+];
+
+fn condition(c: &istio::Condition, at: &str, f: &mut Findings) {
+    let bracketed = |prefix: &str| {
+        c.key.strip_prefix(prefix).is_some_and(|rest| {
+            let mut s = rest;
+            let mut n = 0;
+            while let Some(inner) = s.strip_prefix('[') {
+                let Some(end) = inner.find(']') else { return false };
+                if end == 0 {
+                    return false;
+                }
+                s = &inner[end + 1..];
+                n += 1;
+            }
+            s.is_empty() && n > 0
+        })
+    };
+    let key = c.key.as_str();
+    let known = matches!(
+        key,
+        "source.ip" | "remote.ip" | "source.namespace" | "source.principal" | "destination.ip" | "destination.port" | "connection.sni" | "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter"
+    ) || (key.starts_with("request.headers[") && bracketed("request.headers") && !key[16..].contains('['))
+        || (key.starts_with("request.auth.claims[") && bracketed("request.auth.claims"));
+    if !known {
+        let code = if key.starts_with("experimental.") || key.starts_with("source.user") || key.starts_with("request.regex") { Code::Unsupported } else { Code::InvalidValue };
+        f.add(code, format!("{at}.key"), format!("{key:?} is not a condition key weft evaluates; use one of {}", CONDITION_KEYS.join(", ")));
+        return;
+    }
+    for (name, list) in [("values", &c.values), ("notValues", &c.not_values)] {
+        for (k, v) in list.iter().enumerate() {
+            let p = format!("{at}.{name}[{k}]");
+            match key {
+                "source.ip" | "remote.ip" | "destination.ip" => {
+                    if v.parse::<std::net::IpAddr>().is_err() {
+                        cidr(v, &p, f);
+                    }
+                }
+                "destination.port" => {
+                    if v.parse::<u16>().is_err() {
+                        f.invalid(p, format!("{v:?} is not a port number"));
+                    }
+                }
+                _ => pattern(v, &p, f),
+            }
+        }
+    }
+}
+
+/// Istio's string match: one `*` at the start or the end, or `*` alone.
+fn pattern(v: &str, path: &str, f: &mut Findings) {
+    if v == "*" {
+        return;
+    }
+    let inner = v.trim_start_matches('*').trim_end_matches('*');
+    let stars = v.len() - inner.len();
+    if inner.contains('*') || stars > 1 {
+        f.invalid(path, format!("{v:?} is not a pattern weft (or Istio) matches: use one * at the start or the end, or * alone"));
+    }
+}
+
+fn policy_targets(one: Option<&istio::PolicyTargetReference>, many: &[istio::PolicyTargetReference], f: &mut Findings) {
+    let all: Vec<(String, &istio::PolicyTargetReference)> =
+        one.map(|t| ("spec.targetRef".to_string(), t)).into_iter().chain(many.iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t))).collect();
+    if all.len() > 1 {
+        f.add(Code::Unsupported, "spec.targetRefs", "more than one target is not supported by weft yet: write one policy per Service");
+    }
+    for (path, t) in all {
+        if t.kind != "Service" || !t.group.as_deref().unwrap_or("").is_empty() {
+            f.add(Code::Unsupported, format!("{path}.kind"), format!("targetRef kind {:?} is not supported by weft: name a Service (group \"\"), or use a selector", t.kind));
+        }
+    }
+}
+
+fn default_policy_annotation(annotations: &std::collections::BTreeMap<String, String>, path: &str, f: &mut Findings) {
+    if let Some(v) = annotations.get(linkerd::DEFAULT_POLICY_ANNOTATION) {
+        if !linkerd::DEFAULT_POLICIES.contains(&v.as_str()) {
+            f.invalid(format!("{path}[{}]", linkerd::DEFAULT_POLICY_ANNOTATION), format!("{v:?} is not one of {}", linkerd::DEFAULT_POLICIES.join(", ")));
+        }
+    }
+}
+
+fn networks(list: &[linkerd::Network], path: &str, f: &mut Findings) {
+    for (i, n) in list.iter().enumerate() {
+        cidr(&n.cidr, &format!("{path}[{i}].cidr"), f);
+        for (k, e) in n.except.iter().enumerate() {
+            if e.parse::<std::net::IpAddr>().is_err() {
+                cidr(e, &format!("{path}[{i}].except[{k}]"), f);
+            }
+        }
+    }
+}
+
+/// Linkerd identities: `*`, `spiffe://...`, or DNS-like names with at most a leading `*`.
+fn linkerd_identities(list: &[String], path: &str, f: &mut Findings) {
+    for (i, id) in list.iter().enumerate() {
+        let ok = id == "*"
+            || id.starts_with("spiffe://")
+            || (!id.is_empty() && !id[1..].contains('*') && id.split('.').all(|l| !l.is_empty()) && !id.contains('/'));
+        if !ok && id.contains("/ns/") {
+            f.invalid(
+                format!("{path}[{i}]"),
+                format!("{id:?} is an Istio principal; Linkerd identities are written SA.NS.serviceaccount.identity.linkerd.TRUST_DOMAIN (or spiffe://TRUST_DOMAIN/ns/NS/sa/SA)"),
+            );
+        } else if !ok {
+            f.invalid(format!("{path}[{i}]"), format!("{id:?} is not a Linkerd identity (*, spiffe://..., or SA.NS.serviceaccount.identity.linkerd.TRUST_DOMAIN)"));
         }
     }
 }

@@ -171,17 +171,73 @@ spec:
   client: {meshTLS: {serviceAccounts: [{name: webapp}]}}
 "#,
     );
-    assert_eq!(m.authorization.len(), 2);
+    // The Istio policy, and for the Linkerd Server its own (deny unless authorized) and its authorization.
+    assert_eq!(m.authorization.len(), 3);
     let istio = &m.authorization[0];
     assert_eq!(istio.action, AuthzAction::Allow);
-    assert_eq!(istio.rules.len(), 2, "two `from` alternatives become two rules");
-    assert_eq!(istio.rules[0].principals.values, ["cluster.local/ns/pay/sa/checkout"]);
-    assert_eq!(istio.rules[1].namespaces.values, ["monitoring"]);
-    assert_eq!(istio.rules[1].methods.values, ["GET"]);
-    let linkerd = &m.authorization[1];
-    assert_eq!(linkerd.port, Some(7002));
-    assert_eq!(linkerd.rules[0].principals.values, ["cluster.local/ns/booksapp/sa/webapp"]);
+    assert_eq!(istio.rules.len(), 1, "from/to alternatives stay in one rule, as Istio numbers them");
+    assert_eq!(istio.rules[0].from[0].principals.values, ["cluster.local/ns/pay/sa/checkout"]);
+    assert_eq!(istio.rules[0].from[1].namespaces.values, ["monitoring"]);
+    assert_eq!(istio.rules[0].to[0].methods.values, ["GET"]);
+    assert_eq!(m.servers[0].port, weft_model::mesh::ServerPort::Number(7002));
+    let server = &m.authorization[1];
+    assert_eq!((server.source.kind.as_str(), server.rules.len(), server.server.as_deref()), ("Server", 0, Some("books-http")));
+    let linkerd = &m.authorization[2];
+    assert_eq!(linkerd.source.kind, "ServerAuthorization");
+    assert_eq!(linkerd.rules[0].from[0].principals.values, ["cluster.local/ns/booksapp/sa/webapp"]);
     assert!(matches!(&linkerd.scope, PolicyScope::Workload { namespace, labels } if namespace == "booksapp" && labels["app"] == "books"));
+}
+
+#[test]
+fn linkerd_identities_routes_and_access_policies_become_istio_shaped_rules() {
+    use weft_model::mesh::linkerd_identity;
+    assert_eq!(linkerd_identity("web.shop.serviceaccount.identity.linkerd.cluster.local"), "cluster.local/ns/shop/sa/web");
+    assert_eq!(linkerd_identity("*.shop.serviceaccount.identity.linkerd.cluster.local"), "cluster.local/ns/shop/sa/*");
+    assert_eq!(linkerd_identity("spiffe://cluster.local/ns/a/sa/b"), "cluster.local/ns/a/sa/b");
+    let m = build(
+        r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: api, namespace: shop}
+spec: {podSelector: {matchLabels: {app: api}}, port: http, proxyProtocol: HTTP/1, accessPolicy: audit}
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: api-reads, namespace: shop}
+spec:
+  parentRefs: [{group: policy.linkerd.io, kind: Server, name: api}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /books}, method: GET}, {path: {type: RegularExpression, value: "/a.*"}}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: reads, namespace: shop}
+spec:
+  targetRef: {group: policy.linkerd.io, kind: HTTPRoute, name: api-reads}
+  requiredAuthenticationRefs: [{kind: MeshTLSAuthentication, name: web}, {kind: NetworkAuthentication, name: cluster}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {name: web, namespace: shop}
+spec: {identityRefs: [{kind: ServiceAccount, name: web}]}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: NetworkAuthentication
+metadata: {name: cluster, namespace: shop}
+spec: {networks: [{cidr: 10.0.0.0/8, except: [10.9.0.0/16]}]}
+"#,
+    );
+    assert_eq!(m.servers[0].port, weft_model::mesh::ServerPort::Name("http".into()));
+    assert_eq!(m.servers[0].protocol, Some(weft_model::mesh::Protocol::Http));
+    let reads = m.authorization.iter().find(|p| p.source.name == "reads").unwrap();
+    assert!(reads.dry_run, "the Server's accessPolicy is audit");
+    assert_eq!(reads.rules.len(), 1, "the regex match authorizes nothing: {:?}", reads.rules);
+    assert!(reads.inexact.as_deref().unwrap().contains("RegularExpression"));
+    let r = &reads.rules[0];
+    assert_eq!(r.to[0].paths.values, ["/books", "/books/*"], "PathPrefix matches whole segments");
+    assert_eq!(r.to[0].methods.values, ["GET"]);
+    assert_eq!(r.from[0].principals.values, ["cluster.local/ns/shop/sa/web"]);
+    assert_eq!((r.from[0].ip_blocks.values.as_slice(), r.from[0].ip_blocks.not_values.as_slice()), (&["10.0.0.0/8".to_string()][..], &["10.9.0.0/16".to_string()][..]));
 }
 
 #[test]

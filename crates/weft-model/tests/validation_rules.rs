@@ -61,7 +61,19 @@ fn security_rules() {
     );
     assert_eq!(
         one(sec, "AuthorizationPolicy", "{action: CUSTOM, rules: [{}]}"),
-        (Code::MissingField, "spec.provider".into(), "action CUSTOM needs a provider".into())
+        (Code::Unsupported, "spec.action".into(), "action CUSTOM (an external authorizer) is not supported by weft, and a policy that is not enforced is worse than none: write ALLOW or DENY rules".into())
+    );
+    assert_eq!(
+        one(sec, "RequestAuthentication", "{jwtRules: [{issuer: https://a.test, jwks: '{\"k\": 1}'}]}"),
+        (Code::InvalidValue, "spec.jwtRules[0].jwks".into(), "a JWKS is a JSON object with a \"keys\" array".into())
+    );
+    assert_eq!(
+        one(sec, "RequestAuthentication", "{jwtRules: [{issuer: my-issuer}]}"),
+        (Code::MissingField, "spec.jwtRules[0].jwksUri".into(), "set jwksUri or jwks: the issuer is not a URL to discover the keys from".into())
+    );
+    assert_eq!(
+        one(sec, "AuthorizationPolicy", "{rules: [{from: [{source: {serviceAccounts: [web]}}]}]}"),
+        (Code::InvalidValue, "spec.rules[0].from[0].source.serviceAccounts[0]".into(), "\"web\" is not NAMESPACE/SERVICE_ACCOUNT".into())
     );
     assert_eq!(
         one(sec, "AuthorizationPolicy", "{rules: [{to: [{operation: {ports: [http]}}]}]}"),

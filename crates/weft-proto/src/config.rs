@@ -66,6 +66,9 @@ pub struct InboundPolicy {
     /// (never passed through as opaque TCP), a TCP port never sniffed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub port_protocols: BTreeMap<u16, Protocol>,
+    /// Who may call the workload (authorization policies, JWT rules).
+    #[serde(default, skip_serializing_if = "crate::authz::Authorization::is_default")]
+    pub authorization: crate::authz::Authorization,
 }
 
 impl InboundPolicy {

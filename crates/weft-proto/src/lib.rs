@@ -1,7 +1,9 @@
 //! weft-proto: what the controller and the proxy say to each other: the
-//! proxy's configuration as plain data ([`config`]), and the push protocol
+//! proxy's configuration as plain data ([`config`], with who may call the
+//! workload in [`authz`]), and the push protocol
 //! (`proto/weft.proto`, generated into [`v1`]).
 
+pub mod authz;
 pub mod config;
 pub mod grpc;
 

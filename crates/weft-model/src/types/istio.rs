@@ -694,6 +694,9 @@ spec! {
     }
 }
 
+/// Istio's dry-run annotation on an AuthorizationPolicy: evaluate, log and count, never enforce.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
 spec! {
     pub struct AuthorizationPolicySpec {
         pub selector: Option<WorkloadSelector>,

@@ -137,6 +137,12 @@ spec! {
     }
 }
 
+/// Linkerd's default inbound policy annotation (on a Namespace or a Pod).
+pub const DEFAULT_POLICY_ANNOTATION: &str = "config.linkerd.io/default-inbound-policy";
+
+/// The default inbound policies (and Server `accessPolicy` values) Linkerd knows.
+pub const DEFAULT_POLICIES: &[&str] = &["all-unauthenticated", "all-authenticated", "cluster-authenticated", "deny", "audit"];
+
 spec! {
     pub struct ServerSpec {
         pub pod_selector: Option<LabelSelector>,

@@ -8,6 +8,10 @@
 //! HTTPRoute/GRPCRoute attached to the Service (GAMMA), then TrafficSplit,
 //! then ServiceProfile. Analysis reports the overlap as `WEFT0117`.
 
+mod authz;
+
+pub use authz::*;
+
 use crate::diag::ResourceRef;
 use crate::load::Loaded;
 use crate::resource::Resource;
@@ -97,6 +101,10 @@ pub struct Workload {
     pub address: Option<String>,
     /// Share of its services' traffic relative to other endpoints (WorkloadEntry `weight`).
     pub weight: Option<u32>,
+    /// Pod (template) annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Named container ports (a Linkerd `Server` may name its port).
+    pub named_ports: BTreeMap<String, u16>,
     pub source: ResourceRef,
 }
 
@@ -400,61 +408,6 @@ pub struct PeerAuthnPolicy {
     pub source: ResourceRef,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum AuthzAction {
-    Allow,
-    Deny,
-    Audit,
-    Custom,
-}
-
-/// One condition list: a value matches if it matches any entry of `values`
-/// and none of `not_values`. Empty `values` means "any".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ValueSet {
-    pub values: Vec<String>,
-    pub not_values: Vec<String>,
-}
-
-impl ValueSet {
-    fn new(values: &[String], not_values: &[String]) -> ValueSet {
-        ValueSet { values: values.to_vec(), not_values: not_values.to_vec() }
-    }
-    pub fn is_any(&self) -> bool {
-        self.values.is_empty() && self.not_values.is_empty()
-    }
-}
-
-/// An authorization rule: every non-empty field must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct AuthzRule {
-    /// SPIFFE principals without the `spiffe://` prefix (`cluster.local/ns/a/sa/b`).
-    pub principals: ValueSet,
-    pub namespaces: ValueSet,
-    pub ip_blocks: ValueSet,
-    pub request_principals: ValueSet,
-    pub hosts: ValueSet,
-    pub ports: ValueSet,
-    pub methods: ValueSet,
-    pub paths: ValueSet,
-    /// `when` conditions: key -> values.
-    pub conditions: Vec<(String, ValueSet)>,
-    /// Linkerd `unauthenticated: true`: plaintext clients allowed.
-    pub allow_unauthenticated: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuthzPolicy {
-    pub scope: PolicyScope,
-    pub action: AuthzAction,
-    /// Empty rules with ALLOW: allow nothing. A rule with no fields matches everything.
-    pub rules: Vec<AuthzRule>,
-    /// Limit to one port of the workload (Linkerd Server).
-    pub port: Option<u16>,
-    pub source: ResourceRef,
-}
-
 /// What a set of workloads may reach (Istio `Sidecar` egress): only these
 /// hosts are compiled into their proxies' config, which keeps proxy memory
 /// independent of the size of the mesh.
@@ -512,6 +465,12 @@ pub struct Mesh {
     pub destinations: BTreeMap<String, DestinationPolicy>,
     pub peer_authentication: Vec<PeerAuthnPolicy>,
     pub authorization: Vec<AuthzPolicy>,
+    /// JWT rules (RequestAuthentication), by scope.
+    pub request_authentication: Vec<JwtPolicy>,
+    /// Linkerd `Server`s: a port of some workloads that has its own authorizations.
+    pub servers: Vec<LinkerdServer>,
+    /// Annotations of the Namespace objects in the config (Linkerd's default inbound policy).
+    pub namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
     pub telemetry: Vec<TelemetryPolicy>,
     pub sidecars: Vec<SidecarScope>,
 }
@@ -599,6 +558,8 @@ impl Mesh {
                     service_account: o.spec.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
                     address: o.spec.status.pod_ip.clone(),
                     weight: None,
+                    annotations: o.metadata.annotations.clone(),
+                    named_ports: named_ports(&o.spec.spec),
                     source: src,
                 }),
                 Resource::Deployment(o) => m.workloads.push(Workload {
@@ -608,6 +569,8 @@ impl Mesh {
                     service_account: o.spec.template.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
                     address: None,
                     weight: None,
+                    annotations: o.spec.template.metadata.annotations.clone(),
+                    named_ports: named_ports(&o.spec.template.spec),
                     source: src,
                 }),
                 Resource::WorkloadEntry(o) => m.workloads.push(Workload {
@@ -617,6 +580,8 @@ impl Mesh {
                     service_account: o.spec.service_account.clone().unwrap_or_else(|| "default".into()),
                     address: o.spec.address.clone(),
                     weight: o.spec.weight.filter(|w| *w > 0),
+                    annotations: o.metadata.annotations.clone(),
+                    named_ports: BTreeMap::new(),
                     source: src,
                 }),
                 Resource::VirtualService(o) => {
@@ -747,21 +712,6 @@ impl Mesh {
                         source: src,
                     });
                 }
-                Resource::AuthorizationPolicy(o) => {
-                    let action = match o.spec.action.unwrap_or(istio::AuthzAction::Allow) {
-                        istio::AuthzAction::Allow => AuthzAction::Allow,
-                        istio::AuthzAction::Deny => AuthzAction::Deny,
-                        istio::AuthzAction::Audit => AuthzAction::Audit,
-                        istio::AuthzAction::Custom => AuthzAction::Custom,
-                    };
-                    m.authorization.push(AuthzPolicy {
-                        scope: scope(&ns, o.spec.selector.as_ref().map(|s| &s.match_labels.0), root_namespace),
-                        action,
-                        rules: o.spec.rules.iter().flatten().flat_map(istio_authz_rules).collect(),
-                        port: None,
-                        source: src,
-                    });
-                }
                 Resource::Sidecar(o) => m.sidecars.push(SidecarScope {
                     namespace: ns.clone(),
                     selector: o.spec.workload_selector.as_ref().map(|s| s.labels.0.clone()).filter(|l| !l.is_empty()),
@@ -787,7 +737,7 @@ impl Mesh {
                 _ => {}
             }
         }
-        linkerd_authorization(resources, &mut m);
+        authz::build(resources, &mut m);
         // Resolve overlapping route sources: lowest RouteApi wins; within one
         // API the first resource in input order wins (Istio: oldest wins).
         for c in candidates {
@@ -857,6 +807,10 @@ fn qualify_gateway(g: &str, ns: &str) -> String {
     } else {
         format!("{ns}/{g}")
     }
+}
+
+fn named_ports(spec: &crate::types::core::PodSpec) -> BTreeMap<String, u16> {
+    spec.containers.iter().flat_map(|c| &c.ports).filter_map(|p| Some((p.name.clone()?, p.container_port.0))).collect()
 }
 
 fn scope(ns: &str, labels: Option<&BTreeMap<String, String>>, root: &str) -> PolicyScope {
@@ -1349,140 +1303,3 @@ fn traffic_policy(t: &istio::TrafficPolicy) -> TrafficPolicy {
     p
 }
 
-fn istio_authz_rules(r: &istio::AuthzRule) -> Vec<AuthzRule> {
-    // Each `from` and `to` entry is an alternative (OR); the model keeps one
-    // rule per combination so every rule is a plain AND of its fields.
-    let froms: Vec<Option<&istio::AuthzSource>> =
-        if r.from.is_empty() { vec![None] } else { r.from.iter().map(|f| Some(&f.source)).collect() };
-    let tos: Vec<Option<&istio::AuthzOperation>> =
-        if r.to.is_empty() { vec![None] } else { r.to.iter().map(|t| Some(&t.operation)).collect() };
-    let conditions: Vec<(String, ValueSet)> =
-        r.when.iter().map(|c| (c.key.clone(), ValueSet::new(&c.values, &c.not_values))).collect();
-    let mut out = Vec::new();
-    for f in &froms {
-        for t in &tos {
-            let mut rule = AuthzRule { conditions: conditions.clone(), ..AuthzRule::default() };
-            if let Some(s) = f {
-                rule.principals = ValueSet::new(&s.principals, &s.not_principals);
-                for sa in &s.service_accounts {
-                    // Istio `serviceAccounts: [ns/sa]` is shorthand for a principal.
-                    if let Some((n, a)) = sa.split_once('/') {
-                        rule.principals.values.push(format!("{CLUSTER_DOMAIN}/ns/{n}/sa/{a}"));
-                    }
-                }
-                rule.namespaces = ValueSet::new(&s.namespaces, &s.not_namespaces);
-                rule.ip_blocks = ValueSet::new(&[s.ip_blocks.clone(), s.remote_ip_blocks.clone()].concat(), &[s.not_ip_blocks.clone(), s.not_remote_ip_blocks.clone()].concat());
-                rule.request_principals = ValueSet::new(&s.request_principals, &s.not_request_principals);
-            }
-            if let Some(o) = t {
-                rule.hosts = ValueSet::new(&o.hosts, &o.not_hosts);
-                rule.ports = ValueSet::new(&o.ports, &o.not_ports);
-                rule.methods = ValueSet::new(&o.methods, &o.not_methods);
-                rule.paths = ValueSet::new(&o.paths, &o.not_paths);
-            }
-            out.push(rule);
-        }
-    }
-    out
-}
-
-/// Linkerd policy (Server + ServerAuthorization, or AuthorizationPolicy with
-/// MeshTLSAuthentication/NetworkAuthentication) becomes ALLOW policies on the
-/// Server's workloads and port.
-fn linkerd_authorization(resources: &[Loaded], m: &mut Mesh) {
-    let servers: Vec<(&str, &crate::resource::Object<linkerd::ServerSpec>)> = resources
-        .iter()
-        .filter_map(|l| match &l.resource {
-            Resource::Server(o) => Some((l.resource.namespace().unwrap_or("default"), o)),
-            _ => None,
-        })
-        .collect();
-    let server_port = |s: &crate::resource::Object<linkerd::ServerSpec>| match s.spec.port {
-        crate::types::common::PortRef::Number(n) => Some(n),
-        _ => None,
-    };
-    let server_scope = |ns: &str, s: &crate::resource::Object<linkerd::ServerSpec>| PolicyScope::Workload {
-        namespace: ns.to_string(),
-        labels: s.spec.pod_selector.as_ref().map(|p| p.match_labels.0.clone()).unwrap_or_default(),
-    };
-    let mesh_identities = |tls: &linkerd::MeshTlsClient, ns: &str| -> Vec<String> {
-        tls.identities
-            .iter()
-            .cloned()
-            .chain(tls.service_accounts.iter().map(|sa| {
-                format!("{CLUSTER_DOMAIN}/ns/{}/sa/{}", sa.namespace.as_deref().unwrap_or(ns), sa.name)
-            }))
-            .collect()
-    };
-    for l in resources {
-        let ns = l.resource.namespace().unwrap_or("default");
-        match &l.resource {
-            Resource::ServerAuthorization(o) => {
-                let rule = AuthzRule {
-                    principals: ValueSet {
-                        values: o.spec.client.mesh_tls.as_ref().map(|t| mesh_identities(t, ns)).unwrap_or_default(),
-                        not_values: vec![],
-                    },
-                    ip_blocks: ValueSet { values: o.spec.client.networks.iter().map(|n| n.cidr.clone()).collect(), not_values: vec![] },
-                    allow_unauthenticated: o.spec.client.unauthenticated == Some(true),
-                    ..AuthzRule::default()
-                };
-                for (sns, s) in &servers {
-                    let selected = *sns == ns
-                        && match (&o.spec.server.name, &o.spec.server.selector) {
-                            (Some(n), _) => &s.metadata.name == n,
-                            (None, Some(sel)) => sel.matches(&s.metadata.labels.0),
-                            (None, None) => false,
-                        };
-                    if selected {
-                        m.authorization.push(AuthzPolicy {
-                            scope: server_scope(ns, s),
-                            action: AuthzAction::Allow,
-                            rules: vec![rule.clone()],
-                            port: server_port(s),
-                            source: l.resource.reference(),
-                        });
-                    }
-                }
-            }
-            Resource::LinkerdAuthorizationPolicy(o) if o.spec.target_ref.kind == "Server" => {
-                let mut rule = AuthzRule::default();
-                for a in &o.spec.required_authentication_refs {
-                    let ans = a.namespace.as_deref().unwrap_or(ns);
-                    for r in resources {
-                        if r.resource.namespace() != Some(ans) || r.resource.name() != a.name {
-                            continue;
-                        }
-                        match &r.resource {
-                            Resource::MeshTlsAuthentication(mt) if a.kind == "MeshTLSAuthentication" => {
-                                rule.principals.values.extend(mt.spec.identities.iter().cloned());
-                                rule.principals.values.extend(mt.spec.identity_refs.iter().filter(|i| i.kind == "ServiceAccount").map(|i| {
-                                    format!("{CLUSTER_DOMAIN}/ns/{}/sa/{}", i.namespace.as_deref().unwrap_or(ans), i.name)
-                                }));
-                            }
-                            Resource::NetworkAuthentication(na) if a.kind == "NetworkAuthentication" => {
-                                rule.ip_blocks.values.extend(na.spec.networks.iter().map(|n| n.cidr.clone()));
-                                if o.spec.required_authentication_refs.len() == 1 {
-                                    rule.allow_unauthenticated = true;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                for (sns, s) in &servers {
-                    if *sns == ns && s.metadata.name == o.spec.target_ref.name {
-                        m.authorization.push(AuthzPolicy {
-                            scope: server_scope(ns, s),
-                            action: AuthzAction::Allow,
-                            rules: vec![rule.clone()],
-                            port: server_port(s),
-                            source: l.resource.reference(),
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
