@@ -53,6 +53,18 @@ pub struct Args {
     /// Namespace whose selector-less policies apply to the whole mesh.
     #[arg(long, default_value = weft_model::mesh::DEFAULT_ROOT_NAMESPACE)]
     root_namespace: String,
+    /// Linkerd's default inbound policy, for ports no Server or ALLOW policy covers
+    /// (a Namespace's or Pod's config.linkerd.io/default-inbound-policy annotation wins).
+    #[arg(long, default_value = "all-unauthenticated", value_parser = ["all-unauthenticated", "all-authenticated", "cluster-authenticated", "deny", "audit"])]
+    default_inbound_policy: String,
+    /// Tell meshed (mTLS) callers which policy refused them and why, in the 403 body.
+    /// For debugging: it shows policy details to callers. Plaintext callers never see them.
+    #[arg(long)]
+    authz_debug: bool,
+    /// How request paths are normalised before authorization and forwarding (Istio's
+    /// meshConfig.pathNormalization).
+    #[arg(long, default_value = "BASE", value_parser = ["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"])]
+    path_normalization: String,
 }
 
 pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -78,6 +90,11 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         plugged_ca,
         root_namespace: args.root_namespace,
         proxy_keepalive: args.proxy_keepalive,
+        policy: weft_controller::compile::authz::MeshPolicy {
+            default_inbound_policy: weft_proto::authz::DefaultPolicy::parse(&args.default_inbound_policy).unwrap_or_default(),
+            explain_denials: args.authz_debug,
+            path_normalization: serde_json::from_value(serde_json::Value::String(args.path_normalization)).unwrap_or_default(),
+        },
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! subcommand lives in its own module; this file only parses the command line.
 
 mod analyze;
+mod authz;
 mod check;
 mod client;
 mod controller;
@@ -96,6 +97,19 @@ enum Command {
         #[command(subcommand)]
         action: ApiCertAction,
     },
+    /// Authorization: `weft authz check POD` lists the policies that apply to a workload
+    /// in evaluation order; with --from/--port/--method/--path it answers ALLOW or DENY
+    /// and names the deciding policy and rule (exit 1 on DENY), by the proxy's own code.
+    Authz {
+        #[command(subcommand)]
+        action: AuthzAction,
+    },
+    /// Experimental commands, as istioctl spells them (`weft x authz check`).
+    #[command(hide = true)]
+    X {
+        #[command(subcommand)]
+        command: Experimental,
+    },
     /// Checks the mesh: the controller's mode, certificate expiry, proxies in sync.
     /// Exits 1 when a check fails.
     Check(check::Args),
@@ -107,6 +121,20 @@ enum Command {
         name: Option<String>,
         #[arg(short, long, default_value = "default")]
         namespace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthzAction {
+    /// The policies that apply to a workload; with a caller and a request, the decision.
+    Check(authz::CheckArgs),
+}
+
+#[derive(Subcommand)]
+enum Experimental {
+    Authz {
+        #[command(subcommand)]
+        action: AuthzAction,
     },
 }
 
@@ -172,6 +200,7 @@ fn main() -> ExitCode {
         Command::ApiToken { action: ApiTokenAction::Create { name, role, ttl } } => resources::create_api_token(&client()?, &name, &role, &ttl),
         Command::ApiCert { action: ApiCertAction::Create { role, out, ttl } } => resources::create_api_cert(&client()?, &conn.trust_domain, &role, &out, &ttl),
         Command::Check(args) => check::run(&client()?, args),
+        Command::Authz { action: AuthzAction::Check(args) } | Command::X { command: Experimental::Authz { action: AuthzAction::Check(args) } } => authz::check(args, conn),
         Command::ProxyStatus { output } => resources::proxy_status(&client()?, &output),
         Command::ProxyConfig { proxy, section, output } => resources::proxy_config(&client()?, &proxy, &section, &output),
         Command::TlsCheck { proxy, host, output } => resources::tls_check(&client()?, &proxy, host.as_deref(), &output),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod compile;
 pub mod listener;
 pub mod identity;
+pub mod jwks;
 pub mod store;
 
 pub mod registry;

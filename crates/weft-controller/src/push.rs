@@ -52,6 +52,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
             }
         };
         let mesh = weft_model::mesh::Mesh::build(&resources, &controller.analysis.root_namespace);
+        controller.jwks.fetch_new(compile::authz::key_set_urls(&mesh)).await;
         let mut endpoints = compile::declared_endpoints(&mesh);
         endpoints.extend(registry.endpoints(controller.ca.trust_domain()));
         endpoints.sort();
@@ -67,6 +68,8 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
                 let mut inbound = compile::inbound_policy(&mesh, &e.hello.namespace, &labels);
                 inbound.port_protocols = compile::port_protocols(&mesh, &e.hello.namespace, &labels);
+                let workload = compile::authz::WorkloadRef { namespace: &e.hello.namespace, name: Some(&e.hello.workload).filter(|w| !w.is_empty()).map(|w| w.as_str()), labels: &labels };
+                inbound.authorization = compile::authz::authorization(&mesh, &controller.policy, &|uri| controller.jwks.get(uri), &workload);
                 let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()), inbound.clone());
                 let Compiled { version, config, json, value } = configs
                     .entry(key)

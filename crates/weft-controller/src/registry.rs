@@ -57,6 +57,9 @@ pub struct ProxyStatus {
     pub workload: String,
     pub namespace: String,
     pub address: String,
+    /// The SPIFFE ID the proxy proved with its certificate (none under `--insecure-dev` without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     pub status: SyncStatus,
     pub sent_version: String,
     pub acked_version: String,
@@ -116,6 +119,10 @@ impl Registry {
                 workload: e.hello.workload.clone(),
                 namespace: e.hello.namespace.clone(),
                 address: e.hello.address.clone(),
+                identity: match &e.proven {
+                    Proven::Identity(id) => Some(id.to_string()),
+                    Proven::Unverified(_) => None,
+                },
                 status: if e.sender.is_none() {
                     SyncStatus::Disconnected
                 } else if e.last_nack.is_some() {

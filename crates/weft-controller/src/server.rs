@@ -39,6 +39,8 @@ pub struct Options {
     /// How often an idle proxy connection is pinged (HTTP/2, and TCP keepalive):
     /// a proxy that does not answer within the same time is disconnected.
     pub proxy_keepalive: Duration,
+    /// Authorization settings for the whole mesh.
+    pub policy: crate::compile::authz::MeshPolicy,
 }
 
 /// Runs the controller until it is told to stop.
@@ -52,7 +54,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     if opts.insecure_dev {
         tracing::warn!("--insecure-dev: proxies without a certificate are taken at their word about who they are; never run a mesh like this in production");
     }
-    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca, auth, opts.insecure_dev);
+    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca, auth, opts.insecure_dev, opts.policy.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), insecure_dev: opts.insecure_dev };
@@ -79,6 +81,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             }
         });
         tokio::spawn(push_loop(controller.clone(), controller.registry.clone(), Duration::from_millis(100)));
+        // Key sets that failed to fetch are retried, and old ones refreshed; a change is pushed.
+        let c = controller.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if c.jwks.refresh_due().await {
+                    c.changed.notify_one();
+                }
+            }
+        });
         // Proxies that are already connected get the stored state at once.
         controller.changed.notify_one();
         let app = crate::api::router(controller).into_make_service_with_connect_info::<crate::listener::Peer>();

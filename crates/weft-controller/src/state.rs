@@ -18,6 +18,10 @@ pub struct Controller {
     pub auth: crate::auth::ApiAuth,
     /// Token-less proxies are taken at their word (`--insecure-dev`).
     pub insecure_dev: bool,
+    /// Mesh-wide authorization settings.
+    pub policy: crate::compile::authz::MeshPolicy,
+    /// JWT issuers' key sets, fetched for the proxies.
+    pub jwks: crate::jwks::JwksCache,
     /// Wakes the push loop after the store changed.
     pub changed: tokio::sync::Notify,
     /// Serialises apply and delete so validation and commit see one state.
@@ -33,12 +37,15 @@ impl Controller {
         ca: crate::identity::MeshCa,
         auth: crate::auth::ApiAuth,
         insecure_dev: bool,
+        policy: crate::compile::authz::MeshPolicy,
     ) -> Arc<Controller> {
         Arc::new(Controller {
             store,
             analysis,
             auth,
             insecure_dev,
+            policy,
+            jwks: crate::jwks::JwksCache::default(),
             ca: Arc::new(ca),
             registry: crate::registry::Registry::new(grace),
             changed: tokio::sync::Notify::new(),

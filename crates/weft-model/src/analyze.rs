@@ -911,7 +911,7 @@ fn authorization_rules(cx: &mut Context) {
     let policies: Vec<AuthzPolicy> = cx.mesh.authorization.clone();
     for p in &policies {
         let r = p.source.clone();
-        let istio = r.kind == "AuthorizationPolicy" && !matches!(p.server, Some(_));
+        let istio = r.kind == "AuthorizationPolicy" && p.server.is_none();
         let field = |i: usize, rest: &str| if istio { format!("spec.rules[{i}]{rest}") } else { "spec".to_string() };
         if let Some(why) = &p.inexact {
             found.push((r.clone(), Code::InexactPolicy, "spec".into(), why.clone()));

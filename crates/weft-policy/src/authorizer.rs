@@ -121,6 +121,10 @@ impl Authorizer {
         &self.policies
     }
 
+    pub fn default_policy(&self) -> DefaultPolicy {
+        self.default_policy
+    }
+
     pub fn explain_denials(&self) -> bool {
         self.explain_denials
     }

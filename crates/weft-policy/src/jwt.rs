@@ -51,7 +51,9 @@ struct Rule {
     keys: Vec<Key>,
     headers: Vec<(HeaderName, String)>,
     params: Vec<String>,
+    cookies: Vec<String>,
     output: Option<HeaderName>,
+    claim_headers: Vec<(HeaderName, String)>,
     forward: bool,
 }
 
@@ -67,8 +69,8 @@ pub struct Authenticated {
     pub verified: Verified,
     /// Headers to remove (the token, unless `forwardOriginalToken`).
     pub remove: Vec<HeaderName>,
-    /// `outputPayloadToHeader`: the payload, base64url, as the rule asked.
-    pub payload_header: Option<(HeaderName, HeaderValue)>,
+    /// `outputPayloadToHeader` and `outputClaimToHeaders`: headers the app receives.
+    pub add: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Authenticated {
@@ -77,7 +79,7 @@ impl Authenticated {
         for h in &self.remove {
             headers.remove(h);
         }
-        if let Some((name, value)) = &self.payload_header {
+        for (name, value) in &self.add {
             headers.insert(name.clone(), value.clone());
         }
     }
@@ -112,7 +114,7 @@ impl JwtVerifier {
                 let header = |name: &str| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| PolicyError::HeaderName(name.to_string()));
                 let mut headers = r.from_headers.iter().map(|h| Ok((header(&h.name)?, h.prefix.clone()))).collect::<Result<Vec<_>, PolicyError>>()?;
                 let mut params = r.from_params.clone();
-                if headers.is_empty() && params.is_empty() {
+                if headers.is_empty() && params.is_empty() && r.from_cookies.is_empty() {
                     headers.push((http::header::AUTHORIZATION, "Bearer ".into()));
                     params.push("access_token".into());
                 }
@@ -122,7 +124,9 @@ impl JwtVerifier {
                     keys,
                     headers,
                     params,
+                    cookies: r.from_cookies.clone(),
                     output: r.output_payload_to_header.as_deref().map(header).transpose()?,
+                    claim_headers: r.output_claim_to_headers.iter().map(|c| Ok((header(&c.header)?, c.claim.clone()))).collect::<Result<_, PolicyError>>()?,
                     forward: r.forward_original_token,
                 })
             })
@@ -132,6 +136,19 @@ impl JwtVerifier {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Removes the headers the rules fill from verified tokens: a client
+    /// must not be able to send its own `x-jwt-payload` and be believed.
+    pub fn strip_forgeable(&self, headers: &mut HeaderMap) {
+        for r in &self.rules {
+            if let Some(h) = &r.output {
+                headers.remove(h);
+            }
+            for (h, _) in &r.claim_headers {
+                headers.remove(h);
+            }
+        }
     }
 
     /// Finds and verifies the request's token. `Ok(None)`: there is none.
@@ -156,10 +173,20 @@ impl JwtVerifier {
                 }
             }
             let Some((rule, verified)) = ok else { return Err(last) };
-            let entry = found.get_or_insert_with(|| Authenticated {
-                payload_header: rule.output.clone().zip(token.split('.').nth(1).and_then(|p| HeaderValue::from_str(p).ok())),
-                verified,
-                remove: Vec::new(),
+            let entry = found.get_or_insert_with(|| {
+                let mut add: Vec<(HeaderName, HeaderValue)> =
+                    rule.output.clone().zip(token.split('.').nth(1).and_then(|p| HeaderValue::from_str(p).ok())).into_iter().collect();
+                for (h, claim) in &rule.claim_headers {
+                    let text = match verified.claims.get(claim) {
+                        Some(serde_json::Value::String(s)) => Some(s.clone()),
+                        Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Some(v.to_string()),
+                        _ => None,
+                    };
+                    if let Some(v) = text.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                        add.push((h.clone(), v));
+                    }
+                }
+                Authenticated { add, verified, remove: Vec::new() }
             });
             if let Some(h) = header.filter(|_| !rule.forward) {
                 entry.remove.push(h.clone());
@@ -182,6 +209,18 @@ impl JwtVerifier {
                     if let Some(t) = token.map(str::trim).filter(|t| !t.is_empty()) {
                         if !out.iter().any(|(x, _)| *x == t) {
                             out.push((t, Some(name)));
+                        }
+                    }
+                }
+            }
+            for name in &r.cookies {
+                for v in headers.get_all(http::header::COOKIE) {
+                    let Ok(v) = v.to_str() else { continue };
+                    for pair in v.split(';').map(str::trim) {
+                        if let Some(t) = pair.strip_prefix(name.as_str()).and_then(|rest| rest.strip_prefix('=')).filter(|t| !t.is_empty()) {
+                            if !out.iter().any(|(x, _)| *x == t) {
+                                out.push((t, None));
+                            }
                         }
                     }
                 }
@@ -306,7 +345,17 @@ mod tests {
     #[test]
     fn a_valid_token_yields_its_principal_and_claims_and_is_removed() {
         let iss = issuer("k1");
-        let v = JwtVerifier::new(&[JwtRule { output_payload_to_header: Some("x-jwt-payload".into()), ..rule(&iss) }]).unwrap();
+        let v = JwtVerifier::new(&[JwtRule {
+            output_payload_to_header: Some("x-jwt-payload".into()),
+            output_claim_to_headers: vec![weft_proto::authz::ClaimToHeader { header: "x-user".into(), claim: "sub".into() }],
+            ..rule(&iss)
+        }])
+        .unwrap();
+        let mut forged = HeaderMap::new();
+        forged.insert("x-user", "admin".parse().unwrap());
+        forged.insert("x-jwt-payload", "e30".parse().unwrap());
+        v.strip_forgeable(&mut forged);
+        assert!(forged.is_empty(), "a client's own claim headers are removed: {forged:?}");
         let token = iss.sign("k1", serde_json::json!({"iss": "https://issuer.test", "sub": "alice", "exp": now() + 600, "groups": ["admins"]}));
         let mut headers = bearer(&token);
         let a = v.authenticate(&headers, None).unwrap().unwrap();
@@ -315,6 +364,7 @@ mod tests {
         a.apply(&mut headers);
         assert!(headers.get("authorization").is_none(), "not forwarded by default");
         assert_eq!(headers["x-jwt-payload"], token.split('.').nth(1).unwrap());
+        assert_eq!(headers["x-user"], "alice");
         // From a query parameter too (the default locations).
         assert!(v.authenticate(&HeaderMap::new(), Some(&format!("a=1&access_token={token}"))).unwrap().is_some());
         assert!(v.authenticate(&HeaderMap::new(), None).unwrap().is_none(), "no token: unauthenticated, not refused");
@@ -363,5 +413,9 @@ mod tests {
         assert_eq!(v.authenticate(&h, None).unwrap_err(), JwtError::Audience);
         // The default location is not looked at when the rule names its own.
         assert!(v.authenticate(&bearer(&tok("other")), None).unwrap().is_none());
+        let cookie = JwtVerifier::new(&[JwtRule { from_cookies: vec!["session".into()], ..rule(&iss) }]).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("cookie", format!("theme=dark; session={}", tok("x")).parse().unwrap());
+        assert_eq!(cookie.authenticate(&h, None).unwrap().unwrap().verified.principal, "https://issuer.test/s");
     }
 }

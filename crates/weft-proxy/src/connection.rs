@@ -40,6 +40,22 @@ pub struct Connection {
     pub listener: Arc<Listener>,
     pub peer: Peer,
     pub direction: Direction,
+    /// The server name a mesh TLS client asked for.
+    pub sni: Option<Arc<str>>,
+    /// The accepted socket, to reset it when policy refuses the connection.
+    pub socket: Option<std::os::fd::RawFd>,
+}
+
+/// Makes closing `socket` send a TCP reset instead of a FIN (SO_LINGER 0):
+/// a refused client learns at once that it was refused, not that the
+/// server finished. Call it only while the stream owning `socket` is alive.
+pub fn reset_on_close(socket: std::os::fd::RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: `socket` belongs to a stream the caller still holds, and the
+    // option struct lives across the call; a failure only means a FIN is sent.
+    unsafe {
+        libc::setsockopt(socket, libc::SOL_SOCKET, libc::SO_LINGER, &linger as *const libc::linger as *const libc::c_void, std::mem::size_of::<libc::linger>() as libc::socklen_t);
+    }
 }
 
 impl Connection {

@@ -5,6 +5,7 @@
 
 use crate::config::{BuildContext, Snapshot, Workload};
 use crate::drain::Drain;
+use crate::telemetry::authz::AuthzCounters;
 use crate::telemetry::Metrics;
 use crate::upstream::HttpClients;
 use crate::workload_cert::WorkloadCert;
@@ -26,6 +27,8 @@ pub struct Proxy {
     pub workload: Arc<Workload>,
     /// Mirrored copies in flight (see `http::mirror`).
     pub mirrors: Arc<tokio::sync::Semaphore>,
+    /// The authorization counters of the current config's policies.
+    pub authz_counters: std::sync::RwLock<Option<Arc<AuthzCounters>>>,
 }
 
 impl Proxy {
@@ -44,6 +47,16 @@ impl Proxy {
         let left = self.certificate.borrow().as_ref().map(|c| c.seconds_left()).unwrap_or(0);
         self.metrics.certificate_expiry.set(left);
         self.metrics.render()
+    }
+
+    /// The counters for a snapshot's policies: made once per config, shared by its requests.
+    pub fn authz_counters(&self, snapshot: &Snapshot) -> Arc<AuthzCounters> {
+        if let Some(c) = self.authz_counters.read().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|c| c.is_for(&snapshot.authorizer)) {
+            return c.clone();
+        }
+        let fresh = Arc::new(AuthzCounters::new(self.metrics.clone(), snapshot.authorizer.clone()));
+        *self.authz_counters.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        fresh
     }
 
     /// This proxy's own SPIFFE ID, once it has a certificate.

@@ -51,7 +51,7 @@ pub fn proxy_protocol(p: weft_model::mesh::Protocol) -> Protocol {
 /// What a workload's ports carry: for every Service of its namespace that
 /// selects it, the declared protocol of each port, at the target port the
 /// workload listens on. Two Services declaring one port differently leave it
-/// detected.
+/// detected. A Linkerd Server's `proxyProtocol` (on a numbered port) wins.
 pub fn port_protocols(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, String>) -> BTreeMap<u16, Protocol> {
     let mut out: BTreeMap<u16, Protocol> = BTreeMap::new();
     let mut conflicting = Vec::new();
@@ -68,6 +68,12 @@ pub fn port_protocols(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, St
     }
     for port in conflicting {
         out.remove(&port);
+    }
+    // A Linkerd Server's proxyProtocol is the most explicit statement of all.
+    for s in mesh.servers.iter().filter(|s| s.namespace == namespace && selects(&s.selector, labels)) {
+        if let (weft_model::mesh::ServerPort::Number(port), Some(p)) = (&s.port, s.protocol) {
+            out.insert(*port, proxy_protocol(p));
+        }
     }
     out
 }

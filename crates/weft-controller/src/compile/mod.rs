@@ -7,8 +7,10 @@
 //! with subsets becoming their own clusters (`outbound|PORT|SUBSET|HOST`).
 //! The route's rules come from [`routes`], a cluster's settings from its
 //! DestinationRule by [`clusters`], a workload's inbound mTLS mode from
-//! [`inbound`]; [`tls_check`] reports how a proxy reaches each endpoint.
+//! [`inbound`], who may call it from [`authz`]; [`tls_check`] reports how a
+//! proxy reaches each endpoint.
 
+pub mod authz;
 pub mod clusters;
 pub mod inbound;
 pub mod routes;

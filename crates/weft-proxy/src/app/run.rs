@@ -83,6 +83,7 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
         certificate,
         workload,
         mirrors: Arc::new(tokio::sync::Semaphore::new(crate::http::mirror::MAX_MIRRORS)),
+        authz_counters: Default::default(),
     });
     let _admin = admin::spawn(opts.admin.clone(), proxy.clone(), opts.set_log_level.clone())?;
     let mut tasks = Vec::new();

@@ -52,6 +52,10 @@ impl BuildContext {
 
 pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
+    /// Who may call the workload, compiled once per config.
+    pub authorizer: Arc<weft_policy::Authorizer>,
+    /// The workload's JWT rules, key sets decoded once per config.
+    pub jwt: Arc<weft_policy::JwtVerifier>,
     clusters: HashMap<String, Arc<ClusterState>>,
     by_destination: HashMap<SocketAddr, RouteTarget>,
     by_host: HashMap<String, RouteTarget>,
@@ -60,8 +64,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds lookup tables; clusters equal to one in `previous` keep their
     /// state (and so their pooled connections).
-    /// Fails, naming the route and rule, when a match cannot be compiled: a
-    /// config that would route differently from what it says is refused whole.
+    /// Fails, naming the route and rule (or the policy and rule), when a
+    /// match cannot be compiled: a config that would route or authorize
+    /// differently from what it says is refused whole.
     pub fn build(config: ProxyConfig, previous: Option<&Snapshot>, cx: &BuildContext) -> Result<Snapshot, String> {
         let mut clusters = HashMap::new();
         for c in &config.clusters {
@@ -90,7 +95,12 @@ impl Snapshot {
                 by_host.entry(h.to_ascii_lowercase()).or_insert_with(|| target.clone());
             }
         }
-        Ok(Snapshot { config: Arc::new(config), clusters, by_destination, by_host })
+        // A policy the proxy cannot enforce as written refuses the whole config (a NACK).
+        let trust_domain = cx.certificate.borrow().as_ref().map(|c| c.spiffe_id.trust_domain.clone());
+        let authz = &config.inbound.authorization;
+        let authorizer = Arc::new(weft_policy::Authorizer::new(authz, trust_domain.as_deref()).map_err(|e| format!("authorization: {e}"))?);
+        let jwt = Arc::new(weft_policy::JwtVerifier::new(&authz.jwt_rules).map_err(|e| format!("request authentication: {e}"))?);
+        Ok(Snapshot { config: Arc::new(config), authorizer, jwt, clusters, by_destination, by_host })
     }
 
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterState>> {

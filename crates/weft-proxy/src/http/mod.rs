@@ -10,6 +10,7 @@ pub mod fault;
 pub mod forward;
 pub mod headers;
 pub mod mirror;
+pub mod policy;
 pub mod retry;
 pub mod send;
 pub mod server;
@@ -49,7 +50,8 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination
     answer(record, result)
 }
 
-/// Inbound: hand-off rules (identity headers) -> size limit -> the local app.
+/// Inbound: hand-off rules (identity headers) -> size limit -> path, JWT,
+/// authorization ([`policy`]) -> the local app.
 pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     crate::inbound::app::hand_off(&mut req, &conn.peer, proxy.own_identity().as_deref());
     let mut record = start(&proxy, &conn, &req);
@@ -57,6 +59,7 @@ pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, 
     let host = headers::authority(&req);
     let result = async {
         within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
+        policy::check(&proxy, &snapshot, &conn, app, host.as_deref(), &mut req, &mut record)?;
         let target = crate::inbound::target(app);
         targeted(&mut record, &target);
         forward::forward(&proxy, req, Forward { target, matched: None, mirrors: vec![], set_cookie: None }, host.as_deref()).await

@@ -3,9 +3,10 @@
 //! PeerAuthentication mode ([`admit`]), mesh TLS termination that learns the
 //! peer's identity ([`tls`]), and what the app is handed ([`app`]). Every
 //! inbound request and connection goes to the local app at its original
-//! destination ([`target`]). Authorization will be a step here.
+//! destination ([`target`]). Who may call it is decided by [`authz`].
 
 pub mod app;
+pub mod authz;
 pub mod tls;
 
 use crate::config::MtlsMode;

@@ -96,7 +96,8 @@ pub async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, record: Connectio
     let declared = declared(&listener, &direction, &snapshot);
     let inbound = matches!(direction, Direction::Inbound { .. });
     let Some(detected) = protocol(declared, inbound, &stream, &limits).await else { return };
-    let conn = Connection { listener, peer: record.peer.clone(), direction };
+    let socket = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
+    let conn = Connection { listener, peer: record.peer.clone(), direction, sni: None, socket };
     match conn.direction.clone() {
         Direction::Outbound(_) => {
             record.opened(label(&detected));
@@ -131,6 +132,7 @@ async fn mesh_tls(proxy: &Arc<Proxy>, mut conn: Connection, stream: TcpStream, m
         Ok(x) => x,
         Err(e) => return record.refused("mtls_handshake", "mtls", None, e),
     };
+    conn.sni = tls.get_ref().1.server_name().map(Arc::from);
     conn.peer.identity = identity;
     conn.peer.mtls = true;
     record.peer = conn.peer.clone();
@@ -165,6 +167,6 @@ async fn serve(proxy: &Arc<Proxy>, conn: Arc<Connection>, stream: impl Downstrea
             record.served_http();
         }
         (Detected::Tls { .. } | Detected::Tcp, Direction::Outbound(dst)) => crate::tcp::outbound(proxy, &conn, &dst, stream, record).await,
-        (Detected::Tls { .. } | Detected::Tcp, Direction::Inbound { app }) => crate::tcp::inbound(proxy, app, stream, record).await,
+        (Detected::Tls { .. } | Detected::Tcp, Direction::Inbound { app }) => crate::tcp::inbound(proxy, &conn, app, stream, record).await,
     }
 }

@@ -6,6 +6,7 @@
 use crate::balance::Outcome;
 use crate::body::Downstream;
 use crate::connection::{Connection, Destination};
+use crate::inbound::authz;
 use crate::local_reply::LocalReply;
 use crate::target::Target;
 use crate::state::Proxy;
@@ -24,8 +25,28 @@ pub async fn outbound(proxy: &Proxy, conn: &Connection, dst: &Destination, downs
     }
 }
 
-/// Inbound: the local app at the original destination -> connect -> copy.
-pub async fn inbound(proxy: &Proxy, app: SocketAddr, downstream: impl Downstream, record: ConnectionRecord) {
+/// Inbound: authorize (L4 rules; a refusal resets the connection) -> the
+/// local app at the original destination -> connect -> copy.
+pub async fn inbound(proxy: &Proxy, conn: &Connection, app: SocketAddr, downstream: impl Downstream, record: ConnectionRecord) {
+    let snapshot = proxy.snapshot();
+    let authorizer = &snapshot.authorizer;
+    if !authorizer.is_open() {
+        let attributes = authz::tcp_request(conn, app);
+        let decision = authorizer.evaluate(&attributes);
+        proxy.authz_counters(&snapshot).count(crate::telemetry::authz::Protocol::Tcp, &decision);
+        if let Some(notes) = authz::side_notes(authorizer, &decision) {
+            tracing::info!(target: "authz", peer = %conn.peer.address, port = app.port(), "{notes}");
+        }
+        if let Some(denial) = decision.denial {
+            let reply = authz::denied(authorizer, &attributes, denial, false);
+            tracing::info!(target: "authz", peer = %conn.peer.address, identity = conn.peer.identity.as_deref().unwrap_or("-"), "TCP to port {} denied: {}", app.port(), reply.reason);
+            if let Some(fd) = conn.socket {
+                crate::connection::reset_on_close(fd);
+            }
+            drop(downstream);
+            return record.tcp_failed(None, reply);
+        }
+    }
     relay(proxy, crate::inbound::target(app), downstream, record).await
 }
 

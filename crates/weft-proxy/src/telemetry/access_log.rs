@@ -20,11 +20,11 @@ fn peer_suffix(peer: &Peer) -> String {
     peer.identity.as_ref().map(|p| format!(" peer={p}")).unwrap_or_default()
 }
 
-/// `LISTENER "METHOD PATH" STATUS FLAGS PEER route=R cluster=C upstream=U duration=Nus mtls=yes|no [peer=ID] [reason="..."]`
+/// `LISTENER "METHOD PATH" STATUS FLAGS PEER route=R cluster=C upstream=U duration=Nus mtls=yes|no [peer=ID] [reason="..."] [authz="..."]`
 pub fn request(r: &RequestRecord, elapsed: Duration) {
     tracing::info!(
         target: "access",
-        "{} \"{} {}\" {} {} {} route={} cluster={} upstream={} duration={}us mtls={}{}{}",
+        "{} \"{} {}\" {} {} {} route={} cluster={} upstream={} duration={}us mtls={}{}{}{}",
         r.listener.name,
         r.method,
         r.path,
@@ -37,7 +37,8 @@ pub fn request(r: &RequestRecord, elapsed: Duration) {
         elapsed.as_micros(),
         yes_no(r.mtls()),
         peer_suffix(&r.peer),
-        r.reply.as_ref().map(|(_, reason)| format!(" reason=\"{reason}\"")).unwrap_or_default()
+        r.reply.as_ref().map(|(_, reason)| format!(" reason=\"{reason}\"")).unwrap_or_default(),
+        r.authz.as_ref().map(|a| format!(" authz=\"{a}\"")).unwrap_or_default()
     );
 }
 

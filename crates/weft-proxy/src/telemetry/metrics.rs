@@ -72,8 +72,43 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Which policy and rule decided (Linkerd's `authz_kind` / `authz_name` shape).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    /// AuthorizationPolicy, Server, ServerAuthorization, ... or `default`.
+    pub authz_kind: String,
+    pub authz_namespace: String,
+    pub authz_name: String,
+    /// `rules[N]`, or `-` when no rule decided (nothing matched, a default).
+    pub authz_rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DryRunLabels {
+    pub authz_kind: String,
+    pub authz_namespace: String,
+    pub authz_name: String,
+    pub authz_rule: String,
+    pub protocol: &'static str,
+    /// What the policy would have done: allow or deny.
+    pub would: &'static str,
+}
+
+/// The authorization counters, one family per decision.
+#[derive(Clone, Default)]
+pub struct AuthzFamilies {
+    pub http_allow: Family<AuthzLabels, Counter>,
+    pub http_deny: Family<AuthzLabels, Counter>,
+    pub tcp_allow: Family<AuthzLabels, Counter>,
+    pub tcp_deny: Family<AuthzLabels, Counter>,
+    pub audit: Family<AuthzLabels, Counter>,
+    pub dry_run: Family<DryRunLabels, Counter>,
+    pub jwt_rejected: Family<ListenerLabels, Counter>,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub authz: AuthzFamilies,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<DurationLabels, Histogram>,
     pub connections: Family<ConnLabels, Counter>,
@@ -116,6 +151,14 @@ impl Metrics {
         registry.register("outlier_ejections", "Endpoints ejected by outlier detection, by cluster", ejections.clone());
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register("mirror_requests", "Mirrored copies of requests, sent or dropped over the limits", mirrors.clone());
+        let authz = AuthzFamilies::default();
+        registry.register("inbound_http_authz_allow", "HTTP requests allowed, by the policy and rule that allowed them", authz.http_allow.clone());
+        registry.register("inbound_http_authz_deny", "HTTP requests refused (403), by the policy and rule that refused them", authz.http_deny.clone());
+        registry.register("inbound_tcp_authz_allow", "TCP connections allowed, by the policy and rule that allowed them", authz.tcp_allow.clone());
+        registry.register("inbound_tcp_authz_deny", "TCP connections refused (reset), by the policy and rule that refused them", authz.tcp_deny.clone());
+        registry.register("inbound_authz_audit", "Requests and connections an AUDIT policy matched", authz.audit.clone());
+        registry.register("inbound_authz_dry_run", "What dry-run policies would have done (never enforced)", authz.dry_run.clone());
+        registry.register("inbound_jwt_rejected", "Requests refused (401) because their JWT did not verify", authz.jwt_rejected.clone());
         let certificate_expiry = Gauge::default();
         registry.register(
             "workload_certificate_expiry_seconds",
@@ -123,6 +166,7 @@ impl Metrics {
             certificate_expiry.clone(),
         );
         Metrics {
+            authz,
             mirrors,
             certificate_expiry,
             retries,

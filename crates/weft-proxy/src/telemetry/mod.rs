@@ -5,6 +5,7 @@
 //! log ([`access_log`]) read that record, so they always agree.
 
 pub mod access_log;
+pub mod authz;
 pub mod metrics;
 pub mod record;
 

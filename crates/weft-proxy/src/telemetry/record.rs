@@ -41,6 +41,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// Set when the proxy answered itself: Envoy's flag and the reason.
     pub reply: Option<(Flag, String)>,
+    /// What AUDIT and dry-run policies said of it, if anything.
+    pub authz: Option<String>,
 }
 
 impl RequestRecord {
@@ -59,6 +61,7 @@ impl RequestRecord {
             upstream_mtls: false,
             status: 0,
             reply: None,
+            authz: None,
         }
     }
 
