@@ -94,3 +94,27 @@ impl Drop for Capture {
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// TCP segments with RST set sent by `from` in a pcap capture (Ethernet,
+/// IPv4): how a test sees that a connection was reset rather than closed.
+pub fn tcp_resets_from(pcap: &[u8], from: Ipv4Addr) -> usize {
+    let mut n = 0;
+    let mut at = 24; // the pcap global header
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes([pcap[at + 8], pcap[at + 9], pcap[at + 10], pcap[at + 11]]) as usize;
+        let frame = &pcap[(at + 16).min(pcap.len())..(at + 16 + len).min(pcap.len())];
+        at += 16 + len;
+        if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = ((ip[0] & 0x0f) as usize) * 4;
+        if ip[9] != 6 || ip[12..16] != from.octets() || ip.len() < ihl + 14 {
+            continue;
+        }
+        if ip[ihl + 13] & 0x04 != 0 {
+            n += 1;
+        }
+    }
+    n
+}

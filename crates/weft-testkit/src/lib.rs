@@ -12,7 +12,7 @@ pub mod controller;
 pub mod layers;
 pub mod mesh;
 
-pub use capture::{contains_bytes, Capture};
+pub use capture::{contains_bytes, tcp_resets_from, Capture};
 pub use controller::ControllerProcess;
 pub use mesh::TestMesh;
 
