@@ -6,6 +6,12 @@
 //!
 //! The allow path allocates nothing: a [`Decision`] is indices. Words are
 //! built only for a denial ([`Authorizer::explain`]).
+//!
+//! What a rule says about who calls (principals, namespaces, addresses) is
+//! the same for every request of one caller, so it is decided once per
+//! caller ([`Authorizer::prefilter`], kept by the proxy per connection): a
+//! request is then checked only against the rules that caller could match.
+//! [`Authorizer::evaluate`] is the same decision without a kept prefilter.
 
 use crate::request::Request;
 use crate::rule::{Http2Tcp, Rule};
@@ -58,6 +64,63 @@ impl Decision {
 
 struct Compiled {
     rules: Vec<Rule>,
+    /// Where this policy's rules start in a [`Prefilter`].
+    offset: usize,
+}
+
+/// The rules one caller (identity and address) could match, by what the
+/// rules say about callers alone. Exact: a rule left out cannot match any
+/// request of that caller. Valid for the authorizer that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefilter {
+    authorizer: usize,
+    bits: Vec<u64>,
+    /// Policies with at least one candidate rule (most have none for a given caller).
+    policies: Vec<bool>,
+}
+
+impl Prefilter {
+    fn has(&self, i: usize) -> bool {
+        self.bits.get(i / 64).is_some_and(|b| b & (1 << (i % 64)) != 0)
+    }
+
+    /// Every rule a candidate (what a prefilter must never change the decision from).
+    #[cfg(test)]
+    pub(crate) fn all(a: &Authorizer) -> Prefilter {
+        Prefilter { authorizer: a.id(), bits: vec![u64::MAX; a.rule_count.div_ceil(64)], policies: vec![true; a.policies.len()] }
+    }
+
+    /// Made by this authorizer (and so valid for it)?
+    pub fn is_for(&self, a: &Authorizer) -> bool {
+        self.authorizer == a.id()
+    }
+}
+
+/// A connection's prefilter, made on its first request and remade only
+/// when the config (the authorizer) changes.
+#[derive(Debug, Default)]
+pub struct PrefilterCache(std::sync::Mutex<Option<std::sync::Arc<Prefilter>>>);
+
+impl Clone for PrefilterCache {
+    /// A copy starts empty: it may be used for another caller.
+    fn clone(&self) -> Self {
+        PrefilterCache::default()
+    }
+}
+
+impl PrefilterCache {
+    /// The caller's prefilter for `a`, made now if there is none for it.
+    pub fn get(&self, a: &Authorizer, caller: &Request<'_>) -> std::sync::Arc<Prefilter> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(p) if p.is_for(a) => p.clone(),
+            _ => {
+                let p = std::sync::Arc::new(a.prefilter(caller));
+                *slot = Some(p.clone());
+                p
+            }
+        }
+    }
 }
 
 /// One workload's authorization, ready to evaluate.
@@ -69,6 +132,10 @@ pub struct Authorizer {
     trust_domain: Option<String>,
     explain_denials: bool,
     any: bool,
+    rule_count: usize,
+    id: usize,
+    /// The policies of each kind, in order: DENY, ALLOW, AUDIT, dry-run DENY, dry-run ALLOW.
+    lists: [Vec<usize>; 5],
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -88,6 +155,7 @@ impl Authorizer {
     /// error (the proxy refuses the config rather than enforce less).
     /// `trust_domain` is this mesh's, for `cluster-authenticated`.
     pub fn new(a: &Authorization, trust_domain: Option<&str>) -> Result<Authorizer, PolicyError> {
+        let mut offset = 0;
         let compiled = a
             .policies
             .iter()
@@ -98,10 +166,20 @@ impl Authorizer {
                     .enumerate()
                     .map(|(i, r)| Rule::compile(r).map_err(|e| PolicyError::In { policy: format!("{} {}/{}", p.kind, p.namespace, p.name), rule: i, error: Box::new(e) }))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Compiled { rules })
+                let c = Compiled { offset, rules };
+                offset += c.rules.len();
+                Ok(c)
             })
             .collect::<Result<Vec<_>, PolicyError>>()?;
+        let mut lists: [Vec<usize>; 5] = Default::default();
+        for (i, p) in a.policies.iter().enumerate() {
+            lists[list_of(p.action, p.dry_run)].push(i);
+        }
+        static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         Ok(Authorizer {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rule_count: offset,
+            lists,
             any: !a.policies.is_empty() || a.default_policy != DefaultPolicy::AllUnauthenticated,
             policies: a.policies.clone(),
             compiled,
@@ -134,15 +212,41 @@ impl Authorizer {
         ports.is_empty() || ports.contains(&port)
     }
 
-    fn first_match(&self, req: &Request<'_>, action: Action, dry_run: bool) -> (bool, Option<Hit>) {
+    /// Identifies this authorizer for the prefilters it makes (never reused,
+    /// unlike an address).
+    fn id(&self) -> usize {
+        self.id
+    }
+
+    /// The rules `caller` could match, judged by their sources alone (see [`Prefilter`]).
+    pub fn prefilter(&self, caller: &Request<'_>) -> Prefilter {
+        let mut bits = vec![0u64; self.rule_count.div_ceil(64)];
+        let mut policies = vec![false; self.compiled.len()];
+        for (p, c) in self.compiled.iter().enumerate() {
+            for (r, rule) in c.rules.iter().enumerate() {
+                if rule.caller_may_match(caller) {
+                    let i = c.offset + r;
+                    bits[i / 64] |= 1 << (i % 64);
+                    policies[p] = true;
+                }
+            }
+        }
+        Prefilter { authorizer: self.id(), bits, policies }
+    }
+
+    fn first_match(&self, pre: &Prefilter, req: &Request<'_>, action: Action, dry_run: bool) -> (bool, Option<Hit>) {
         let tcp = if action == Action::Deny { Http2Tcp::Ignore } else { Http2Tcp::NeverMatch };
         let mut applicable = false;
-        for (i, p) in self.policies.iter().enumerate() {
-            if p.action != action || p.dry_run != dry_run || !self.applies(i, req.port) {
+        for &i in &self.lists[list_of(action, dry_run)] {
+            if !self.applies(i, req.port) {
                 continue;
             }
             applicable = true;
-            if let Some(r) = self.compiled[i].rules.iter().position(|r| r.matches(req, tcp)) {
+            if !pre.policies.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let c = &self.compiled[i];
+            if let Some(r) = c.rules.iter().enumerate().position(|(r, rule)| pre.has(c.offset + r) && rule.matches(req, tcp)) {
                 return (true, Some(Hit { policy: i, rule: Some(r) }));
             }
         }
@@ -151,18 +255,28 @@ impl Authorizer {
 
     /// The first applicable policy with `action` (for naming a refusal).
     fn first_applicable(&self, port: u16, action: Action, dry_run: bool) -> Option<usize> {
-        (0..self.policies.len()).find(|&i| self.policies[i].action == action && self.policies[i].dry_run == dry_run && self.applies(i, port))
+        self.lists[list_of(action, dry_run)].iter().copied().find(|&i| self.applies(i, port))
     }
 
+    /// The decision for one request or connection.
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
+        if !self.any {
+            return Decision { denial: None, allowed_by: None, audit: None, dry_run: None };
+        }
+        self.evaluate_with(&self.prefilter(req), req)
+    }
+
+    /// The decision, with the caller's prefilter made before (per connection).
+    pub fn evaluate_with(&self, pre: &Prefilter, req: &Request<'_>) -> Decision {
         let mut d = Decision { denial: None, allowed_by: None, audit: None, dry_run: None };
         if !self.any {
             return d;
         }
-        if let (_, Some(hit)) = self.first_match(req, Action::Deny, false) {
+        debug_assert!(pre.is_for(self), "a prefilter of another authorizer");
+        if let (_, Some(hit)) = self.first_match(pre, req, Action::Deny, false) {
             d.denial = Some(Denial::Denied(hit));
         } else {
-            let (applicable, hit) = self.first_match(req, Action::Allow, false);
+            let (applicable, hit) = self.first_match(pre, req, Action::Allow, false);
             if applicable {
                 match hit {
                     Some(h) => d.allowed_by = Some(h),
@@ -175,8 +289,8 @@ impl Authorizer {
                 d.denial = Some(Denial::Default(self.default_policy));
             }
         }
-        d.audit = self.first_match(req, Action::Audit, false).1;
-        d.dry_run = self.dry_run(req);
+        d.audit = self.first_match(pre, req, Action::Audit, false).1;
+        d.dry_run = self.dry_run(pre, req);
         d
     }
 
@@ -189,11 +303,11 @@ impl Authorizer {
         }
     }
 
-    fn dry_run(&self, req: &Request<'_>) -> Option<DryRun> {
-        if let (_, Some(hit)) = self.first_match(req, Action::Deny, true) {
+    fn dry_run(&self, pre: &Prefilter, req: &Request<'_>) -> Option<DryRun> {
+        if let (_, Some(hit)) = self.first_match(pre, req, Action::Deny, true) {
             return Some(DryRun::WouldDeny(hit));
         }
-        match self.first_match(req, Action::Allow, true) {
+        match self.first_match(pre, req, Action::Allow, true) {
             (true, Some(hit)) => return Some(DryRun::WouldAllow(hit)),
             (true, None) => {
                 let first = self.first_applicable(req.port, Action::Allow, true).unwrap_or(0);
@@ -247,6 +361,17 @@ impl Authorizer {
     /// Rule `i` of policy `p`, compiled (for `weft authz check`).
     pub fn rule(&self, policy: usize, rule: usize) -> Option<&Rule> {
         self.compiled.get(policy)?.rules.get(rule)
+    }
+}
+
+/// The index of a policy kind in `Authorizer::lists`.
+fn list_of(action: Action, dry_run: bool) -> usize {
+    match (action, dry_run) {
+        (Action::Deny, false) => 0,
+        (Action::Allow, false) => 1,
+        (Action::Audit, _) => 2,
+        (Action::Deny, true) => 3,
+        (Action::Allow, true) => 4,
     }
 }
 

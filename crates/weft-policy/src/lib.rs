@@ -19,7 +19,7 @@ pub mod path;
 pub mod request;
 pub mod rule;
 
-pub use authorizer::{Authorizer, Decision, Denial, DryRun, Hit};
+pub use authorizer::{Authorizer, Decision, Denial, DryRun, Hit, Prefilter, PrefilterCache};
 pub use jwt::{Authenticated, JwtError, JwtVerifier, Verified};
 pub use request::{remote_ip, Http, Request};
 

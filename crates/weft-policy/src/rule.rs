@@ -218,6 +218,16 @@ impl Rule {
             && self.when.iter().all(|c| c.matches(req))
     }
 
+    /// Could a request of this caller (identity, address) match? False only
+    /// when every source rejects the caller by principal, namespace or
+    /// ipBlocks, which no request of the caller can change.
+    pub fn caller_may_match(&self, caller: &Request<'_>) -> bool {
+        self.from.is_empty()
+            || self.from.iter().any(|s| {
+                str_field(&s.principals, caller.principal()) && str_field(&s.namespaces, caller.namespace()) && s.ip_blocks.check(|c| c.contains(caller.peer_ip))
+            })
+    }
+
     /// Why the rule does not match, in words (for the log, never the caller by default).
     pub fn mismatch(&self, req: &Request<'_>, tcp: Http2Tcp) -> Option<String> {
         if self.matches(req, tcp) {

@@ -44,6 +44,9 @@ pub struct Connection {
     pub sni: Option<Arc<str>>,
     /// The accepted socket, to reset it when policy refuses the connection.
     pub socket: Option<std::os::fd::RawFd>,
+    /// Which authorization rules this caller could match, worked out on its
+    /// first request and kept until the config changes.
+    pub authz: weft_policy::PrefilterCache,
 }
 
 /// Makes closing `socket` send a TCP reset instead of a FIN (SO_LINGER 0):

@@ -203,3 +203,46 @@ fn bad_policies_are_refused_with_the_policy_rule_and_field() {
     assert!(bad(r#"[{"when":[{"key":"request.regex","values":["x"]}]}]"#).contains("not a condition key"));
     assert!(bad(r#"[{"when":[{"key":"request.headers[x]"}]}]"#).contains("needs values or notValues"));
 }
+
+#[test]
+fn a_prefilter_never_changes_a_decision() {
+    let a = policies(&[
+        policy("deny-ns", "DENY", r#"[{"from":[{"namespaces":["quarantine"]}]},{"from":[{"ip_blocks":["10.9.0.0/16"]}],"to":[{"paths":["/x"]}]}]"#),
+        policy("api", "ALLOW", r#"[{"from":[{"principals":["cluster.local/ns/frontend/sa/*"]}],"to":[{"methods":["GET"]}]},{"from":[{"not_namespaces":["frontend"]}],"to":[{"paths":["/health"]}]},{"to":[{"paths":["/public/*"]}]}]"#),
+        policy("audit", "AUDIT", r#"[{"from":[{"principals":["*"]}]}]"#),
+    ]);
+    let identities = [None, Some(FRONTEND), Some(WORKER), Some("spiffe://cluster.local/ns/quarantine/sa/x")];
+    let ips = ["10.0.0.5", "10.9.1.1"];
+    let requests = [("GET", "/x"), ("POST", "/x"), ("GET", "/health"), ("DELETE", "/public/a")];
+    let mut seen_deny = 0;
+    for id in identities {
+        for ip in ips {
+            for (m, p) in requests {
+                for tcp in [false, true] {
+                    let headers = http::HeaderMap::new();
+                    let addr: IpAddr = ip.parse().unwrap();
+                    let http = (!tcp).then_some(Http { method: m, path: p, host: "api", headers: &headers, remote_ip: addr, jwt: None });
+                    let req = Request { peer_ip: addr, identity: id, port: 8080, destination_ip: None, sni: None, http };
+                    let brute = a.evaluate_with(&Prefilter::all(&a), &req);
+                    assert_eq!(a.evaluate(&req), brute, "{id:?} {ip} {m} {p} tcp={tcp}");
+                    // Kept from another request of the same caller: the same answer.
+                    let kept = a.prefilter(&Request { http: None, ..req });
+                    assert_eq!(a.evaluate_with(&kept, &req), brute);
+                    seen_deny += !brute.allowed() as u32;
+                }
+            }
+        }
+    }
+    assert!(seen_deny > 0, "the table tried no denial");
+}
+
+#[test]
+fn a_prefilter_is_for_its_authorizer_only() {
+    let one = policies(&[policy("p", "ALLOW", "[{}]")]);
+    let two = policies(&[policy("p", "ALLOW", "[{}]")]);
+    let req = Request { peer_ip: "10.0.0.1".parse().unwrap(), identity: None, port: 80, destination_ip: None, sni: None, http: None };
+    let cache = PrefilterCache::default();
+    let p1 = cache.get(&one, &req);
+    assert!(p1.is_for(&one) && !p1.is_for(&two));
+    assert!(cache.get(&two, &req).is_for(&two), "a new config gets a new prefilter");
+}

@@ -40,7 +40,7 @@ pub fn check<B>(proxy: &Proxy, snapshot: &Snapshot, conn: &Connection, app: Sock
         return Ok(());
     }
     let attributes = authz::http_request(conn, app, req.method().as_str(), req.uri().path(), host.unwrap_or(""), req.headers(), verified.as_ref(), settings.trusted_hops);
-    let decision = authorizer.evaluate(&attributes);
+    let decision = authorizer.evaluate_with(&conn.authz.get(authorizer, &attributes), &attributes);
     proxy.authz_counters(snapshot).count(Protocol::Http, &decision);
     record.authz = authz::side_notes(authorizer, &decision);
     match decision.denial {

@@ -114,6 +114,7 @@ mod tests {
             direction: Direction::Inbound { app },
             sni: None,
             socket: None,
+            authz: Default::default(),
         }
     }
 

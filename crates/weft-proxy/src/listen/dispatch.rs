@@ -97,7 +97,7 @@ pub async fn connection(proxy: &Arc<Proxy>, stream: TcpStream, record: Connectio
     let inbound = matches!(direction, Direction::Inbound { .. });
     let Some(detected) = protocol(declared, inbound, &stream, &limits).await else { return };
     let socket = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
-    let conn = Connection { listener, peer: record.peer.clone(), direction, sni: None, socket };
+    let conn = Connection { listener, peer: record.peer.clone(), direction, sni: None, socket, authz: Default::default() };
     match conn.direction.clone() {
         Direction::Outbound(_) => {
             record.opened(label(&detected));

@@ -32,7 +32,7 @@ pub async fn inbound(proxy: &Proxy, conn: &Connection, app: SocketAddr, downstre
     let authorizer = &snapshot.authorizer;
     if !authorizer.is_open() {
         let attributes = authz::tcp_request(conn, app);
-        let decision = authorizer.evaluate(&attributes);
+        let decision = authorizer.evaluate_with(&conn.authz.get(authorizer, &attributes), &attributes);
         proxy.authz_counters(&snapshot).count(crate::telemetry::authz::Protocol::Tcp, &decision);
         if let Some(notes) = authz::side_notes(authorizer, &decision) {
             tracing::info!(target: "authz", peer = %conn.peer.address, port = app.port(), "{notes}");
