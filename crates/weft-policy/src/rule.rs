@@ -224,7 +224,7 @@ impl Rule {
     pub fn caller_may_match(&self, caller: &Request<'_>) -> bool {
         self.from.is_empty()
             || self.from.iter().any(|s| {
-                str_field(&s.principals, caller.principal()) && str_field(&s.namespaces, caller.namespace()) && s.ip_blocks.check(|c| c.contains(caller.peer_ip))
+                str_field(&s.principals, caller.principal()) && (s.namespaces.is_any() || str_field(&s.namespaces, caller.namespace())) && s.ip_blocks.check(|c| c.contains(caller.peer_ip))
             })
     }
 
@@ -269,7 +269,7 @@ impl Source {
     fn matches(&self, req: &Request<'_>) -> bool {
         let remote = req.http.as_ref().map(|h| h.remote_ip).unwrap_or(req.peer_ip);
         str_field(&self.principals, req.principal())
-            && str_field(&self.namespaces, req.namespace())
+            && (self.namespaces.is_any() || str_field(&self.namespaces, req.namespace()))
             && self.ip_blocks.check(|c| c.contains(req.peer_ip))
             && self.remote_ip_blocks.check(|c| c.contains(remote))
             && http_field(&self.request_principals, req, |h| {
