@@ -65,6 +65,10 @@ pub struct Args {
     /// meshConfig.pathNormalization).
     #[arg(long, default_value = "BASE", value_parser = ["NONE", "BASE", "MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"])]
     path_normalization: String,
+    /// Where Prometheus scrapes the controller's metrics (`/metrics` only, Istio's
+    /// monitoring port); `off` to serve none. A port already taken is reported and skipped.
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    monitoring_listen: String,
 }
 
 pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -90,6 +94,10 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         plugged_ca,
         root_namespace: args.root_namespace,
         proxy_keepalive: args.proxy_keepalive,
+        monitoring_listen: match args.monitoring_listen.as_str() {
+            "off" | "" => None,
+            a => Some(a.parse().map_err(|e| anyhow::anyhow!("--monitoring-listen {a:?}: {e}"))?),
+        },
         policy: weft_controller::compile::authz::MeshPolicy {
             default_inbound_policy: weft_proto::authz::DefaultPolicy::parse(&args.default_inbound_policy).unwrap_or_default(),
             explain_denials: args.authz_debug,

@@ -20,7 +20,7 @@ impl Controller {
     fn start(data: &Path, port: u16) -> Controller {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["controller", "--data-dir", data.to_str().unwrap(), "--listen", &addr, "--grpc-listen", "127.0.0.1:0"])
+            .args(["controller", "--data-dir", data.to_str().unwrap(), "--listen", &addr, "--grpc-listen", "127.0.0.1:0", "--monitoring-listen", "off"])
             .env("WEFT_LOG", "warn")
             .spawn()
             .unwrap();

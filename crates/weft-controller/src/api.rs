@@ -231,6 +231,7 @@ async fn apply(State(c): State<Arc<Controller>>, Extension(who): Extension<Calle
                 .collect();
             let keys: Vec<String> = changes.iter().map(|c| c.key().to_string()).collect();
             tracing::info!(revision, caller = %who.name, objects = %keys.join(","), "applied");
+            c.registry.metrics.applied();
             c.changed.notify_one();
             Json(ApplyResponse { applied: true, revision, results, messages: messages_json(&advice), error: None }).into_response()
         }
@@ -259,6 +260,7 @@ async fn delete(State(c): State<Arc<Controller>>, Extension(who): Extension<Call
         Ok((revision, _)) => {
             let keys: Vec<String> = req.keys.iter().map(|k| k.to_string()).collect();
             tracing::info!(revision, caller = %who.name, objects = %keys.join(","), "deleted");
+            c.registry.metrics.applied();
             c.changed.notify_one();
             let results = req.keys.into_iter().map(|key| ObjectResult { key, outcome: "deleted".into() }).collect();
             Json(ApplyResponse { applied: true, revision, results, messages: vec![], error: None }).into_response()

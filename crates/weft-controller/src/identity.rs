@@ -191,9 +191,11 @@ impl MeshCa {
         self.verify_token(token)
     }
 
-    /// Signs a proxy's CSR for the identity it proves (see [`MeshCa::prove`]).
-    pub fn certify(&self, proxy_id: &str, id: SpiffeId, csr_pem: &str) -> Result<(weft_identity::IssuedCertificate, SpiffeId, String), String> {
-        let issued = self.ca.sign_csr(csr_pem, &id, self.cert_ttl).map_err(|e| e.to_string())?;
+    /// Signs a proxy's CSR for the identity it proves (see [`MeshCa::prove`]),
+    /// with the workload metadata it names (`workload_json`, may be empty).
+    pub fn certify(&self, proxy_id: &str, id: SpiffeId, csr_pem: &str, workload_json: &str) -> Result<(weft_identity::IssuedCertificate, SpiffeId, String), String> {
+        let workload = workload_extension(&id, workload_json)?;
+        let issued = self.ca.sign_csr_for_workload(csr_pem, &id, self.cert_ttl, &workload).map_err(|e| e.to_string())?;
         let roots = self.ca.trust_bundle_pem();
         let fingerprints = weft_identity::TrustBundle::from_pem(self.trust_domain(), &roots)
             .map(|b| b.roots.iter().map(weft_identity::tls::fingerprint).collect())
@@ -241,6 +243,22 @@ impl MeshCa {
     pub fn issued_to(&self, proxy_id: &str) -> Option<IssuedInfo> {
         self.issued.lock().unwrap_or_else(|e| e.into_inner()).get(proxy_id).cloned()
     }
+}
+
+/// What goes into a certificate's workload extension: the proxy's metadata,
+/// read strictly (bounded, well-formed) and put in the granted namespace.
+/// It names the workload in peers' metrics; it is never used to authorize.
+fn workload_extension(id: &SpiffeId, workload_json: &str) -> Result<String, String> {
+    use weft_proto::config::WorkloadMeta;
+    if workload_json.is_empty() {
+        return Ok(String::new());
+    }
+    if workload_json.len() > WorkloadMeta::MAX_ENCODED {
+        return Err(format!("workload metadata is {} bytes; at most {} are signed", workload_json.len(), WorkloadMeta::MAX_ENCODED));
+    }
+    let mut meta: WorkloadMeta = serde_json::from_str(workload_json).map_err(|e| format!("workload metadata is not valid: {e}"))?;
+    meta.namespace = id.namespace.clone();
+    serde_json::to_string(&meta).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -316,10 +334,10 @@ mod tests {
         let (m, dir) = ca("grant");
         let (token, _, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
         let kc = weft_identity::csr::generate(&SpiffeId::new("cluster.local", "bank", "admin").unwrap()).unwrap();
-        let e = m.certify("p", m.prove(&token, &kc.csr_pem, "", &[]).unwrap(), &kc.csr_pem).unwrap_err();
+        let e = m.certify("p", m.prove(&token, &kc.csr_pem, "", &[]).unwrap(), &kc.csr_pem, "").unwrap_err();
         assert!(e.contains("may only get spiffe://cluster.local/ns/shop/sa/checkout"), "{e}");
         let kc = weft_identity::csr::generate(&SpiffeId::new("cluster.local", "shop", "checkout").unwrap()).unwrap();
-        let (cert, id, _) = m.certify("p", m.prove(&token, &kc.csr_pem, "", &[]).unwrap(), &kc.csr_pem).unwrap();
+        let (cert, id, _) = m.certify("p", m.prove(&token, &kc.csr_pem, "", &[]).unwrap(), &kc.csr_pem, "").unwrap();
         assert_eq!(id.to_string(), "spiffe://cluster.local/ns/shop/sa/checkout");
         assert_eq!(m.issued_to("p").unwrap().serial, cert.serial);
         let _ = std::fs::remove_dir_all(dir);
@@ -330,7 +348,7 @@ mod tests {
         let (m, dir) = ca("renew");
         let (token, id, _) = m.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
         let first = weft_identity::csr::generate(&id).unwrap();
-        let (issued, _, _) = m.certify("p1", m.prove(&token, &first.csr_pem, "", &[]).unwrap(), &first.csr_pem).unwrap();
+        let (issued, _, _) = m.certify("p1", m.prove(&token, &first.csr_pem, "", &[]).unwrap(), &first.csr_pem, "").unwrap();
         let next = weft_identity::csr::generate(&id).unwrap();
         let proof = weft_identity::csr::prove(&first.key_pem, next.csr_pem.as_bytes()).unwrap();
         // No token at all (it may have expired): the certificate and the proof are enough.
@@ -357,7 +375,7 @@ mod tests {
         // A certificate from another CA is refused.
         let (foreign, fdir) = ca("renew-foreign");
         let (ftoken, _, _) = foreign.create_token("shop", "checkout", Duration::from_secs(60)).unwrap();
-        let (fissued, _, _) = foreign.certify("p2", foreign.prove(&ftoken, &first.csr_pem, "", &[]).unwrap(), &first.csr_pem).unwrap();
+        let (fissued, _, _) = foreign.certify("p2", foreign.prove(&ftoken, &first.csr_pem, "", &[]).unwrap(), &first.csr_pem, "").unwrap();
         assert!(m.prove("", &next.csr_pem, &fissued.chain_pem, &proof).unwrap_err().contains("does not verify"));
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(fdir);

@@ -12,6 +12,7 @@ pub mod compile;
 pub mod listener;
 pub mod identity;
 pub mod jwks;
+pub mod metrics;
 pub mod store;
 
 pub mod registry;

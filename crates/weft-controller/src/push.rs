@@ -42,6 +42,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
             _ = registry.changed.notified() => {}
             _ = controller.changed.notified() => {}
         }
+        let seen = std::time::Instant::now();
         tokio::time::sleep(debounce).await;
         registry.expire();
         let resources = match controller.loaded() {
@@ -68,6 +69,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 let scope = mesh.sidecar_for(&e.hello.namespace, &labels);
                 let mut inbound = compile::inbound_policy(&mesh, &e.hello.namespace, &labels);
                 inbound.port_protocols = compile::port_protocols(&mesh, &e.hello.namespace, &labels);
+                inbound.services = compile::inbound_services(&mesh, &e.hello.namespace, &labels);
                 let workload = compile::authz::WorkloadRef { namespace: &e.hello.namespace, name: Some(&e.hello.workload).filter(|w| !w.is_empty()).map(|w| w.as_str()), labels: &labels };
                 inbound.authorization = compile::authz::authorization(&mesh, &controller.policy, &|uri| controller.jwks.get(uri), &workload);
                 let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()), inbound.clone());
@@ -115,6 +117,8 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                     },
                 };
                 e.sent_delta = push.config_json.is_empty();
+                registry.metrics.pushed(if e.sent_delta { crate::metrics::ENDPOINT_PUSH } else { crate::metrics::FULL_PUSH });
+                e.change_seen.get_or_insert(seen);
                 e.sent_version = version;
                 e.sent_nonce = nonce;
                 e.sent_config = Some(config);

@@ -49,6 +49,8 @@ pub(crate) struct Entry {
     pub(crate) acked_version: String,
     pub(crate) last_nack: Option<String>,
     pub(crate) config: Option<Arc<serde_json::Value>>,
+    /// When the change behind the pushes not yet acknowledged was first seen.
+    pub(crate) change_seen: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +96,8 @@ pub struct Registry {
     pub(crate) next_nonce: std::sync::atomic::AtomicU64,
     /// How long a disconnected proxy's workload stays an endpoint.
     pub grace: Duration,
+    /// Pushes, ACKs, NACKs, certificates: the controller's metrics.
+    pub metrics: crate::metrics::ControlMetrics,
 }
 
 impl Registry {
@@ -104,6 +108,7 @@ impl Registry {
             next_session: 1.into(),
             next_nonce: 1.into(),
             grace,
+            metrics: Default::default(),
         })
     }
 
@@ -167,9 +172,26 @@ impl Registry {
                         .then(|| format!("spiffe://{trust_domain}/ns/{}/sa/{}", e.hello.namespace, e.hello.service_account)),
                     weight: 1,
                     verified: matches!(e.proven, Proven::Identity(_)),
+                    workload: Some({
+                        let mut m = weft_proto::config::WorkloadMeta::from_labels(&e.hello.workload, &e.hello.namespace, &e.hello.labels);
+                        m.cluster = e.hello.cluster_id.clone();
+                        m
+                    }),
                 })
             })
             .collect()
+    }
+
+    /// The gauges of the controller's metrics: connected proxies and their sync state.
+    pub fn gauges(&self, root_expiry_unix: Option<i64>) -> crate::metrics::Gauges {
+        let entries = self.lock();
+        let connected: Vec<&Entry> = entries.values().filter(|e| e.sender.is_some()).collect();
+        crate::metrics::Gauges {
+            connected: connected.len() as u64,
+            root_expiry_unix,
+            stale: connected.iter().filter(|e| e.last_nack.is_none() && e.acked_version != e.wanted_version).count() as u64,
+            nacked: connected.iter().filter(|e| e.last_nack.is_some()).count() as u64,
+        }
     }
 
     /// Forgets proxies disconnected for longer than the grace period.

@@ -41,6 +41,8 @@ pub struct Options {
     pub proxy_keepalive: Duration,
     /// Authorization settings for the whole mesh.
     pub policy: crate::compile::authz::MeshPolicy,
+    /// Where `/metrics` (and nothing else) is served for Prometheus.
+    pub monitoring_listen: Option<SocketAddr>,
 }
 
 /// Runs the controller until it is told to stop.
@@ -91,12 +93,42 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
         });
+        if let Some(addr) = opts.monitoring_listen {
+            // Metrics are not worth refusing to run the control plane for.
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(address = %addr, "metrics at /metrics");
+                    tokio::spawn(serve_metrics(l, controller.clone()));
+                }
+                Err(e) => tracing::error!(address = %addr, "cannot serve metrics: {e}; running without them (see --monitoring-listen)"),
+            }
+        }
         // Proxies that are already connected get the stored state at once.
         controller.changed.notify_one();
         let app = crate::api::router(controller).into_make_service_with_connect_info::<crate::listener::Peer>();
         axum::serve(listener, app).with_graceful_shutdown(stopped()).await?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// The monitoring port: `GET /metrics` only, read-only, with a bounded
+/// header read (it is reachable from the network, as Prometheus needs).
+async fn serve_metrics(listener: tokio::net::TcpListener, controller: std::sync::Arc<Controller>) {
+    use axum::routing::get;
+    let c = controller.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let c = c.clone();
+            async move {
+                let body = c.registry.metrics.render(&c.registry.gauges(c.ca.root_expiry_unix()));
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics server: {e}");
+    }
 }
 
 /// SIGTERM or Ctrl-C.

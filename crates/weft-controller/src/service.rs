@@ -58,7 +58,9 @@ impl ProxyConfigService for PushService {
         let tls = request.extensions().get::<crate::listener::Peer>().is_some_and(|p| p.tls);
         let r = request.into_inner();
         tracing::debug!(proxy = %r.proxy_id, tls, renewal = !r.current_chain_pem.is_empty(), "certificate requested");
-        let (issued, id, roots_pem) = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem)).map_err(|e| {
+        let signed = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem, &r.workload_json));
+        self.registry.metrics.csr(signed.is_ok());
+        let (issued, id, roots_pem) = signed.map_err(|e| {
             tracing::warn!(proxy = %r.proxy_id, "certificate refused: {e}");
             Status::permission_denied(e)
         })?;
@@ -120,6 +122,7 @@ impl ProxyConfigService for PushService {
                     acked_version: hello.version.clone(),
                     sent_nonce: String::new(),
                     last_nack: None,
+                    change_seen: None,
                     config,
                     hello,
                     proven,
@@ -144,7 +147,11 @@ impl ProxyConfigService for PushService {
                             if ack.accepted {
                                 e.acked_version = ack.version;
                                 e.last_nack = None;
+                                if let Some(seen) = e.change_seen.take() {
+                                    registry.metrics.converged(seen.elapsed());
+                                }
                             } else if e.sent_delta {
+                                registry.metrics.rejected(crate::metrics::ENDPOINT_PUSH);
                                 // The proxy did not run the delta's base: send it the whole config.
                                 tracing::info!(proxy = %id, "endpoint update refused ({}); sending the whole config", ack.error);
                                 e.sent_version.clear();
@@ -153,6 +160,8 @@ impl ProxyConfigService for PushService {
                                 registry.changed.notify_one();
                             } else {
                                 tracing::warn!(proxy = %id, version = %ack.version, "proxy refused config: {}", ack.error);
+                                registry.metrics.rejected(crate::metrics::FULL_PUSH);
+                                e.change_seen = None;
                                 e.last_nack = Some(ack.error);
                             }
                         }

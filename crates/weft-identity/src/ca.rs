@@ -166,8 +166,19 @@ impl CertificateAuthority {
         self.sign_csr_valid(csr_pem, granted, now - Duration::from_secs(60), now + ttl)
     }
 
+    /// Signs a CSR for `granted` carrying `workload` (the workload's telemetry
+    /// metadata, see [`crate::tls::workload_of`]) in weft's extension.
+    pub fn sign_csr_for_workload(&self, csr_pem: &str, granted: &SpiffeId, ttl: Duration, workload: &str) -> Result<IssuedCertificate, IdentityError> {
+        let now = SystemTime::now();
+        self.sign(csr_pem, granted, now - Duration::from_secs(60), now + ttl, Some(workload))
+    }
+
     /// Signs a CSR with explicit validity (tests use it to make expired certificates).
     pub fn sign_csr_valid(&self, csr_pem: &str, granted: &SpiffeId, not_before: SystemTime, not_after: SystemTime) -> Result<IssuedCertificate, IdentityError> {
+        self.sign(csr_pem, granted, not_before, not_after, None)
+    }
+
+    fn sign(&self, csr_pem: &str, granted: &SpiffeId, not_before: SystemTime, not_after: SystemTime, workload: Option<&str>) -> Result<IssuedCertificate, IdentityError> {
         if granted.trust_domain != self.trust_domain {
             return Err(IdentityError::IdentityNotGranted { asked: granted.to_string(), granted: format!("identities in trust domain {}", self.trust_domain) });
         }
@@ -195,6 +206,9 @@ impl CertificateAuthority {
         let serial = serial();
         params.serial_number = Some(serial.to_vec().into());
         params.use_authority_key_identifier_extension = true;
+        if let Some(w) = workload.filter(|w| !w.is_empty()) {
+            params.custom_extensions.push(rcgen::CustomExtension::from_oid_content(crate::tls::WORKLOAD_OID, der_utf8_string(w)));
+        }
         let issuer = rcgen::Issuer::from_ca_cert_pem(&self.signing_cert_pem, &self.key)?;
         let leaf = params.signed_by(&csr.public_key, &issuer)?;
         let mut chain_pem = leaf.pem();
@@ -213,9 +227,39 @@ impl CertificateAuthority {
     }
 }
 
+/// DER `UTF8String` holding `text`.
+fn der_utf8_string(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = vec![0x0c];
+    match bytes.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n <= 0xff => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_metadata_is_signed_into_the_certificate_and_read_back() {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let ca = CertificateAuthority::generate_root("cluster.local").unwrap();
+        let id = SpiffeId::new("cluster.local", "prod", "reviews").unwrap();
+        let leaf = |chain: &str| CertificateDer::from_pem_slice(chain.as_bytes()).unwrap();
+        for text in [r#"{"name":"reviews-v1","namespace":"prod"}"#.to_string(), "x".repeat(300), "y".repeat(1024)] {
+            let kc = crate::csr::generate(&id).unwrap();
+            let issued = ca.sign_csr_for_workload(&kc.csr_pem, &id, Duration::from_secs(60), &text).unwrap();
+            assert_eq!(crate::tls::workload_of(&leaf(&issued.chain_pem)).as_deref(), Some(text.as_str()));
+            assert_eq!(crate::tls::spiffe_id_of(&leaf(&issued.chain_pem)).unwrap(), id);
+        }
+        let kc = crate::csr::generate(&id).unwrap();
+        let plain = ca.sign_csr(&kc.csr_pem, &id, Duration::from_secs(60)).unwrap();
+        assert_eq!(crate::tls::workload_of(&leaf(&plain.chain_pem)), None);
+    }
 
     #[test]
     fn pem_encoding_round_trips() {

@@ -30,5 +30,5 @@ fn main() {
     for _ in 0..n {
         allowed += a.evaluate_with(&kept, std::hint::black_box(&req)).allowed() as u32;
     }
-    println!("{} policies: {:.0} ns per decision, prefilter kept per connection", authz.policies.len(), start.elapsed().as_nanos() as f64 / n as f64);
+    println!("{} policies: {:.0} ns per decision, prefilter kept per connection ({allowed} allowed in all)", authz.policies.len(), start.elapsed().as_nanos() as f64 / n as f64);
 }

@@ -25,6 +25,28 @@ pub struct ProxyConfig {
     /// Who may connect to this workload, and how (PeerAuthentication).
     #[serde(default, skip_serializing_if = "InboundPolicy::is_default")]
     pub inbound: InboundPolicy,
+    /// Which metric vocabularies the proxy exports.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub telemetry: Telemetry,
+}
+
+/// What the proxy reports about traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// Istio's standard metrics (`istio_requests_total`, ...).
+    pub istio_metrics: bool,
+    /// Linkerd's (`request_total`, `response_total`, ...).
+    pub linkerd_metrics: bool,
+    /// Distinct label sets kept per vocabulary family; requests with a new
+    /// label set beyond it are counted in `weft_metrics_series_dropped_total`.
+    pub max_series: usize,
+}
+
+impl Default for Telemetry {
+    fn default() -> Telemetry {
+        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 10_000 }
+    }
 }
 
 /// Server-side mTLS, as Istio's PeerAuthentication modes.
@@ -69,6 +91,30 @@ pub struct InboundPolicy {
     /// Who may call the workload (authorization policies, JWT rules).
     #[serde(default, skip_serializing_if = "crate::authz::Authorization::is_default")]
     pub authorization: crate::authz::Authorization,
+    /// The Services that select the workload, for the server side's
+    /// `destination_service` labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<InboundService>,
+}
+
+/// A Service that selects the workload: its host name and its ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundService {
+    /// `reviews.prod.svc.cluster.local`
+    pub host: String,
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<InboundServicePort>,
+}
+
+/// A Service port, and the workload port (target port) it sends to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundServicePort {
+    pub port: u16,
+    pub target_port: u16,
 }
 
 impl InboundPolicy {
@@ -189,6 +235,10 @@ pub struct HttpRule {
     /// Copies of matching requests go here too; their answers are dropped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// Status ranges (inclusive) that are failures in metrics (a ServiceProfile's
+    /// responseClasses); empty: 5xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_statuses: Vec<(u16, u16)>,
 }
 
 /// Istio fault injection: delay and/or abort a share of requests.
@@ -564,12 +614,59 @@ pub struct Endpoint {
     pub identity: Option<String>,
     /// Relative share of traffic (1 when not set).
     pub weight: u32,
+    /// The workload behind the address, for the client side's telemetry labels.
+    pub workload: Option<WorkloadMeta>,
 }
 
 impl Endpoint {
     pub fn plain(address: SocketAddr) -> Endpoint {
-        Endpoint { address, identity: None, weight: 1 }
+        Endpoint { address, identity: None, weight: 1, workload: None }
     }
+}
+
+/// Who a workload is, for telemetry labels (Istio's peer metadata: the
+/// `*_workload`, `*_app`, `*_version`, `*_cluster` labels). The controller
+/// puts it on endpoints (what a client proxy knows of its destination) and
+/// the CA signs it into each workload certificate (what a server proxy
+/// learns of its caller in the handshake). It names, it never authorizes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WorkloadMeta {
+    /// The workload (Deployment, StatefulSet, ...) name.
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+}
+
+impl WorkloadMeta {
+    /// Istio's rules: `app` from the `app` label (else `app.kubernetes.io/name`),
+    /// `version` from `version` (else `app.kubernetes.io/version`).
+    pub fn from_labels<'a>(name: &str, namespace: &str, labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> WorkloadMeta {
+        let (mut app, mut version, mut k8s_app, mut k8s_version) = (None, None, None, None);
+        for (k, v) in labels {
+            match k.as_str() {
+                "app" => app = Some(v.clone()),
+                "version" => version = Some(v.clone()),
+                "app.kubernetes.io/name" => k8s_app = Some(v.clone()),
+                "app.kubernetes.io/version" => k8s_version = Some(v.clone()),
+                _ => {}
+            }
+        }
+        WorkloadMeta {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            app: app.or(k8s_app).unwrap_or_default(),
+            version: version.or(k8s_version).unwrap_or_default(),
+            cluster: String::new(),
+        }
+    }
+
+    /// The longest text accepted in a certificate (what a proxy may ask the CA to sign).
+    pub const MAX_ENCODED: usize = 1024;
 }
 
 impl From<SocketAddr> for Endpoint {
@@ -588,6 +685,8 @@ enum EndpointText {
         identity: Option<String>,
         #[serde(default = "one", skip_serializing_if = "is_one")]
         weight: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        workload: Option<WorkloadMeta>,
     },
 }
 
@@ -603,16 +702,16 @@ impl From<EndpointText> for Endpoint {
     fn from(t: EndpointText) -> Endpoint {
         match t {
             EndpointText::Address(address) => Endpoint::plain(address),
-            EndpointText::Full { address, identity, weight } => Endpoint { address, identity, weight },
+            EndpointText::Full { address, identity, weight, workload } => Endpoint { address, identity, weight, workload },
         }
     }
 }
 
 impl From<Endpoint> for EndpointText {
     fn from(e: Endpoint) -> EndpointText {
-        match (e.identity, e.weight) {
-            (None, 1) => EndpointText::Address(e.address),
-            (identity, weight) => EndpointText::Full { address: e.address, identity, weight },
+        match (e.identity, e.weight, e.workload) {
+            (None, 1, None) => EndpointText::Address(e.address),
+            (identity, weight, workload) => EndpointText::Full { address: e.address, identity, weight, workload },
         }
     }
 }
@@ -713,6 +812,7 @@ impl ProxyConfig {
             clusters: vec![],
             limits: Limits::default(),
             inbound: InboundPolicy::default(),
+            telemetry: Telemetry::default(),
         }
     }
 
@@ -865,7 +965,7 @@ mod tests {
         )
         .unwrap();
         let mut next = base.clone();
-        next.clusters[1].endpoints.push(Endpoint { address: "10.0.0.3:80".parse().unwrap(), identity: Some("spiffe://cluster.local/ns/default/sa/b".into()), weight: 3 });
+        next.clusters[1].endpoints.push(Endpoint { address: "10.0.0.3:80".parse().unwrap(), identity: Some("spiffe://cluster.local/ns/default/sa/b".into()), weight: 3, workload: None });
         let delta = base.endpoint_delta(&next).unwrap();
         assert_eq!(delta.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(base.with_endpoints(&delta).unwrap(), next);

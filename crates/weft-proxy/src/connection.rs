@@ -2,6 +2,7 @@
 //! listener it came in on, who the peer is, and which way it is going,
 //! decided once when it is accepted.
 
+use crate::metric_labels::{self, Shared};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use weft_proto::config::Listener;
@@ -14,6 +15,15 @@ pub struct Peer {
     pub identity: Option<Arc<str>>,
     /// The connection arrived over mesh mTLS.
     pub mtls: bool,
+    /// Who the peer is in metrics: what its certificate says, else unknown.
+    pub labels: Shared<metric_labels::Workload>,
+}
+
+impl Peer {
+    /// A peer that proved nothing (yet).
+    pub fn at(address: SocketAddr) -> Peer {
+        Peer { address, identity: None, mtls: false, labels: metric_labels::unknown_workload() }
+    }
 }
 
 /// Where a connection's traffic goes, by the kind of listener it came in on.

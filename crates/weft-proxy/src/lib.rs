@@ -7,6 +7,8 @@
 //! `tests/layers.rs`, checks the `use` lines). Start reading at [`listen`]
 //! for a connection, [`http`] and [`tcp`] for the stacks per direction.
 
+// The standard metrics' label sets, below everything that names a peer.
+pub mod metric_labels;
 // Leaves: no dependencies inside the crate.
 pub mod backoff;
 pub mod body;

@@ -61,6 +61,10 @@ enum Command {
         /// Trust domain of the workload's SPIFFE ID.
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
+        /// The cluster the workload runs in: the `source_cluster` / `destination_cluster`
+        /// of its metrics (Istio's CLUSTER_ID, which defaults to this name too).
+        #[arg(long, default_value = "Kubernetes")]
+        cluster_id: String,
         /// Ports the workload serves (comma-separated).
         #[arg(long, value_delimiter = ',')]
         ports: Vec<u32>,
@@ -146,7 +150,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, state_dir, trust_domain, admin, stats, workers, log } => {
+        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, state_dir, trust_domain, cluster_id, admin, stats, workers, log } => {
             let admin = weft_proxy::app::admin::AdminAddresses { admin, stats };
             admin.check().map_err(|e| anyhow::anyhow!(e))?;
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
@@ -162,19 +166,23 @@ fn real_main() -> anyhow::Result<()> {
                 Some(dir) => Some(weft_proxy::workload_cert::load_dir(dir, &trust_domain).map_err(|e| anyhow::anyhow!("--cert-dir: {e}"))?),
                 None => None,
             };
+            let labels: std::collections::BTreeMap<String, String> =
+                labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut meta = weft_proto::config::WorkloadMeta::from_labels(&workload, &namespace, &labels);
+            meta.cluster = cluster_id.clone();
             let certificates = match (&controller, token) {
                 (Some(addr), Some(token)) => Some(weft_proxy::control::certs::CertOptions {
                     controller: addr.clone(),
                     proxy_id: proxy_id.clone(),
                     token,
                     id: weft_identity::SpiffeId::new(&trust_domain, &namespace, &service_account)?,
+                    workload_json: serde_json::to_string(&meta)?,
                 }),
                 (None, Some(_)) => anyhow::bail!("--token needs --controller"),
                 _ => None,
             };
-            let labels: std::collections::BTreeMap<String, String> =
-                labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let workload_info = weft_proxy::config::Workload { namespace: namespace.clone(), labels: labels.clone() };
+            let principal = mtls.then(|| weft_identity::SpiffeId::new(&trust_domain, &namespace, &service_account).map(|id| id.to_string())).transpose()?;
+            let workload_info = weft_proxy::config::Workload { namespace: namespace.clone(), labels: labels.clone(), meta, principal };
             let controller = controller.map(|controller_address| {
                 let labels = labels.into_iter().collect();
                 weft_proxy::control::ControlOptions {
@@ -190,6 +198,7 @@ fn real_main() -> anyhow::Result<()> {
                         ready: true,
                         version: String::new(),
                         mtls,
+                        cluster_id: cluster_id.clone(),
                     },
                 }
             });

@@ -5,6 +5,7 @@
 
 /// Bottom first. Keep in step with `src/lib.rs` and docs/architecture.md.
 const LAYERS: &[&[&str]] = &[
+    &["metric_labels"],
     &["backoff", "body", "budget", "connection", "drain", "idle", "iptables", "mesh_alpn", "random"],
     &["local_reply", "workload_cert"],
     &["balance"],

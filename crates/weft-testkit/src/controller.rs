@@ -23,6 +23,8 @@ pub struct ControllerProcess {
     /// What the API binds.
     listen: SocketAddr,
     pub grpc: SocketAddr,
+    /// `/metrics`, at the bridge's address (Prometheus on the host scrapes it).
+    pub monitoring: SocketAddr,
     pub data_dir: PathBuf,
 }
 
@@ -48,7 +50,8 @@ impl ControllerProcess {
         let api = SocketAddr::from((Ipv4Addr::LOCALHOST, listen.port()));
         let grpc = SocketAddr::from((net.gateway(), free_port()?));
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut c = ControllerProcess { child: None, extra, api, api_reachable: reachable, listen, grpc, data_dir: data_dir.to_path_buf() };
+        let monitoring = SocketAddr::from((net.gateway(), free_port()?));
+        let mut c = ControllerProcess { child: None, extra, api, api_reachable: reachable, listen, grpc, monitoring, data_dir: data_dir.to_path_buf() };
         c.restart()?;
         Ok(c)
     }
@@ -59,6 +62,7 @@ impl ControllerProcess {
         let child = Command::new(workspace_bin("weft"))
             .args(["controller", "--data-dir", self.data_dir.to_str().unwrap_or_default()])
             .args(["--listen", &self.listen.to_string(), "--grpc-listen", &self.grpc.to_string(), "--endpoint-grace", "2s"])
+            .args(["--monitoring-listen", &self.monitoring.to_string()])
             .args(&self.extra)
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -78,6 +78,21 @@ pub fn port_protocols(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, St
     out
 }
 
+/// The Services that select a workload, with the workload ports they send
+/// to: the server side names the Service a request was for in its metrics.
+pub fn inbound_services(mesh: &Mesh, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<weft_proto::config::InboundService> {
+    mesh.services
+        .values()
+        .filter(|s| !s.external && s.namespace == namespace && selects(&s.selector, labels))
+        .map(|s| {
+            let mut ports: Vec<weft_proto::config::InboundServicePort> =
+                s.ports.iter().map(|p| weft_proto::config::InboundServicePort { port: p.port, target_port: p.target_port.unwrap_or(p.port) }).collect();
+            ports.sort();
+            ports.dedup();
+            weft_proto::config::InboundService { host: s.host.clone(), name: s.host.split('.').next().unwrap_or(&s.host).to_string(), namespace: s.namespace.clone(), ports }
+        })
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

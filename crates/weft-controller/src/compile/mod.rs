@@ -16,7 +16,7 @@ pub mod inbound;
 pub mod routes;
 pub mod tls_check;
 
-pub use inbound::{inbound_policy, port_protocols};
+pub use inbound::{inbound_policy, inbound_services, port_protocols};
 pub use tls_check::{tls_report, TlsCheck};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +39,8 @@ pub struct Endpoint {
     /// the store (a Pod, a WorkloadEntry). Unverified proxies (`--insecure-dev`)
     /// are never endpoints of a service that has verified ones.
     pub verified: bool,
+    /// Who it is in metrics (its workload name and labels).
+    pub workload: Option<weft_proto::config::WorkloadMeta>,
 }
 
 pub(crate) fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -57,6 +59,7 @@ pub fn declared_endpoints(mesh: &Mesh) -> Vec<Endpoint> {
                 identity: None,
                 weight: w.weight.unwrap_or(1),
                 verified: true,
+                workload: Some(weft_proto::config::WorkloadMeta::from_labels(&w.name, &w.namespace, &w.labels)),
             })
         })
         .collect()
@@ -110,6 +113,7 @@ pub fn compile(mesh: &Mesh, endpoints: &[Endpoint], namespace: &str, scope: Opti
                         .identity
                         .clone()
                         .filter(|_| inbound_policy(mesh, &e.namespace, &e.labels).mode_for(target) != MtlsMode::Disable),
+                    workload: e.workload.clone(),
                 })
                 .collect();
             built.insert(name.clone(), clusters::cluster(name.clone(), eps.into_iter().collect(), &policy));
@@ -183,6 +187,7 @@ pub(crate) mod tests {
             identity: None,
             weight: 1,
             verified: true,
+            workload: None,
         }
     }
 
@@ -229,7 +234,11 @@ pub(crate) mod tests {
         let eps = declared_endpoints(&m);
         assert_eq!(eps.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(), ["10.1.0.9", "10.2.0.3"], "a pod without an IP is not an endpoint");
         let cfg = compile(&m, &eps, "prod", None);
-        assert_eq!(cfg.clusters[0].endpoints, plain(&["10.1.0.9:8080", "10.2.0.3:8080"]));
+        let addresses: Vec<ProxyEndpoint> = cfg.clusters[0].endpoints.iter().map(|e| ProxyEndpoint { workload: None, ..e.clone() }).collect();
+        assert_eq!(addresses, plain(&["10.1.0.9:8080", "10.2.0.3:8080"]));
+        // Each carries who it is, for the client side's metrics.
+        let named: Vec<(String, String, String)> = cfg.clusters[0].endpoints.iter().filter_map(|e| e.workload.clone()).map(|w| (w.name, w.app, w.version)).collect();
+        assert_eq!(named, [("r1".to_string(), "reviews".to_string(), "v1".to_string()), ("vm".into(), "reviews".into(), "v2".into())]);
         // A WorkloadEntry's weight reaches the endpoint.
         let weighted = mesh(&format!("{BASE}{}", extra.replace("labels: {app: reviews, version: v2}}", "labels: {app: reviews, version: v2}, weight: 3}")));
         let cfg = compile(&weighted, &declared_endpoints(&weighted), "prod", None);

@@ -112,6 +112,7 @@ pub fn http_rules(
                 .iter()
                 .filter_map(|m| Some(Mirror { cluster: cluster_for(&m.host, m.subset.as_deref(), m.port.unwrap_or(port))?, percent: m.percent }))
                 .collect(),
+            failure_statuses: r.failure_statuses.clone(),
         };
         match &r.action {
             RouteAction::Forward(dests) => {

@@ -90,6 +90,7 @@ mod tests {
             identity: Some("spiffe://cluster.local/ns/prod/sa/web".into()),
             weight: 1,
             verified: true,
+            workload: None,
         };
         let m = mesh(yaml);
         let cfg = compile(&m, std::slice::from_ref(&web), "prod", None);

@@ -74,9 +74,11 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     let workload = Arc::new(opts.workload.clone());
     let cx = BuildContext { certificate: certificate_rx, workload: workload.clone() };
     let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx).map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?));
+    let metrics = Arc::new(Metrics::new());
+    metrics.standard.configure(&rx.borrow().config.telemetry);
     let proxy = Arc::new(Proxy {
         snapshot: rx,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         passthrough: HttpClients::new(Duration::from_secs(5), idle_timeout),
         ready: false.into(),
         drain: Drain::default(),
@@ -164,6 +166,7 @@ fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Pa
                 tracing::warn!("listener changes need a restart; routes, clusters and limits were applied");
             }
             let version = snapshot.config.version.clone();
+            proxy.metrics.standard.configure(&snapshot.config.telemetry);
             tx.send_replace(Arc::new(snapshot));
             tracing::info!(%version, "config reloaded ({source})");
             "applied"

@@ -6,6 +6,7 @@
 use crate::balance::{Balancer, Limits};
 use crate::config::{Cluster, Endpoint, UpstreamTls};
 use crate::local_reply::{Flag, LocalReply};
+use crate::metric_labels::{self, Shared};
 use crate::upstream::mesh::MeshConnector;
 use crate::upstream::{HttpClients, MeshClients};
 use crate::workload_cert::Certificate;
@@ -22,6 +23,9 @@ pub struct ClusterState {
     pub limits_http1: Limits,
     pub limits_http2: Limits,
     pub clients: HttpClients,
+    /// The cluster's Service, and each endpoint's workload, in the standard metrics.
+    pub service_labels: Shared<metric_labels::Service>,
+    endpoint_labels: Vec<Shared<metric_labels::Workload>>,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -45,7 +49,14 @@ impl ClusterState {
             };
             clients.mesh = Some(MeshClients::new(connector, idle_timeout));
         }
+        let service_labels = match metric_labels::service_of_cluster(&config.name) {
+            Some((host, port)) => metric_labels::service(Some(host), port),
+            None => metric_labels::service(Some(&config.name), 0),
+        };
+        let endpoint_labels = config.endpoints.iter().map(|e| metric_labels::workload(e.workload.as_ref(), e.identity.as_deref())).collect();
         ClusterState {
+            service_labels,
+            endpoint_labels,
             certificate: certificate.clone(),
             balancer: Arc::new(Balancer::new(&config)),
             limits_http1: Limits::new(&config.pool, false),
@@ -84,6 +95,11 @@ impl ClusterState {
             (UpstreamTls::Auto, _, false) => Ok(None),
             (_, identity, true) => Ok(identity),
         }
+    }
+
+    /// The workload at endpoint `index` in the standard metrics.
+    pub fn endpoint_labels(&self, index: usize) -> Shared<metric_labels::Workload> {
+        self.endpoint_labels.get(index).cloned().unwrap_or_else(metric_labels::unknown_workload)
     }
 
     pub fn name(&self) -> &str {

@@ -12,6 +12,7 @@ pub use cluster::ClusterState;
 pub use matchers::{CompiledMatch, CompiledRule, Matcher, RequestFacts};
 pub use weft_proto::config::*;
 
+use crate::metric_labels::{self, Shared};
 use crate::workload_cert::Certificate;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -35,6 +36,10 @@ pub struct RouteTarget {
 pub struct Workload {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
+    /// Who it is in metrics (workload, app, version, cluster).
+    pub meta: WorkloadMeta,
+    /// Its SPIFFE ID, when it has a mesh identity.
+    pub principal: Option<String>,
 }
 
 /// What building a snapshot needs besides the config.
@@ -42,6 +47,33 @@ pub struct Workload {
 pub struct BuildContext {
     pub certificate: Certificate,
     pub workload: Arc<Workload>,
+}
+
+/// One Service selecting this workload: the names a client may use for it,
+/// its ports, and its labels per port (made once per config).
+struct InboundServiceLabels {
+    names: Vec<String>,
+    ports: Vec<u16>,
+    by_port: Vec<(u16, Shared<metric_labels::Service>)>,
+    any_port: Shared<metric_labels::Service>,
+}
+
+impl InboundServiceLabels {
+    fn new(s: &InboundService) -> InboundServiceLabels {
+        let short = &s.name;
+        let names = vec![s.host.to_ascii_lowercase(), short.clone(), format!("{short}.{}", s.namespace), format!("{short}.{}.svc", s.namespace)];
+        // Labels name the Service's own port (what clients call), found by the workload port.
+        InboundServiceLabels {
+            names,
+            ports: s.ports.iter().map(|p| p.target_port).collect(),
+            by_port: s.ports.iter().map(|p| (p.target_port, metric_labels::service(Some(&s.host), p.port))).collect(),
+            any_port: metric_labels::service(Some(&s.host), s.ports.first().map(|p| p.port).unwrap_or(0)),
+        }
+    }
+
+    fn labels_for(&self, port: u16) -> Shared<metric_labels::Service> {
+        self.by_port.iter().find(|(p, _)| *p == port).map(|(_, l)| l.clone()).unwrap_or_else(|| self.any_port.clone())
+    }
 }
 
 impl BuildContext {
@@ -52,6 +84,10 @@ impl BuildContext {
 
 pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
+    /// This workload in the standard metrics.
+    pub own_labels: Shared<metric_labels::Workload>,
+    /// The Services that select this workload, for the inbound side's labels.
+    inbound_services: Vec<InboundServiceLabels>,
     /// Who may call the workload, compiled once per config.
     pub authorizer: Arc<weft_policy::Authorizer>,
     /// The workload's JWT rules, key sets decoded once per config.
@@ -100,7 +136,23 @@ impl Snapshot {
         let authz = &config.inbound.authorization;
         let authorizer = Arc::new(weft_policy::Authorizer::new(authz, trust_domain.as_deref()).map_err(|e| format!("authorization: {e}"))?);
         let jwt = Arc::new(weft_policy::JwtVerifier::new(&authz.jwt_rules).map_err(|e| format!("request authentication: {e}"))?);
-        Ok(Snapshot { config: Arc::new(config), authorizer, jwt, clusters, by_destination, by_host })
+        let own_labels = metric_labels::workload(Some(&cx.workload.meta), cx.workload.principal.as_deref());
+        let inbound_services = config.inbound.services.iter().map(InboundServiceLabels::new).collect();
+        Ok(Snapshot { config: Arc::new(config), own_labels, inbound_services, authorizer, jwt, clusters, by_destination, by_host })
+    }
+
+    /// The Service an inbound request on `port` was for: the one its `Host`
+    /// names, else the one sending to that port, else the only one.
+    pub fn inbound_service(&self, host: Option<&str>, port: u16) -> Shared<metric_labels::Service> {
+        let services = &self.inbound_services;
+        let bare = host.map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_ascii_lowercase());
+        let by_host = bare.and_then(|h| services.iter().find(|s| s.names.contains(&h)));
+        let by_port = || services.iter().find(|s| s.ports.contains(&port));
+        let only = || (services.len() == 1).then(|| &services[0]);
+        match by_host.or_else(by_port).or_else(only) {
+            Some(s) => s.labels_for(port),
+            None => metric_labels::unknown_service(),
+        }
     }
 
     pub fn clusters(&self) -> impl Iterator<Item = &Arc<ClusterState>> {

@@ -23,6 +23,8 @@ pub struct CertOptions {
     pub proxy_id: String,
     pub token: String,
     pub id: SpiffeId,
+    /// Who the workload is (`WorkloadMeta` as JSON), signed into the certificate for peers' metrics.
+    pub workload_json: String,
 }
 
 /// Failed certificate requests are retried from 250 ms, doubling to 4 s: a
@@ -96,7 +98,7 @@ async fn fetch(opts: &CertOptions, current: Option<Arc<WorkloadCert>>) -> Result
     let channel = super::channel::connect(&opts.controller, tls).await.map_err(|e| format!("controller unreachable: {e}"))?;
     let mut client = ProxyConfigServiceClient::new(channel);
     let resp = client
-        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem, current_chain_pem, proof })
+        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem, current_chain_pem, proof, workload_json: opts.workload_json.clone() })
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();

@@ -118,6 +118,7 @@ fn apply(push: &ConfigPush, sink: &ConfigSink) -> Result<(), String> {
     if let Some(state) = &sink.state {
         state.save_config(&snapshot.config);
     }
+    sink.metrics.standard.configure(&snapshot.config.telemetry);
     sink.snapshot.send_replace(Arc::new(snapshot));
     Ok(())
 }

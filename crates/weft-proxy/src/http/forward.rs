@@ -16,11 +16,10 @@ use crate::outbound::{Forward, Upstream};
 use crate::state::Proxy;
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 /// Sends the request to the forward's target and returns its response,
 /// streaming bodies both ways.
-pub async fn forward(proxy: &Proxy, mut req: Request<Incoming>, fwd: Forward, host: Option<&str>) -> Result<Response<Body>, LocalReply> {
+pub async fn forward(proxy: &Proxy, mut req: Request<Body>, fwd: Forward, host: Option<&str>) -> Result<Response<Body>, LocalReply> {
     let Forward { target, matched, mirrors, set_cookie } = fwd;
     let clients = match &target.upstream {
         Upstream::Cluster(c) => &c.clients,
@@ -73,7 +72,7 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Incoming>, fwd: Forward, ho
         }
     }
     let route_timeout = rule.as_ref().and_then(|r| r.timeout);
-    let mut body = RequestBody::Streaming(body.boxed());
+    let mut body = RequestBody::Streaming(body);
     if !mirrors.is_empty() && !upgrade {
         // A mirror needs its own copy of the body: only small ones are copied (as for retries).
         if let Some(bytes) = body.replayable(route_timeout).await? {

@@ -22,9 +22,11 @@ use crate::local_reply::{Flag, LocalReply};
 use crate::outbound::{Forward, Plan};
 use crate::target::Target;
 use crate::state::Proxy;
+use crate::telemetry::flow::{CountedRequest, RecordedResponse, RequestCounts};
 use crate::telemetry::RequestRecord;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ use std::sync::Arc;
 pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination, req: Request<Incoming>) -> Response<Body> {
     let mut record = start(&proxy, &conn, &req);
     let snapshot = proxy.snapshot();
+    record.parties.source = snapshot.own_labels.clone();
     let host = headers::authority(&req);
     let result = async {
         within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
@@ -42,6 +45,15 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination
             }
             Plan::Forward(fwd) => {
                 targeted(&mut record, &fwd.target);
+                record.parties.mtls = record.upstream_mtls;
+                if let Some(c) = fwd.target.cluster() {
+                    record.parties.service = c.service_labels.clone();
+                    if let Some(i) = fwd.target.endpoint.index {
+                        record.parties.destination = c.endpoint_labels(i);
+                    }
+                }
+                record.rule = fwd.matched.as_ref().map(|m| m.rule.clone());
+                let req = counted(req, &mut record);
                 forward::forward(&proxy, req, *fwd, host.as_deref()).await
             }
         }
@@ -57,11 +69,16 @@ pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, 
     let mut record = start(&proxy, &conn, &req);
     let snapshot = proxy.snapshot();
     let host = headers::authority(&req);
+    record.parties.source = conn.peer.labels.clone();
+    record.parties.destination = snapshot.own_labels.clone();
+    record.parties.service = snapshot.inbound_service(host.as_deref(), app.port());
+    record.parties.mtls = conn.peer.mtls;
     let result = async {
         within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
         policy::check(&proxy, &snapshot, &conn, app, host.as_deref(), &mut req, &mut record)?;
         let target = crate::inbound::target(app);
         targeted(&mut record, &target);
+        let req = counted(req, &mut record);
         forward::forward(&proxy, req, Forward { target, matched: None, mirrors: vec![], set_cookie: None }, host.as_deref()).await
     }
     .await;
@@ -70,7 +87,22 @@ pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, 
 
 fn start(proxy: &Proxy, conn: &Connection, req: &Request<Incoming>) -> RequestRecord {
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    RequestRecord::start(proxy.metrics.clone(), conn.listener.clone(), conn.peer.clone(), req.method().clone(), path)
+    let mut record = RequestRecord::start(proxy.metrics.clone(), conn.listener.clone(), conn.peer.clone(), req.method().clone(), path);
+    record.grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    record.request_head_bytes = headers::head_bytes(req) as u64;
+    record
+}
+
+/// The request with its body boxed for forwarding, counted for the record
+/// when it has one (a GET's empty body costs nothing).
+fn counted(req: Request<Incoming>, record: &mut RequestRecord) -> Request<Body> {
+    if req.body().is_end_stream() {
+        return req.map(|b| b.boxed());
+    }
+    let counts = Arc::new(RequestCounts::default());
+    record.request_body = Some(counts.clone());
+    let grpc = record.grpc;
+    req.map(|b| CountedRequest::new(b, counts, grpc).boxed())
 }
 
 fn targeted(record: &mut RequestRecord, target: &Target) {
@@ -90,19 +122,17 @@ fn within_header_limit<B>(req: &Request<B>, limit: usize) -> Result<(), LocalRep
     Ok(())
 }
 
-/// The response to send, with the record finished: a reply the proxy writes
-/// itself keeps its own status, its flag and reason go to the record.
+/// The response to send, carrying the record to its end: a reply the proxy
+/// writes itself keeps its own status, its flag and reason go to the record.
 fn answer(mut record: RequestRecord, result: Result<Response<Body>, LocalReply>) -> Response<Body> {
     let resp = match result {
-        Ok(resp) => {
-            record.status = resp.status().as_u16();
-            resp
-        }
+        Ok(resp) => resp,
         Err(reply) => {
             record.local_reply(&reply);
             reply.into_response()
         }
     };
-    record.finish();
-    resp
+    let head = 15 + resp.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    record.responded(resp.status().as_u16(), head as u64, crate::telemetry::record::grpc_status(resp.headers()));
+    resp.map(|b| RecordedResponse::new(b, record).boxed())
 }

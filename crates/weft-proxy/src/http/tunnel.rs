@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// HTTP CONNECT: opens a TCP tunnel to `endpoint` (the resolved authority).
-pub async fn connect(mut req: Request<Incoming>, endpoint: SocketAddr, timeout: Duration) -> Result<Response<Body>, LocalReply> {
+pub async fn connect(mut req: Request<Body>, endpoint: SocketAddr, timeout: Duration) -> Result<Response<Body>, LocalReply> {
     let mut upstream = connect_tcp(endpoint, timeout).await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {

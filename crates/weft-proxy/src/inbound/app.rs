@@ -41,7 +41,7 @@ mod tests {
     use std::sync::Arc;
 
     fn peer(identity: Option<&str>) -> Peer {
-        Peer { address: "10.0.0.9:5000".parse().unwrap(), identity: identity.map(Arc::from), mtls: identity.is_some() }
+        Peer { identity: identity.map(Arc::from), mtls: identity.is_some(), ..Peer::at("10.0.0.9:5000".parse().unwrap()) }
     }
 
     #[test]

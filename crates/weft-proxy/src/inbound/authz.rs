@@ -110,7 +110,7 @@ mod tests {
         let app: SocketAddr = "10.0.0.2:8080".parse().unwrap();
         Connection {
             listener: Arc::new(listener),
-            peer: Peer { address: "10.0.0.9:5000".parse().unwrap(), identity: identity.map(Arc::from), mtls: identity.is_some() },
+            peer: Peer { identity: identity.map(Arc::from), mtls: identity.is_some(), ..Peer::at("10.0.0.9:5000".parse().unwrap()) },
             direction: Direction::Inbound { app },
             sni: None,
             socket: None,

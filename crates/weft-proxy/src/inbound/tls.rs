@@ -1,20 +1,24 @@
 //! The server side of mesh mTLS: the handshake that terminates a peer
 //! proxy's TLS with this workload's certificate (a client certificate is
 //! required and must chain to the trust bundle), and learns the peer's
-//! SPIFFE ID and what the connection carries.
+//! SPIFFE ID, its workload (for metrics, from weft's certificate extension)
+//! and what the connection carries.
 
 use crate::mesh_alpn::Carried;
+use crate::metric_labels::{self, Shared};
 use crate::workload_cert::WorkloadCert;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// What the handshake learnt of the peer.
+pub struct MeshPeer {
+    pub identity: Option<Arc<str>>,
+    pub labels: Shared<metric_labels::Workload>,
+}
+
 /// The inbound side's handshake: who the peer is and what it carries.
-pub async fn accept(
-    stream: TcpStream,
-    cert: &WorkloadCert,
-    timeout: Duration,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<Arc<str>>, Carried), String> {
+pub async fn accept(stream: TcpStream, cert: &WorkloadCert, timeout: Duration) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, MeshPeer, Carried), String> {
     let acceptor = tokio_rustls::TlsAcceptor::from(cert.server.clone());
     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
@@ -22,9 +26,17 @@ pub async fn accept(
         Err(_) => return Err(format!("mTLS handshake took longer than {}ms", timeout.as_millis())),
     };
     let (_, conn) = tls.get_ref();
-    let peer = weft_identity::tls::peer_identity(conn.peer_certificates()).map(|id| Arc::from(id.to_string()));
+    let (id, workload) = weft_identity::tls::peer_identity_and_workload(conn.peer_certificates());
+    let identity: Option<Arc<str>> = id.map(|id| Arc::from(id.to_string()));
+    // The metadata names the peer in metrics only; a certificate without it (an
+    // older proxy) is still the identity it proves.
+    let meta = workload.and_then(|w| serde_json::from_str::<weft_proto::config::WorkloadMeta>(&w).ok());
+    let labels = match (&meta, &identity) {
+        (None, None) => metric_labels::unknown_workload(),
+        _ => metric_labels::workload(meta.as_ref(), identity.as_deref()),
+    };
     let carried = Carried::from_alpn(conn.alpn_protocol());
-    Ok((tls, peer, carried))
+    Ok((tls, MeshPeer { identity, labels }, carried))
 }
 
 #[cfg(test)]
@@ -59,7 +71,7 @@ mod tests {
             let (stream, _) = listener.accept().await.unwrap();
             accept(stream, &server, Duration::from_secs(2)).await.map(|(_, peer, carried)| {
                 assert_eq!(carried, Carried::Http2);
-                peer.map(|p| p.to_string())
+                peer.identity.map(|p| p.to_string())
             })
         });
         let cert = watch::channel(Some(client)).1;

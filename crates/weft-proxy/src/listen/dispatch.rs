@@ -128,12 +128,13 @@ async fn mesh_tls(proxy: &Arc<Proxy>, mut conn: Connection, stream: TcpStream, m
     let Some(cert) = proxy.certificate.borrow().clone() else {
         return record.refused("no_certificate", "mtls", None, "this proxy has no workload certificate yet".into());
     };
-    let (tls, identity, carried) = match inbound::tls::accept(stream, &cert, limits.header_read_timeout).await {
+    let (tls, peer, carried) = match inbound::tls::accept(stream, &cert, limits.header_read_timeout).await {
         Ok(x) => x,
         Err(e) => return record.refused("mtls_handshake", "mtls", None, e),
     };
     conn.sni = tls.get_ref().1.server_name().map(Arc::from);
-    conn.peer.identity = identity;
+    conn.peer.identity = peer.identity;
+    conn.peer.labels = peer.labels;
     conn.peer.mtls = true;
     record.peer = conn.peer.clone();
     record.opened(carried.label());

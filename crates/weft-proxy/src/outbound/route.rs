@@ -166,7 +166,7 @@ routes:
 
     fn conn(direction: Direction) -> Connection {
         let listener: Listener = serde_norway::from_str("{name: out, kind: outbound, address: '0.0.0.0:15001'}").unwrap();
-        Connection { listener: Arc::new(listener), peer: Peer { address: "10.0.0.9:40000".parse().unwrap(), identity: None, mtls: false }, direction, sni: None, socket: None, authz: Default::default() }
+        Connection { listener: Arc::new(listener), peer: Peer::at("10.0.0.9:40000".parse().unwrap()), direction, sni: None, socket: None, authz: Default::default() }
     }
 
     fn to(dst: &str) -> Destination {

@@ -10,7 +10,8 @@ use crate::inbound::authz;
 use crate::local_reply::LocalReply;
 use crate::target::Target;
 use crate::state::Proxy;
-use crate::telemetry::{ConnectionRecord, TcpRelay};
+use crate::telemetry::standard::Reporter;
+use crate::telemetry::{ConnectionRecord, Parties, TcpRelay};
 use crate::upstream::connect_tcp;
 use crate::upstream::mesh;
 use std::net::SocketAddr;
@@ -20,7 +21,16 @@ use tokio::net::TcpStream;
 pub async fn outbound(proxy: &Proxy, conn: &Connection, dst: &Destination, downstream: impl Downstream, record: ConnectionRecord) {
     let snapshot = proxy.snapshot();
     match crate::outbound::route::tcp(&snapshot, conn, dst, &mut crate::random::random_u64) {
-        Ok(target) => relay(proxy, target, downstream, record).await,
+        Ok(target) => {
+            let mut parties = Parties { source: snapshot.own_labels.clone(), mtls: target.endpoint.identity.is_some(), ..Parties::unknown(Reporter::Source) };
+            if let Some(c) = target.cluster() {
+                parties.service = c.service_labels.clone();
+                if let Some(i) = target.endpoint.index {
+                    parties.destination = c.endpoint_labels(i);
+                }
+            }
+            relay(proxy, target, parties, downstream, record).await
+        }
         Err(reply) => record.tcp_failed(None, reply),
     }
 }
@@ -47,11 +57,18 @@ pub async fn inbound(proxy: &Proxy, conn: &Connection, app: SocketAddr, downstre
             return record.tcp_failed(None, reply);
         }
     }
-    relay(proxy, crate::inbound::target(app), downstream, record).await
+    let parties = Parties {
+        reporter: Reporter::Destination,
+        source: conn.peer.labels.clone(),
+        destination: snapshot.own_labels.clone(),
+        service: snapshot.inbound_service(None, app.port()),
+        mtls: conn.peer.mtls,
+    };
+    relay(proxy, crate::inbound::target(app), parties, downstream, record).await
 }
 
 /// Connects to the target and copies until both sides are done.
-async fn relay(proxy: &Proxy, target: Target, downstream: impl Downstream, record: ConnectionRecord) {
+async fn relay(proxy: &Proxy, target: Target, parties: Parties, downstream: impl Downstream, mut record: ConnectionRecord) {
     let cluster = target.cluster();
     let timeout = cluster.map(|c| c.config.connect_timeout).unwrap_or(proxy.passthrough.connect_timeout);
     let _admitted = match cluster {
@@ -72,6 +89,7 @@ async fn relay(proxy: &Proxy, target: Target, downstream: impl Downstream, recor
             return record.tcp_failed(Some(endpoint), reply);
         }
     };
+    record.relaying(&parties);
     // copy_bidirectional propagates each side's EOF as a write shutdown (half-close);
     // a connection on which nothing moved for the idle timeout is closed.
     let activity = crate::idle::Activity::default();

@@ -108,6 +108,8 @@ pub struct AuthzFamilies {
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Istio's and Linkerd's vocabularies (rendered after weft's own).
+    pub standard: super::standard::Standard,
     pub authz: AuthzFamilies,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<DurationLabels, Histogram>,
@@ -166,6 +168,7 @@ impl Metrics {
             certificate_expiry.clone(),
         );
         Metrics {
+            standard: Default::default(),
             authz,
             mirrors,
             certificate_expiry,
@@ -187,6 +190,13 @@ impl Metrics {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        self.standard.render(&mut out);
+        out.push_str("# HELP weft_metrics_series_dropped_total Requests and connections not recorded in the standard metrics: a family had max_series label sets\n");
+        out.push_str("# TYPE weft_metrics_series_dropped_total counter\n");
+        out.push_str(&format!("weft_metrics_series_dropped_total {}\n# EOF\n", self.standard.dropped()));
         out
     }
 }

@@ -6,8 +6,10 @@
 
 pub mod access_log;
 pub mod authz;
+pub mod flow;
 pub mod metrics;
 pub mod record;
+pub mod standard;
 
 pub use metrics::{EjectionLabels, Metrics, ReloadLabels, RetryLabels};
-pub use record::{ConnectionRecord, Peer, RequestRecord, TcpRelay};
+pub use record::{ConnectionRecord, Parties, Peer, RequestRecord, TcpRelay};

@@ -4,9 +4,13 @@
 //! away mid-request is logged, not lost).
 
 use super::access_log;
+use super::flow::RequestCounts;
 use super::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
+use super::standard::{HttpKey, HttpSample, Reporter, TcpKey};
 pub use crate::connection::Peer;
 use crate::local_reply::{Flag, LocalReply};
+use crate::metric_labels::{self, Service, Shared, Workload};
+use weft_proto::config::HttpRule;
 use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,10 +47,51 @@ pub struct RequestRecord {
     pub reply: Option<(Flag, String)>,
     /// What AUDIT and dry-run policies said of it, if anything.
     pub authz: Option<String>,
+    /// Who reports it (the client's proxy or the server's) and the two sides
+    /// and Service it is between, for the standard metrics.
+    pub parties: Parties,
+    /// The rule that matched (its name is Linkerd's `rt_route`; its response
+    /// classes say what a failure is).
+    pub rule: Option<Arc<HttpRule>>,
+    /// A gRPC request (`content-type: application/grpc...`).
+    pub grpc: bool,
+    pub grpc_status: Option<u16>,
+    /// The request head's size, and what its body carried (when it had one).
+    pub request_head_bytes: u64,
+    pub request_body: Option<Arc<RequestCounts>>,
+    /// The response head's size plus the body bytes sent so far.
+    pub response_bytes: u64,
+    pub response_messages: u64,
+    /// When the response headers were ready (weft's own duration histogram).
+    headers_at: Option<Duration>,
+}
+
+/// The sides of one request or connection, as the standard metrics label them.
+#[derive(Debug, Clone)]
+pub struct Parties {
+    pub reporter: Reporter,
+    pub source: Shared<Workload>,
+    pub destination: Shared<Workload>,
+    pub service: Shared<Service>,
+    /// The hop this proxy reports on (the caller's inbound, the upstream
+    /// outbound) was mesh mTLS.
+    pub mtls: bool,
+}
+
+impl Parties {
+    pub fn unknown(reporter: Reporter) -> Parties {
+        Parties { reporter, source: metric_labels::unknown_workload(), destination: metric_labels::unknown_workload(), service: metric_labels::unknown_service(), mtls: false }
+    }
+}
+
+/// The `grpc-status` in headers or trailers.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 impl RequestRecord {
     pub fn start(metrics: Arc<Metrics>, listener: Arc<Listener>, peer: Peer, method: http::Method, path: String) -> RequestRecord {
+        let reporter = if listener.kind == weft_proto::config::ListenerKind::Inbound { Reporter::Destination } else { Reporter::Source };
         RequestRecord {
             metrics,
             start: Instant::now(),
@@ -62,7 +107,48 @@ impl RequestRecord {
             status: 0,
             reply: None,
             authz: None,
+            parties: Parties::unknown(reporter),
+            rule: None,
+            grpc: false,
+            grpc_status: None,
+            request_head_bytes: 0,
+            request_body: None,
+            response_bytes: 0,
+            response_messages: 0,
+            headers_at: None,
         }
+    }
+
+    /// The response headers are ready: `head_bytes` is their size.
+    pub fn responded(&mut self, status: u16, head_bytes: u64, grpc_status: Option<u16>) {
+        self.status = status;
+        self.response_bytes = head_bytes;
+        self.grpc_status = grpc_status;
+        self.headers_at = Some(self.start.elapsed());
+    }
+
+    /// The upstream failed mid-response.
+    pub fn upstream_reset(&mut self) {
+        if self.reply.is_none() {
+            self.reply = Some((Flag::UpstreamConnectionTermination, "the upstream connection ended mid-response".into()));
+        }
+    }
+
+    /// The client went away before the response was complete.
+    pub fn client_left(&mut self) {
+        if self.reply.is_none() {
+            self.reply = Some((Flag::DownstreamConnectionTermination, "the client closed the connection before the response".into()));
+        }
+    }
+
+    /// Linkerd's classification: the rule's response classes when it has
+    /// any, else a 5xx (or a gRPC status other than OK) is a failure.
+    fn failure(&self) -> bool {
+        let classes = self.rule.as_ref().map(|r| r.failure_statuses.as_slice()).unwrap_or_default();
+        if !classes.is_empty() {
+            return classes.iter().any(|(lo, hi)| (*lo..=*hi).contains(&self.status));
+        }
+        self.status >= 500 || self.grpc_status.is_some_and(|s| s != 0) || self.status == 0
     }
 
     /// The proxy answers with `reply` (its status, flag and reason are recorded).
@@ -95,6 +181,35 @@ impl RequestRecord {
         }
         let elapsed = self.start.elapsed();
         let m = &self.metrics;
+        let p = &self.parties;
+        let named_rule = self.rule.as_ref().is_some_and(|r| r.name.is_some());
+        let key = HttpKey {
+            reporter: p.reporter,
+            source: p.source.clone(),
+            destination: p.destination.clone(),
+            service: p.service.clone(),
+            grpc: self.grpc,
+            code: self.status,
+            grpc_status: self.grpc_status,
+            flags: self.flags(),
+            mtls: p.mtls,
+            rt_route: named_rule.then(|| self.route.clone()),
+            failure: self.failure(),
+        };
+        let (request_bytes, request_messages) = match &self.request_body {
+            Some(c) => (c.bytes.load(std::sync::atomic::Ordering::Relaxed), c.messages.load(std::sync::atomic::Ordering::Relaxed)),
+            None => (0, 0),
+        };
+        m.standard.request(
+            &key,
+            HttpSample {
+                duration_us: elapsed.as_micros() as u64,
+                request_bytes: self.request_head_bytes + request_bytes,
+                response_bytes: self.response_bytes,
+                request_messages,
+                response_messages: self.response_messages,
+            },
+        );
         m.requests
             .get_or_create(&RequestLabels {
                 listener: self.listener.name.clone(),
@@ -107,7 +222,7 @@ impl RequestRecord {
             .inc();
         m.request_duration
             .get_or_create(&DurationLabels { listener: self.listener.name.clone(), cluster: self.cluster.clone() })
-            .observe(elapsed.as_secs_f64());
+            .observe(self.headers_at.unwrap_or(elapsed).as_secs_f64());
         access_log::request(self, elapsed);
     }
 }
@@ -116,9 +231,7 @@ impl Drop for RequestRecord {
     fn drop(&mut self) {
         if !self.emitted {
             // The path ended without an answer: the client went away (hyper drops the request's future).
-            if self.reply.is_none() {
-                self.reply = Some((Flag::DownstreamConnectionTermination, "the client closed the connection before the response".into()));
-            }
+            self.client_left();
             self.emit();
         }
     }
@@ -155,6 +268,8 @@ pub struct ConnectionRecord {
     start: Instant,
     active: Gauge,
     ending: Option<Ending>,
+    /// Set once a relay to an upstream started (opaque TCP).
+    relaying: Option<TcpKey>,
     pub listener: Arc<Listener>,
     pub peer: Peer,
 }
@@ -169,8 +284,9 @@ impl ConnectionRecord {
             start: Instant::now(),
             active,
             ending: None,
+            relaying: None,
             listener,
-            peer: Peer { address, identity: None, mtls: false },
+            peer: Peer::at(address),
         }
     }
 
@@ -212,8 +328,28 @@ impl ConnectionRecord {
         self.ending = Some(Ending::TcpFailed { endpoint, reply });
     }
 
+    /// Opaque TCP is connected to its upstream and relayed between `parties`.
+    pub fn relaying(&mut self, parties: &Parties) {
+        let key = TcpKey {
+            reporter: parties.reporter,
+            source: parties.source.clone(),
+            destination: parties.destination.clone(),
+            service: parties.service.clone(),
+            flags: "-",
+            mtls: parties.mtls,
+        };
+        self.metrics.standard.tcp_opened(&key);
+        self.relaying = Some(key);
+    }
+
     /// Opaque TCP relayed until both sides closed.
     pub fn tcp_done(mut self, relay: TcpRelay) {
+        if let Some(mut key) = self.relaying.take() {
+            if relay.reset {
+                key.flags = Flag::DownstreamConnectionTermination.code();
+            }
+            self.metrics.standard.tcp_closed(&key, relay.sent, relay.received);
+        }
         let labels = ListenerLabels { listener: self.listener.name.clone() };
         self.metrics.tcp_received_bytes.get_or_create(&labels).inc_by(relay.received);
         self.metrics.tcp_sent_bytes.get_or_create(&labels).inc_by(relay.sent);

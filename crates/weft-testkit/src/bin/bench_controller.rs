@@ -94,6 +94,7 @@ async fn proxy(i: usize, channel: tonic::transport::Channel, seen: Seen) {
         ready: true,
         version: String::new(),
         mtls: false,
+        cluster_id: String::new(),
     };
     if tx.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello)) }).await.is_err() {
         return;
@@ -129,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let api = "127.0.0.1:25010".to_string();
     let grpc = "127.0.0.1:25012".to_string();
     let mut ctl = std::process::Command::new(bin("weft"))
-        .args(["controller", "--data-dir", dir.join("data").to_str().unwrap_or_default(), "--listen", &api, "--grpc-listen", &grpc])
+        .args(["controller", "--data-dir", dir.join("data").to_str().unwrap_or_default(), "--listen", &api, "--grpc-listen", &grpc, "--monitoring-listen", "off"])
         .env("WEFT_LOG", "warn")
         .spawn()?;
     let pid = ctl.id();
