@@ -12,7 +12,8 @@ use weft_testkit::{tcp_resets_from, Capture, ControllerProcess, Net, Pod};
 fn start(tag: &str) -> (Net, ControllerProcess) {
     let net = Net::new().expect("network namespaces");
     let dir = std::env::temp_dir().join(format!("weft-e2e-authz-{tag}-{}", std::process::id()));
-    let ctl = ControllerProcess::start(&net, &dir).expect("weft controller");
+    // Access logs are off by default; these tests read weft's own lines.
+    let ctl = ControllerProcess::start_with(&net, &dir, &["--access-log-file", "/dev/stdout", "--access-log-encoding", "WEFT"]).expect("weft controller");
     (net, ctl)
 }
 

@@ -68,9 +68,14 @@ const HOSTS: &[(&str, &str)] = &[
 ];
 
 fn mesh(tag: &str) -> Mesh {
+    mesh_with(tag, &[])
+}
+
+/// The mesh, its controller started with `args`.
+fn mesh_with(tag: &str, args: &[&str]) -> Mesh {
     let net = Net::new().expect("network namespaces");
     let dir = std::env::temp_dir().join(format!("weft-e2e-telemetry-{tag}-{}", std::process::id()));
-    let ctl = ControllerProcess::start(&net, &dir).expect("weft controller");
+    let ctl = ControllerProcess::start_with(&net, &dir, args).expect("weft controller");
     ctl.apply(MESH).unwrap();
     let meshed = |name: &str, sa: &str, labels: &str| {
         let pod = net.pod(name).unwrap();
@@ -676,4 +681,89 @@ fn prometheus_answers_the_istio_and_linkerd_dashboard_queries_unchanged() {
         }
     }
     assert!(checked >= 30, "{checked} panel queries");
+}
+
+/// The proxy's access-log lines (its stdout, in the pod's log) that mention `needle`.
+fn log_lines(pod: &Pod, needle: &str) -> Vec<String> {
+    pod.logs().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+}
+
+/// Waits until the pod's log has a line with `needle`; returns the lines that have it.
+fn wait_log(pod: &Pod, needle: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_lines(pod, needle);
+        if !lines.is_empty() {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "[{}] no log line with {needle:?}:\n{}", pod.name, pod.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn access_logs_are_off_by_default_and_speak_istio_text_when_turned_on() {
+    // Off by default (Istio's default): traffic, and no line for it.
+    let quiet = mesh("log-off");
+    assert_eq!(quiet.productpage.curl("http://reviews.prod/status/503", &[]).unwrap().0, 503);
+    assert_eq!(quiet.reviews.curl("http://127.0.0.1:15000/ready", &[]).unwrap().0, 200);
+    let metric = samples(&quiet.productpage, "istio_requests_total");
+    assert!(metric.iter().any(|l| l.contains("response_code=\"503\"")), "the request was recorded: {metric:?}");
+    assert!(log_lines(&quiet.productpage, "/status/503").is_empty(), "{}", quiet.productpage.logs());
+    drop(quiet);
+
+    // meshConfig.accessLogFile: /dev/stdout, Istio's default TEXT format.
+    let m = mesh_with("log-text", &["--access-log-file", "/dev/stdout"]);
+    assert_eq!(m.productpage.curl("http://reviews.prod/status/503", &["-H", "user-agent: curl/weft-test", "-H", "x-request-id: req-1"]).unwrap().0, 503);
+    let line = wait_log(&m.productpage, "\"GET /status/503 HTTP/1.1\"").remove(0);
+    // [START_TIME] "METHOD PATH PROTOCOL" CODE FLAGS DETAILS TERMINATION "FAILURE" RECEIVED SENT DURATION
+    // UPSTREAM_TIME "XFF" "UA" "REQUEST_ID" "AUTHORITY" "UPSTREAM_HOST" CLUSTER UPSTREAM_LOCAL LOCAL REMOTE SNI ROUTE
+    assert!(line.starts_with('[') && line[1..25].ends_with('Z') && line[1..].starts_with("20"), "{line}");
+    let rest = &line[line.find("] ").unwrap() + 2..];
+    let (head, tail) = rest.split_once(" \"-\" \"curl/weft-test\" \"req-1\" \"reviews.prod\" ").unwrap_or_else(|| panic!("{line}"));
+    let head: Vec<&str> = head.split(' ').collect();
+    assert_eq!(head[..9], ["\"GET", "/status/503", "HTTP/1.1\"", "503", "-", "via_upstream", "-", "\"-\"", "0"], "{line}");
+    assert!(head[9].parse::<u64>().is_ok_and(|b| b > 0) && head[10].parse::<u64>().is_ok() && head[11] == "-", "{line}");
+    let productpage_ip = m.productpage.ip.to_string();
+    let expected_tail = format!("\"{}:8080\" outbound|80||reviews.prod.svc.cluster.local - 10.96.3.10:80 {productpage_ip}:", m.reviews.ip);
+    assert!(tail.starts_with(&expected_tail) && tail.ends_with(" - reviews.prod.svc.cluster.local:80/pages"), "{line}");
+    // The server side logs it too, with the caller's address and the app's.
+    let inbound = wait_log(&m.reviews, "\"GET /status/503 HTTP/1.1\" 503 - via_upstream").remove(0);
+    assert!(inbound.contains(&format!(" 127.0.0.1:8080 {productpage_ip}:")) || inbound.contains(&format!(" {}:8080 {productpage_ip}:", m.reviews.ip)), "{inbound}");
+    // A reply the proxy wrote itself: its flag and Envoy's detail.
+    assert_eq!(m.productpage.curl("http://ghost.prod/elsewhere", &[]).unwrap().0, 404);
+    let nr = wait_log(&m.productpage, "\"GET /elsewhere HTTP/1.1\"").remove(0);
+    assert!(nr.contains("\" 404 NR route_not_found - \"-\" 0 "), "{nr}");
+    // Opaque TCP gets a line too: no HTTP fields, bytes both ways.
+    m.productpage.exec_ok("redis-cli", &["-h", "redis.prod", "-p", "6379", "PING"]).unwrap();
+    let tcp = wait_log(&m.productpage, "outbound|6379||redis.prod.svc.cluster.local").remove(0);
+    assert!(tcp.contains("] \"- - -\" 0 - - - \"-\" 14 7 "), "{tcp}");
+}
+
+#[test]
+fn access_logs_in_json_name_each_field_and_keep_numbers_numbers() {
+    let m = mesh_with("log-json", &["--access-log-file", "/dev/stdout", "--access-log-encoding", "JSON"]);
+    assert_eq!(m.productpage.curl("http://reviews.prod/", &["-H", "x-forwarded-for: 192.0.2.7"]).unwrap().0, 200);
+    let line = wait_log(&m.productpage, "\"response_code\":200").remove(0);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/");
+    assert_eq!(v["protocol"], "HTTP/1.1");
+    assert_eq!(v["response_flags"], "-");
+    assert_eq!(v["response_code_details"], "via_upstream");
+    assert_eq!(v["authority"], "reviews.prod");
+    assert_eq!(v["x_forwarded_for"], "192.0.2.7");
+    assert_eq!(v["upstream_cluster"], "outbound|80||reviews.prod.svc.cluster.local");
+    assert_eq!(v["upstream_host"], format!("{}:8080", m.reviews.ip));
+    assert_eq!(v["route_name"], "reviews.prod.svc.cluster.local:80/pages");
+    assert!(v["bytes_sent"].as_u64().is_some_and(|b| b > 0) && v["duration"].is_u64() && v["bytes_received"] == 0, "{v}");
+    assert!(v["upstream_service_time"].is_null() && v["requested_server_name"].is_null(), "{v}");
+    assert!(v["start_time"].as_str().is_some_and(|t| t.ends_with('Z') && t.len() == 24), "{v}");
+    let ip = m.productpage.ip.to_string();
+    assert!(v["downstream_remote_address"].as_str().is_some_and(|a| a.starts_with(&format!("{ip}:"))), "{v}");
+    // No line was lost: the drop counter stayed at zero.
+    let dropped = samples(&m.productpage, "weft_access_log_dropped_total");
+    assert!(dropped.is_empty() || dropped.iter().all(|l| l.ends_with(" 0")), "{dropped:?}");
+    let text = m.productpage.admin("/stats/prometheus").unwrap();
+    assert!(text.lines().any(|l| l == "weft_access_log_dropped_total 0"), "the counter is exported");
 }

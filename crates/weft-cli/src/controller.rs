@@ -69,6 +69,17 @@ pub struct Args {
     /// monitoring port); `off` to serve none. A port already taken is reported and skipped.
     #[arg(long, default_value = "0.0.0.0:15014")]
     monitoring_listen: String,
+    /// Where every proxy writes its access log (Istio's meshConfig.accessLogFile):
+    /// `/dev/stdout`, `/dev/stderr` or a file. Empty (the default, as Istio's): no access log.
+    #[arg(long, default_value = "")]
+    access_log_file: String,
+    /// TEXT (Envoy's format language), JSON, or WEFT (weft's own line).
+    #[arg(long, default_value = "TEXT", value_parser = ["TEXT", "JSON", "WEFT"])]
+    access_log_encoding: String,
+    /// The TEXT format (Envoy's operators: %START_TIME%, %REQ(X)%, %RESPONSE_CODE%, ...);
+    /// default Istio's.
+    #[arg(long)]
+    access_log_format: Option<String>,
 }
 
 pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -82,6 +93,22 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key), Some(roots)) => Some(weft_controller::identity::PluggedCa { cert, key, chain: args.ca_chain, roots }),
         _ => None,
     };
+    let telemetry = weft_proto::config::Telemetry {
+        access_log: (!args.access_log_file.is_empty()).then(|| weft_proto::config::AccessLog {
+            path: args.access_log_file.clone(),
+            encoding: match args.access_log_encoding.as_str() {
+                "JSON" => weft_proto::config::AccessLogEncoding::Json,
+                "WEFT" => weft_proto::config::AccessLogEncoding::Weft,
+                _ => weft_proto::config::AccessLogEncoding::Text,
+            },
+            format: args.access_log_format.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Some(a) = &telemetry.access_log {
+        a.check().map_err(|e| anyhow::anyhow!("--access-log-format: {e}"))?;
+    }
     weft_controller::server::run(weft_controller::server::Options {
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
@@ -94,6 +121,7 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         plugged_ca,
         root_namespace: args.root_namespace,
         proxy_keepalive: args.proxy_keepalive,
+        telemetry,
         monitoring_listen: match args.monitoring_listen.as_str() {
             "off" | "" => None,
             a => Some(a.parse().map_err(|e| anyhow::anyhow!("--monitoring-listen {a:?}: {e}"))?),

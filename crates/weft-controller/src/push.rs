@@ -78,6 +78,7 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                     .or_insert_with(|| {
                         let mut config = compile::compile(&mesh, &endpoints, &e.hello.namespace, scope);
                         config.inbound = inbound;
+                        config.telemetry = controller.telemetry.clone();
                         let version = compile::version_of(&config);
                         config.version = version.clone();
                         Compiled {

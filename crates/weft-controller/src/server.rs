@@ -43,6 +43,8 @@ pub struct Options {
     pub policy: crate::compile::authz::MeshPolicy,
     /// Where `/metrics` (and nothing else) is served for Prometheus.
     pub monitoring_listen: Option<SocketAddr>,
+    /// Telemetry settings for every proxy (the access log).
+    pub telemetry: weft_proto::config::Telemetry,
 }
 
 /// Runs the controller until it is told to stop.
@@ -56,7 +58,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     if opts.insecure_dev {
         tracing::warn!("--insecure-dev: proxies without a certificate are taken at their word about who they are; never run a mesh like this in production");
     }
-    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca, auth, opts.insecure_dev, opts.policy.clone());
+    let mesh = crate::state::MeshSettings { insecure_dev: opts.insecure_dev, policy: opts.policy.clone(), telemetry: opts.telemetry.clone() };
+    let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca, auth, mesh);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), insecure_dev: opts.insecure_dev };

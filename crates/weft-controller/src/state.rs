@@ -20,6 +20,8 @@ pub struct Controller {
     pub insecure_dev: bool,
     /// Mesh-wide authorization settings.
     pub policy: crate::compile::authz::MeshPolicy,
+    /// Mesh-wide telemetry settings (metric vocabularies, the access log), sent to every proxy.
+    pub telemetry: weft_proto::config::Telemetry,
     /// JWT issuers' key sets, fetched for the proxies.
     pub jwks: crate::jwks::JwksCache,
     /// Wakes the push loop after the store changed.
@@ -28,23 +30,26 @@ pub struct Controller {
     write_lock: tokio::sync::Mutex<()>,
 }
 
+/// How the mesh as a whole is run, from the controller's flags.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSettings {
+    /// Take token-less proxies at their word (`--insecure-dev`).
+    pub insecure_dev: bool,
+    pub policy: crate::compile::authz::MeshPolicy,
+    pub telemetry: weft_proto::config::Telemetry,
+}
+
 impl Controller {
     /// `grace`: how long a disconnected proxy's workload stays an endpoint.
-    pub fn new(
-        store: Box<dyn Store>,
-        analysis: Options,
-        grace: std::time::Duration,
-        ca: crate::identity::MeshCa,
-        auth: crate::auth::ApiAuth,
-        insecure_dev: bool,
-        policy: crate::compile::authz::MeshPolicy,
-    ) -> Arc<Controller> {
+    pub fn new(store: Box<dyn Store>, analysis: Options, grace: std::time::Duration, ca: crate::identity::MeshCa, auth: crate::auth::ApiAuth, mesh: MeshSettings) -> Arc<Controller> {
+        let MeshSettings { insecure_dev, policy, telemetry } = mesh;
         Arc::new(Controller {
             store,
             analysis,
             auth,
             insecure_dev,
             policy,
+            telemetry,
             jwks: crate::jwks::JwksCache::default(),
             ca: Arc::new(ca),
             registry: crate::registry::Registry::new(grace),

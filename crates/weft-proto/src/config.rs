@@ -41,12 +41,66 @@ pub struct Telemetry {
     /// Distinct label sets kept per vocabulary family; requests with a new
     /// label set beyond it are counted in `weft_metrics_series_dropped_total`.
     pub max_series: usize,
+    /// The access log; none (Istio's default) logs nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for Telemetry {
     fn default() -> Telemetry {
-        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 10_000 }
+        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 10_000, access_log: None }
     }
+}
+
+/// One line per request and per opaque TCP connection (Istio's
+/// meshConfig.accessLogFile / accessLogEncoding / accessLogFormat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    /// `/dev/stdout` (the default), `/dev/stderr`, or a file (appended to).
+    pub path: String,
+    pub encoding: AccessLogEncoding,
+    /// An Envoy format string for `text` (default: Istio's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// `json` keys and their Envoy formats (default: Istio's keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_format: Option<BTreeMap<String, String>>,
+    /// Only responses with at least this code are logged (0: all), the
+    /// Telemetry API's `response.code >= N` filter.
+    #[serde(skip_serializing_if = "is_default")]
+    pub min_response_code: u16,
+}
+
+impl AccessLog {
+    /// Compiles its formats: the error names the operator weft does not know.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(f) = &self.format {
+            crate::access_format::Format::parse(f)?;
+        }
+        for (k, v) in self.json_format.iter().flatten() {
+            crate::access_format::Format::parse(v).map_err(|e| format!("json field {k:?}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for AccessLog {
+    fn default() -> AccessLog {
+        AccessLog { path: "/dev/stdout".into(), encoding: AccessLogEncoding::Text, format: None, json_format: None, min_response_code: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogEncoding {
+    /// Envoy's format language (Istio's default format unless `format` says otherwise).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+    /// weft's own line: `LISTENER "METHOD PATH" STATUS FLAGS PEER route=R cluster=C ...`.
+    Weft,
 }
 
 /// Server-side mTLS, as Istio's PeerAuthentication modes.
@@ -832,6 +886,9 @@ impl ProxyConfig {
     /// Cross-references: every route and explicit listener names an existing
     /// cluster, names are unique. A config that fails is never applied.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(a) = &self.telemetry.access_log {
+            a.check().map_err(|e| format!("access log: {e}"))?;
+        }
         let mut clusters = BTreeMap::new();
         for c in &self.clusters {
             if clusters.insert(c.name.as_str(), c).is_some() {

@@ -78,7 +78,8 @@ enum Command {
         /// thousands of requests per second (see docs/benchmarks.md); raise it for gateways.
         #[arg(long, default_value_t = 1)]
         workers: usize,
-        /// Log filter (`info`, `debug`, `weft_proxy=debug,access=off`); also settable by POST /logging.
+        /// Log filter (`info`, `debug`, `weft_proxy=debug,connections=off`); also settable by POST
+        /// /logging. The access log is not part of it: see the config's telemetry.access_log.
         #[arg(long, default_value = "info", env = "WEFT_LOG")]
         log: String,
     },

@@ -51,6 +51,9 @@ pub async fn connect(address: &str, tls: ControlTls) -> Result<tonic::transport:
     Ok(endpoint.connect_with_connector(ControllerConnector { config: Arc::new(config) }).await?)
 }
 
+/// TCP connect and TLS handshake with the controller, at most.
+const HANDSHAKE: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 struct ControllerConnector {
     config: Arc<rustls::ClientConfig>,
@@ -71,9 +74,17 @@ impl tower_service::Service<http::Uri> for ControllerConnector {
         let config = self.config.clone();
         Box::pin(async move {
             let authority = uri.authority().map(|a| a.to_string()).ok_or_else(|| std::io::Error::other("no controller address"))?;
-            let tcp = tokio::net::TcpStream::connect(authority).await?;
-            let _ = tcp.set_nodelay(true);
-            let tls = tokio_rustls::TlsConnector::from(config).connect(weft_identity::tls::mesh_server_name(), tcp).await?;
+            // The endpoint's connect timeout does not cover a custom connector: bound
+            // the TCP connect and the handshake here, so a handshake that stalls is
+            // retried in seconds instead of waiting for the controller to give up on it.
+            let handshake = async {
+                let tcp = tokio::net::TcpStream::connect(authority).await?;
+                let _ = tcp.set_nodelay(true);
+                tokio_rustls::TlsConnector::from(config).connect(weft_identity::tls::mesh_server_name(), tcp).await
+            };
+            let tls = tokio::time::timeout(HANDSHAKE, handshake)
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the TLS handshake with the controller took longer than {}s", HANDSHAKE.as_secs())))??;
             Ok(hyper_util::rt::TokioIo::new(tls))
         })
     }

@@ -37,6 +37,9 @@ pub struct ConfigSink {
     pub state: Option<Arc<state_dir::StateDir>>,
 }
 
+/// How long the controller has to answer a Hello.
+const HELLO_ANSWER: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Runs forever: connect, stream, and on any failure back off and retry.
 pub async fn run(opts: ControlOptions, sink: ConfigSink) {
     if opts.hello.mtls {
@@ -70,7 +73,14 @@ async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) ->
     let mut hello = opts.hello.clone();
     hello.version = sink.snapshot.borrow().config.version.clone();
     out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello)) }).await?;
-    let mut pushes = client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    // A healthy controller answers the Hello at once (even when its first push
+    // waits). A connection whose handshake stalled on the controller's side
+    // would otherwise wait for the controller's own 10 s handshake timeout:
+    // give up sooner and reconnect.
+    let answered = tokio::time::timeout(HELLO_ANSWER, client.stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .map_err(|_| format!("the controller did not answer the Hello within {}s", HELLO_ANSWER.as_secs()))??;
+    let mut pushes = answered.into_inner();
     tracing::info!(controller = %opts.address, "connected to the controller");
     *attempt = 0;
     while let Some(push) = pushes.message().await? {
@@ -118,7 +128,7 @@ fn apply(push: &ConfigPush, sink: &ConfigSink) -> Result<(), String> {
     if let Some(state) = &sink.state {
         state.save_config(&snapshot.config);
     }
-    sink.metrics.standard.configure(&snapshot.config.telemetry);
+    sink.metrics.configure(&snapshot.config.telemetry)?;
     sink.snapshot.send_replace(Arc::new(snapshot));
     Ok(())
 }

@@ -90,6 +90,15 @@ fn start(proxy: &Proxy, conn: &Connection, req: &Request<Incoming>) -> RequestRe
     let mut record = RequestRecord::start(proxy.metrics.clone(), conn.listener.clone(), conn.peer.clone(), req.method().clone(), path);
     record.grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     record.request_head_bytes = headers::head_bytes(req) as u64;
+    if record.access.is_some() {
+        record.capture_request(req);
+        record.version = req.version();
+        record.sni = conn.sni.clone();
+        record.local = match &conn.direction {
+            crate::connection::Direction::Inbound { app } | crate::connection::Direction::Outbound(Destination::Original(app)) => Some(*app),
+            crate::connection::Direction::Outbound(Destination::Cluster(_)) => Some(conn.listener.address),
+        };
+    }
     record
 }
 
@@ -133,6 +142,7 @@ fn answer(mut record: RequestRecord, result: Result<Response<Body>, LocalReply>)
         }
     };
     let head = 15 + resp.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    record.capture_response(resp.headers());
     record.responded(resp.status().as_u16(), head as u64, crate::telemetry::record::grpc_status(resp.headers()));
     resp.map(|b| RecordedResponse::new(b, record).boxed())
 }

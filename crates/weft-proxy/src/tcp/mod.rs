@@ -107,7 +107,8 @@ async fn relay(proxy: &Proxy, target: Target, parties: Parties, downstream: impl
     };
     let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
     let upstream_mtls = target.endpoint.identity.is_some();
-    record.tcp_done(TcpRelay { endpoint, route: target.route, upstream_mtls, sent, received, reset: result.is_err() });
+    let cluster = target.cluster_name().to_string();
+    record.tcp_done(TcpRelay { endpoint, route: target.route, cluster, upstream_mtls, sent, received, reset: result.is_err() });
 }
 
 enum TcpUpstream {

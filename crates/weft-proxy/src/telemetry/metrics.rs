@@ -108,6 +108,9 @@ pub struct AuthzFamilies {
 
 pub struct Metrics {
     pub registry: Registry,
+    /// The configured access log, if any (swapped when the config changes).
+    access: std::sync::RwLock<Option<std::sync::Arc<super::access_sink::AccessSink>>>,
+    access_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Istio's and Linkerd's vocabularies (rendered after weft's own).
     pub standard: super::standard::Standard,
     pub authz: AuthzFamilies,
@@ -168,6 +171,8 @@ impl Metrics {
             certificate_expiry.clone(),
         );
         Metrics {
+            access: Default::default(),
+            access_dropped: Default::default(),
             standard: Default::default(),
             authz,
             mirrors,
@@ -186,6 +191,25 @@ impl Metrics {
         }
     }
 
+    /// Takes a config's telemetry settings: the vocabularies, and the access
+    /// log (a format that does not compile refuses the config, and nothing changes).
+    pub fn configure(&self, t: &weft_proto::config::Telemetry) -> Result<(), String> {
+        let current = self.access_sink();
+        let access = match (&t.access_log, current) {
+            (None, _) => None,
+            (Some(a), Some(c)) if c.is_for(a) => Some(c),
+            (Some(a), c) => Some(std::sync::Arc::new(super::access_sink::AccessSink::new(a, c.as_deref(), self.access_dropped.clone()).map_err(|e| format!("access log: {e}"))?)),
+        };
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = access;
+        self.standard.configure(t);
+        Ok(())
+    }
+
+    /// The access log in force, if any.
+    pub fn access_sink(&self) -> Option<std::sync::Arc<super::access_sink::AccessSink>> {
+        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
@@ -196,7 +220,10 @@ impl Metrics {
         self.standard.render(&mut out);
         out.push_str("# HELP weft_metrics_series_dropped_total Requests and connections not recorded in the standard metrics: a family had max_series label sets\n");
         out.push_str("# TYPE weft_metrics_series_dropped_total counter\n");
-        out.push_str(&format!("weft_metrics_series_dropped_total {}\n# EOF\n", self.standard.dropped()));
+        out.push_str(&format!("weft_metrics_series_dropped_total {}\n", self.standard.dropped()));
+        out.push_str("# HELP weft_access_log_dropped_total Access-log lines dropped because the writer was behind (the request path never waits for it)\n");
+        out.push_str("# TYPE weft_access_log_dropped_total counter\n");
+        out.push_str(&format!("weft_access_log_dropped_total {}\n# EOF\n", self.access_dropped.load(std::sync::atomic::Ordering::Relaxed)));
         out
     }
 }

@@ -4,7 +4,9 @@
 //! connection is done (or dropped): the metrics ([`metrics`]) and the access
 //! log ([`access_log`]) read that record, so they always agree.
 
+pub use weft_proto::access_format;
 pub mod access_log;
+pub mod access_sink;
 pub mod authz;
 pub mod flow;
 pub mod metrics;

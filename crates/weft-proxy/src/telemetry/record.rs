@@ -4,6 +4,7 @@
 //! away mid-request is logged, not lost).
 
 use super::access_log;
+use super::access_sink::AccessSink;
 use super::flow::RequestCounts;
 use super::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
 use super::standard::{HttpKey, HttpSample, Reporter, TcpKey};
@@ -14,7 +15,7 @@ use weft_proto::config::HttpRule;
 use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use weft_proto::config::Listener;
 
 /// Istio's `connection_security_policy` label value.
@@ -64,6 +65,16 @@ pub struct RequestRecord {
     pub response_messages: u64,
     /// When the response headers were ready (weft's own duration histogram).
     headers_at: Option<Duration>,
+    response_head_bytes: u64,
+    /// The access log, when one is configured, and what it needs of this request.
+    pub access: Option<Arc<AccessSink>>,
+    pub wall_start: SystemTime,
+    pub captured_request: Vec<Option<String>>,
+    pub captured_response: Vec<Option<String>>,
+    pub version: http::Version,
+    /// The address the client connected to (its original destination, or the app's).
+    pub local: Option<SocketAddr>,
+    pub sni: Option<Arc<str>>,
 }
 
 /// The sides of one request or connection, as the standard metrics label them.
@@ -92,7 +103,16 @@ pub fn grpc_status(headers: &http::HeaderMap) -> Option<u16> {
 impl RequestRecord {
     pub fn start(metrics: Arc<Metrics>, listener: Arc<Listener>, peer: Peer, method: http::Method, path: String) -> RequestRecord {
         let reporter = if listener.kind == weft_proto::config::ListenerKind::Inbound { Reporter::Destination } else { Reporter::Source };
+        let access = metrics.access_sink();
         RequestRecord {
+            wall_start: if access.is_some() { SystemTime::now() } else { SystemTime::UNIX_EPOCH },
+            access,
+            captured_request: vec![],
+            captured_response: vec![],
+            version: http::Version::HTTP_11,
+            local: None,
+            sni: None,
+            response_head_bytes: 0,
             metrics,
             start: Instant::now(),
             emitted: false,
@@ -119,10 +139,43 @@ impl RequestRecord {
         }
     }
 
+    /// Keeps the request headers the access log's format reads.
+    pub fn capture_request<B>(&mut self, req: &http::Request<B>) {
+        let Some(sink) = &self.access else { return };
+        self.captured_request = sink
+            .request_headers
+            .iter()
+            .map(|name| match name.as_str() {
+                ":method" => Some(req.method().to_string()),
+                ":path" => req.uri().path_and_query().map(|p| p.to_string()),
+                ":authority" => req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string).or_else(|| req.uri().authority().map(|a| a.to_string())),
+                ":scheme" => Some(req.uri().scheme_str().unwrap_or("http").to_string()),
+                h => req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string),
+            })
+            .collect();
+    }
+
+    /// Keeps the response headers the access log's format reads.
+    pub fn capture_response(&mut self, headers: &http::HeaderMap) {
+        let Some(sink) = &self.access else { return };
+        self.captured_response = sink.response_headers.iter().map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)).collect();
+    }
+
+    /// Request body bytes received so far.
+    pub fn request_body_bytes(&self) -> u64 {
+        self.request_body.as_ref().map(|c| c.bytes.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Response body bytes sent so far.
+    pub fn response_body_bytes(&self) -> u64 {
+        self.response_bytes.saturating_sub(self.response_head_bytes)
+    }
+
     /// The response headers are ready: `head_bytes` is their size.
     pub fn responded(&mut self, status: u16, head_bytes: u64, grpc_status: Option<u16>) {
         self.status = status;
         self.response_bytes = head_bytes;
+        self.response_head_bytes = head_bytes;
         self.grpc_status = grpc_status;
         self.headers_at = Some(self.start.elapsed());
     }
@@ -223,7 +276,9 @@ impl RequestRecord {
         m.request_duration
             .get_or_create(&DurationLabels { listener: self.listener.name.clone(), cluster: self.cluster.clone() })
             .observe(self.headers_at.unwrap_or(elapsed).as_secs_f64());
-        access_log::request(self, elapsed);
+        if let Some(sink) = &self.access {
+            access_log::request(self, sink, elapsed);
+        }
     }
 }
 
@@ -253,6 +308,7 @@ enum Ending {
 pub struct TcpRelay {
     pub endpoint: SocketAddr,
     pub route: Arc<str>,
+    pub cluster: String,
     /// The hop to the upstream proxy was mesh mTLS.
     pub upstream_mtls: bool,
     /// Bytes sent to and received from the downstream.
@@ -270,6 +326,8 @@ pub struct ConnectionRecord {
     ending: Option<Ending>,
     /// Set once a relay to an upstream started (opaque TCP).
     relaying: Option<TcpKey>,
+    access: Option<Arc<AccessSink>>,
+    wall_start: SystemTime,
     pub listener: Arc<Listener>,
     pub peer: Peer,
 }
@@ -279,12 +337,15 @@ impl ConnectionRecord {
     pub fn accepted(metrics: Arc<Metrics>, listener: Arc<Listener>, address: SocketAddr) -> ConnectionRecord {
         let active = metrics.active_connections.get_or_create(&ListenerLabels { listener: listener.name.clone() }).clone();
         active.inc();
+        let access = metrics.access_sink();
         ConnectionRecord {
             metrics,
             start: Instant::now(),
             active,
             ending: None,
             relaying: None,
+            wall_start: if access.is_some() { SystemTime::now() } else { SystemTime::UNIX_EPOCH },
+            access,
             listener,
             peer: Peer::at(address),
         }
@@ -364,8 +425,16 @@ impl Drop for ConnectionRecord {
         match self.ending.take() {
             None | Some(Ending::Http) => {}
             Some(Ending::Refused { protocol, text, port }) => access_log::refused(&self.listener.name, protocol, &self.peer, port, &text),
-            Some(Ending::TcpFailed { endpoint, reply }) => access_log::tcp_failed(&self.listener.name, &self.peer, endpoint, &reply),
-            Some(Ending::TcpDone(relay)) => access_log::tcp_done(&self.listener.name, &self.peer, &relay, elapsed),
+            Some(Ending::TcpFailed { endpoint, reply }) => {
+                if let Some(sink) = &self.access {
+                    access_log::tcp(sink, &self.listener.name, &self.peer, access_log::TcpEnd::Failed { endpoint, reply: &reply }, self.wall_start, elapsed)
+                }
+            }
+            Some(Ending::TcpDone(relay)) => {
+                if let Some(sink) = &self.access {
+                    access_log::tcp(sink, &self.listener.name, &self.peer, access_log::TcpEnd::Done(&relay), self.wall_start, elapsed)
+                }
+            }
         }
     }
 }

@@ -604,12 +604,12 @@ mod tests {
     #[test]
     fn turned_off_vocabularies_are_neither_kept_nor_shown() {
         let m = Standard::default();
-        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: true, max_series: 10 });
+        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: true, max_series: 10, access_log: None });
         m.request(&key(Reporter::Source, 200, None), HttpSample::default());
         let mut out = String::new();
         m.render(&mut out);
         assert!(!out.contains("istio_") && out.contains("response_total{"));
-        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: false, max_series: 10 });
+        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: false, max_series: 10, access_log: None });
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.is_empty());
