@@ -38,8 +38,10 @@ pub struct Telemetry {
     pub istio_metrics: bool,
     /// Linkerd's (`request_total`, `response_total`, ...).
     pub linkerd_metrics: bool,
-    /// Distinct label sets kept per vocabulary family; requests with a new
-    /// label set beyond it are counted in `weft_metrics_series_dropped_total`.
+    /// Distinct label sets kept (for HTTP, and for TCP); a request with a new
+    /// label set beyond it is counted in `weft_metrics_series_dropped_total`.
+    /// One HTTP label set is about 106 Prometheus series with both
+    /// vocabularies (their histograms' buckets), so 1,000 is about 100,000.
     pub max_series: usize,
     /// The access log; none (Istio's default) logs nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +50,7 @@ pub struct Telemetry {
 
 impl Default for Telemetry {
     fn default() -> Telemetry {
-        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 10_000, access_log: None }
+        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 1_000, access_log: None }
     }
 }
 
