@@ -767,3 +767,21 @@ fn access_logs_in_json_name_each_field_and_keep_numbers_numbers() {
     let text = m.productpage.admin("/stats/prometheus").unwrap();
     assert!(text.lines().any(|l| l == "weft_access_log_dropped_total 0"), "the counter is exported");
 }
+
+#[test]
+fn a_telemetry_resource_turns_the_access_log_on_for_errors_only() {
+    let m = mesh("telemetry-api");
+    m.ctl
+        .apply("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: errors-only, namespace: prod}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: \"response.code >= 400\"}\n")
+        .unwrap();
+    m.ctl.wait_for_config("productpage", "the access log for errors", Duration::from_secs(15), |c| c["telemetry"]["access_log"]["min_response_code"] == 400);
+    assert_eq!(m.productpage.curl("http://reviews.prod/status/200", &[]).unwrap().0, 200);
+    assert_eq!(m.productpage.curl("http://reviews.prod/status/503", &[]).unwrap().0, 503);
+    let errors = wait_log(&m.productpage, "\"GET /status/503 HTTP/1.1\" 503");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(log_lines(&m.productpage, "/status/200").is_empty(), "a 200 is below the filter: {}", m.productpage.logs());
+    // An expression weft cannot evaluate is refused at apply, naming the field.
+    let refused = m.ctl.apply("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: slow, namespace: prod}\nspec:\n  accessLogging:\n  - filter: {expression: \"response.duration > 1000\"}\n");
+    let e = refused.unwrap_err().to_string();
+    assert!(e.contains("spec.accessLogging[0].filter.expression") && e.contains("response.code >= N"), "{e}");
+}

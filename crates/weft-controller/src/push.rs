@@ -13,8 +13,8 @@ use std::time::Duration;
 use weft_proto::v1::ConfigPush;
 
 /// Proxies in one namespace under one Sidecar (by its name) and with the same
-/// inbound policy get the same config.
-type ScopeKey = (String, Option<String>, weft_proto::config::InboundPolicy);
+/// inbound policy and telemetry settings (as JSON) get the same config.
+type ScopeKey = (String, Option<String>, weft_proto::config::InboundPolicy, String);
 
 /// One compiled config, encoded once and shared by every push of it.
 #[derive(Clone)]
@@ -72,13 +72,14 @@ pub async fn push_loop(controller: Arc<Controller>, registry: Arc<Registry>, deb
                 inbound.services = compile::inbound_services(&mesh, &e.hello.namespace, &labels);
                 let workload = compile::authz::WorkloadRef { namespace: &e.hello.namespace, name: Some(&e.hello.workload).filter(|w| !w.is_empty()).map(|w| w.as_str()), labels: &labels };
                 inbound.authorization = compile::authz::authorization(&mesh, &controller.policy, &|uri| controller.jwks.get(uri), &workload);
-                let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()), inbound.clone());
+                let telemetry = compile::telemetry::telemetry(&mesh, &controller.telemetry, &e.hello.namespace, &labels);
+                let key = (e.hello.namespace.clone(), scope.map(|s| s.source.to_string()), inbound.clone(), serde_json::to_string(&telemetry).unwrap_or_default());
                 let Compiled { version, config, json, value } = configs
                     .entry(key)
                     .or_insert_with(|| {
                         let mut config = compile::compile(&mesh, &endpoints, &e.hello.namespace, scope);
                         config.inbound = inbound;
-                        config.telemetry = controller.telemetry.clone();
+                        config.telemetry = telemetry;
                         let version = compile::version_of(&config);
                         config.version = version.clone();
                         Compiled {

@@ -59,6 +59,7 @@ pub fn validate(r: &Resource) -> Vec<Message> {
             }
         }
         Resource::AuthorizationPolicy(o) => authorization_policy(&o.spec, &o.metadata.annotations, &mut f),
+        Resource::Telemetry(o) => telemetry(&o.spec, &mut f),
         Resource::RequestAuthentication(o) => {
             if o.spec.selector.is_some() && (o.spec.target_ref.is_some() || !o.spec.target_refs.is_empty()) {
                 f.invalid("spec", "set selector or targetRef(s), not both");
@@ -551,6 +552,48 @@ fn service_entry(s: &istio::ServiceEntrySpec, f: &mut Findings) {
         if a.parse::<std::net::IpAddr>().is_err() {
             cidr(a, &format!("spec.addresses[{i}]"), f);
         }
+    }
+}
+
+/// What of the Telemetry API weft enforces exactly; the rest is refused
+/// with a reason rather than applied approximately.
+fn telemetry(s: &istio::TelemetrySpec, f: &mut Findings) {
+    // Istio's standard labels, as weft exports them.
+    const STANDARD: &[&str] = &[
+        "reporter", "source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+        "destination_workload", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
+        "destination_service", "destination_service_name", "destination_service_namespace", "destination_cluster", "request_protocol",
+        "response_code", "grpc_response_status", "response_flags", "connection_security_policy",
+    ];
+    for (i, m) in s.metrics.iter().enumerate() {
+        for (j, o) in m.overrides.iter().enumerate() {
+            for (tag, t) in &o.tag_overrides {
+                // Removing a label weft does not export is what it already does.
+                let remove = t.operation.as_deref() == Some("REMOVE");
+                if remove && !STANDARD.contains(&tag.as_str()) {
+                    continue;
+                }
+                f.add(
+                    Code::Unsupported,
+                    format!("spec.metrics[{i}].overrides[{j}].tagOverrides[{tag}]"),
+                    "tagOverrides that add or change labels, or remove a standard one, are not supported yet: weft's metrics carry Istio's standard labels",
+                );
+            }
+        }
+    }
+    for (i, a) in s.access_logging.iter().enumerate() {
+        if let Some(filter) = &a.filter {
+            if crate::values::access_log_code_filter(&filter.expression).is_none() {
+                f.add(
+                    Code::Unsupported,
+                    format!("spec.accessLogging[{i}].filter.expression"),
+                    format!("weft evaluates access-log filters of the form `response.code >= N` (or `>`), not {:?}", filter.expression),
+                );
+            }
+        }
+    }
+    if s.access_logging.len() > 1 {
+        f.add(Code::Unsupported, "spec.accessLogging[1]", "one accessLogging entry per Telemetry resource (weft has one access log per proxy)");
     }
 }
 

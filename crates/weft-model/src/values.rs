@@ -228,6 +228,19 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// The access-log filters weft evaluates: `response.code >= N` and
+/// `response.code > N` (Istio's CEL, the form the docs use). The minimum code logged.
+pub fn access_log_code_filter(expression: &str) -> Option<u16> {
+    let e: String = expression.chars().filter(|c| !c.is_whitespace()).collect();
+    if let Some(n) = e.strip_prefix("response.code>=") {
+        return n.parse().ok();
+    }
+    if let Some(n) = e.strip_prefix("response.code>") {
+        return n.parse::<u16>().ok()?.checked_add(1);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

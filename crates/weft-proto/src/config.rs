@@ -954,11 +954,15 @@ impl ProxyConfig {
     /// that differs (same listeners, routes, limits and cluster settings);
     /// `None` when something else changed and the whole config must be sent.
     pub fn endpoint_delta(&self, next: &ProxyConfig) -> Option<BTreeMap<String, Vec<Endpoint>>> {
-        if self.listeners != next.listeners
-            || self.routes != next.routes
-            || self.limits != next.limits
-            || self.inbound != next.inbound
-            || self.clusters.len() != next.clusters.len()
+        // Every field but the endpoints must be the same; naming them all here
+        // makes a new field a compile error until it is compared too.
+        let ProxyConfig { version: _, listeners, routes, clusters, limits, inbound, telemetry } = self;
+        if *listeners != next.listeners
+            || *routes != next.routes
+            || *limits != next.limits
+            || *inbound != next.inbound
+            || *telemetry != next.telemetry
+            || clusters.len() != next.clusters.len()
         {
             return None;
         }
@@ -1034,6 +1038,9 @@ mod tests {
         let mut strict = next.clone();
         strict.inbound.mtls = MtlsMode::Strict;
         assert!(next.endpoint_delta(&strict).is_none(), "a policy change needs the whole config");
+        let mut logged = next.clone();
+        logged.telemetry.access_log = Some(AccessLog::default());
+        assert!(next.endpoint_delta(&logged).is_none(), "a telemetry change needs the whole config");
         let bad: BTreeMap<String, Vec<Endpoint>> = [("zz".to_string(), vec![])].into();
         assert_eq!(base.with_endpoints(&bad).unwrap_err(), "endpoint update for unknown cluster \"zz\"");
     }

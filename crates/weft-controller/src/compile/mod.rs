@@ -14,6 +14,7 @@ pub mod authz;
 pub mod clusters;
 pub mod inbound;
 pub mod routes;
+pub mod telemetry;
 pub mod tls_check;
 
 pub use inbound::{inbound_policy, inbound_services, port_protocols};

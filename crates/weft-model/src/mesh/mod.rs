@@ -448,8 +448,14 @@ pub struct TelemetryPolicy {
     pub trace_sampling_percent: Option<f64>,
     pub metrics_disabled: bool,
     pub access_log_disabled: Option<bool>,
+    /// What its `accessLogging` says: `Some(true)` on, `Some(false)` off, `None` nothing.
+    pub access_log: Option<bool>,
+    /// Its access-log filter `response.code >= N` (0: none).
+    pub access_log_min_code: u16,
     pub source: ResourceRef,
 }
+
+pub use crate::values::access_log_code_filter;
 
 /// The whole mesh configuration in one normalised form.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -732,6 +738,14 @@ impl Mesh {
                         .flat_map(|x| &x.overrides)
                         .any(|ov| ov.disabled == Some(true) && ov.matches.as_ref().is_none_or(|s| s.metric.as_deref().is_none_or(|x| x == "ALL_METRICS"))),
                     access_log_disabled: o.spec.access_logging.iter().find_map(|a| a.disabled),
+                    access_log: o.spec.access_logging.first().map(|a| a.disabled != Some(true)),
+                    access_log_min_code: o
+                        .spec
+                        .access_logging
+                        .first()
+                        .and_then(|a| a.filter.as_ref())
+                        .and_then(|f| access_log_code_filter(&f.expression))
+                        .unwrap_or(0),
                     source: src,
                 }),
                 _ => {}
