@@ -66,6 +66,12 @@ impl Net {
         let prefix = [10, 100 + (pid % 100) as u8, (n % 250) as u8];
         let _ = sh("ip", &["link", "del", &bridge]);
         sh("ip", &["link", "add", &bridge, "type", "bridge"]).context("creating a bridge")?;
+        // A bridge without an address of its own takes the lowest of its ports'
+        // and changes it when a pod with a lower one joins: every pod's ARP entry
+        // for the gateway (where the controller listens) goes stale, and their
+        // packets to it are dropped for seconds. A fixed address never changes.
+        let mac = format!("02:77:{:02x}:{:02x}:{:02x}:{:02x}", (pid >> 16) & 0xff, (pid >> 8) & 0xff, pid & 0xff, n & 0xff);
+        sh("ip", &["link", "set", "dev", &bridge, "address", &mac])?;
         let net = Net { bridge, prefix, next_host: AtomicU32::new(2) };
         sh("ip", &["addr", "add", &format!("{}/24", net.gateway()), "dev", &net.bridge])?;
         sh("ip", &["addr", "add", &format!("{}/64", net.gateway6()), "dev", &net.bridge, "nodad"])?;
