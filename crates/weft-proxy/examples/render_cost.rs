@@ -7,7 +7,7 @@
 use std::time::Instant;
 use weft_proto::config::WorkloadMeta;
 use weft_proxy::metric_labels::{service, workload};
-use weft_proxy::telemetry::standard::{HttpKey, HttpSample, Reporter, Standard};
+use weft_proxy::telemetry::standard::{HttpKey, HttpSample, Parties, Reporter, Standard};
 
 fn main() {
     let m = Standard::default();
@@ -17,15 +17,11 @@ fn main() {
         .map(|i| workload(Some(&WorkloadMeta { name: format!("caller-{i}"), namespace: "prod".into(), app: format!("caller-{i}"), version: "v1".into(), cluster: "Kubernetes".into() }), Some(&format!("spiffe://cluster.local/ns/prod/sa/caller-{i}"))))
         .collect();
     let key = |i: usize| HttpKey {
-        reporter: Reporter::Destination,
-        source: sources[i % sources.len()].clone(),
-        destination: dst.clone(),
-        service: svc.clone(),
+        parties: Parties { reporter: Reporter::Destination, source: sources[i % sources.len()].clone(), destination: dst.clone(), service: svc.clone(), mtls: true },
         grpc: false,
         code: [200, 201, 404, 500, 503][i % 5],
         grpc_status: None,
         flags: "-",
-        mtls: true,
         rt_route: None,
         failure: false,
     };

@@ -50,10 +50,9 @@ pub struct BuildContext {
 }
 
 /// One Service selecting this workload: the names a client may use for it,
-/// its ports, and its labels per port (made once per config).
+/// and its labels by the workload port it sends to (made once per config).
 struct InboundServiceLabels {
     names: Vec<String>,
-    ports: Vec<u16>,
     by_port: Vec<(u16, Shared<metric_labels::Service>)>,
     any_port: Shared<metric_labels::Service>,
 }
@@ -65,14 +64,17 @@ impl InboundServiceLabels {
         // Labels name the Service's own port (what clients call), found by the workload port.
         InboundServiceLabels {
             names,
-            ports: s.ports.iter().map(|p| p.target_port).collect(),
             by_port: s.ports.iter().map(|p| (p.target_port, metric_labels::service(Some(&s.host), p.port))).collect(),
             any_port: metric_labels::service(Some(&s.host), s.ports.first().map(|p| p.port).unwrap_or(0)),
         }
     }
 
+    fn on_port(&self, port: u16) -> Option<&Shared<metric_labels::Service>> {
+        self.by_port.iter().find(|(p, _)| *p == port).map(|(_, l)| l)
+    }
+
     fn labels_for(&self, port: u16) -> Shared<metric_labels::Service> {
-        self.by_port.iter().find(|(p, _)| *p == port).map(|(_, l)| l.clone()).unwrap_or_else(|| self.any_port.clone())
+        self.on_port(port).unwrap_or(&self.any_port).clone()
     }
 }
 
@@ -147,7 +149,7 @@ impl Snapshot {
         let services = &self.inbound_services;
         let bare = host.map(|h| h.rsplit_once(':').map(|(h, _)| h).unwrap_or(h).to_ascii_lowercase());
         let by_host = bare.and_then(|h| services.iter().find(|s| s.names.contains(&h)));
-        let by_port = || services.iter().find(|s| s.ports.contains(&port));
+        let by_port = || services.iter().find(|s| s.on_port(port).is_some());
         let only = || (services.len() == 1).then(|| &services[0]);
         match by_host.or_else(by_port).or_else(only) {
             Some(s) => s.labels_for(port),

@@ -83,7 +83,17 @@ pub fn authority<B>(req: &Request<B>) -> Option<String> {
 /// and every header line.
 pub fn head_bytes<B>(req: &Request<B>) -> usize {
     let target = req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1);
-    target + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>()
+    target + fields_bytes(req.headers())
+}
+
+/// A response head's size: a status line and the header fields.
+pub fn response_head_bytes<B>(resp: &http::Response<B>) -> usize {
+    15 + fields_bytes(resp.headers())
+}
+
+/// Header fields as they go on the wire (`name: value\r\n`).
+fn fields_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
 }
 
 #[cfg(test)]

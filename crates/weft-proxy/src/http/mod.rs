@@ -34,6 +34,7 @@ use std::sync::Arc;
 pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination, req: Request<Incoming>) -> Response<Body> {
     let mut record = start(&proxy, &conn, &req);
     let snapshot = proxy.snapshot();
+    // Until a target is known (and for the route's own answers), only this side is.
     record.parties.source = snapshot.own_labels.clone();
     let host = headers::authority(&req);
     let result = async {
@@ -45,13 +46,7 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination
             }
             Plan::Forward(fwd) => {
                 targeted(&mut record, &fwd.target);
-                record.parties.mtls = record.upstream_mtls;
-                if let Some(c) = fwd.target.cluster() {
-                    record.parties.service = c.service_labels.clone();
-                    if let Some(i) = fwd.target.endpoint.index {
-                        record.parties.destination = c.endpoint_labels(i);
-                    }
-                }
+                record.parties = crate::outbound::parties(&snapshot, &fwd.target);
                 record.rule = fwd.matched.as_ref().map(|m| m.rule.clone());
                 let req = counted(req, &mut record);
                 forward::forward(&proxy, req, *fwd, host.as_deref()).await
@@ -69,10 +64,7 @@ pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, 
     let mut record = start(&proxy, &conn, &req);
     let snapshot = proxy.snapshot();
     let host = headers::authority(&req);
-    record.parties.source = conn.peer.labels.clone();
-    record.parties.destination = snapshot.own_labels.clone();
-    record.parties.service = snapshot.inbound_service(host.as_deref(), app.port());
-    record.parties.mtls = conn.peer.mtls;
+    record.parties = crate::inbound::parties(&snapshot, &conn, host.as_deref(), app.port());
     let result = async {
         within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
         policy::check(&proxy, &snapshot, &conn, app, host.as_deref(), &mut req, &mut record)?;
@@ -141,8 +133,7 @@ fn answer(mut record: RequestRecord, result: Result<Response<Body>, LocalReply>)
             reply.into_response()
         }
     };
-    let head = 15 + resp.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
     record.capture_response(resp.headers());
-    record.responded(resp.status().as_u16(), head as u64, crate::telemetry::record::grpc_status(resp.headers()));
+    record.responded(resp.status().as_u16(), headers::response_head_bytes(&resp) as u64, crate::telemetry::record::grpc_status(resp.headers()));
     resp.map(|b| RecordedResponse::new(b, record).boxed())
 }

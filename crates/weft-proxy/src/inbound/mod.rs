@@ -3,15 +3,32 @@
 //! PeerAuthentication mode ([`admit`]), mesh TLS termination that learns the
 //! peer's identity ([`tls`]), and what the app is handed ([`app`]). Every
 //! inbound request and connection goes to the local app at its original
-//! destination ([`target`]). Who may call it is decided by [`authz`].
+//! destination ([`target`]), between the [`parties`] its metrics name. Who
+//! may call it is decided by [`authz`].
 
 pub mod app;
 pub mod authz;
 pub mod tls;
 
-use crate::config::MtlsMode;
+use crate::config::{MtlsMode, Snapshot};
+use crate::connection::Connection;
 use crate::target::Target;
+use crate::telemetry::standard::Reporter;
+use crate::telemetry::Parties;
 use std::net::SocketAddr;
+
+/// Who an inbound request or connection is between, in the standard
+/// metrics: the peer (as its certificate names it), this workload, and the
+/// Service `host` names (else the one sending to `port`).
+pub fn parties(snapshot: &Snapshot, conn: &Connection, host: Option<&str>, port: u16) -> Parties {
+    Parties {
+        reporter: Reporter::Destination,
+        source: conn.peer.labels.clone(),
+        destination: snapshot.own_labels.clone(),
+        service: snapshot.inbound_service(host, port),
+        mtls: conn.peer.mtls,
+    }
+}
 
 /// What happens to a new inbound connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,24 @@ pub mod route;
 pub use crate::target::{Picked, Target, Upstream};
 
 use crate::body::Body;
-use crate::config::{ClusterState, HttpRule};
+use crate::config::{ClusterState, HttpRule, Snapshot};
+use crate::telemetry::standard::Reporter;
+use crate::telemetry::Parties;
 use std::sync::Arc;
+
+/// Who an outbound request or connection is between, in the standard
+/// metrics: this workload, and the endpoint's workload and cluster's Service
+/// (unknown for an original destination outside any cluster).
+pub fn parties(snapshot: &Snapshot, target: &Target) -> Parties {
+    let mut p = Parties { source: snapshot.own_labels.clone(), mtls: target.endpoint.identity.is_some(), ..Parties::unknown(Reporter::Source) };
+    if let Some(c) = target.cluster() {
+        p.service = c.service_labels.clone();
+        if let Some(i) = target.endpoint.index {
+            p.destination = c.endpoint_labels(i);
+        }
+    }
+    p
+}
 
 /// The rule that matched a request, and what of the request it matched.
 #[derive(Debug, Clone)]

@@ -10,7 +10,6 @@ use crate::inbound::authz;
 use crate::local_reply::LocalReply;
 use crate::target::Target;
 use crate::state::Proxy;
-use crate::telemetry::standard::Reporter;
 use crate::telemetry::{ConnectionRecord, Parties, TcpRelay};
 use crate::upstream::connect_tcp;
 use crate::upstream::mesh;
@@ -22,13 +21,7 @@ pub async fn outbound(proxy: &Proxy, conn: &Connection, dst: &Destination, downs
     let snapshot = proxy.snapshot();
     match crate::outbound::route::tcp(&snapshot, conn, dst, &mut crate::random::random_u64) {
         Ok(target) => {
-            let mut parties = Parties { source: snapshot.own_labels.clone(), mtls: target.endpoint.identity.is_some(), ..Parties::unknown(Reporter::Source) };
-            if let Some(c) = target.cluster() {
-                parties.service = c.service_labels.clone();
-                if let Some(i) = target.endpoint.index {
-                    parties.destination = c.endpoint_labels(i);
-                }
-            }
+            let parties = crate::outbound::parties(&snapshot, &target);
             relay(proxy, target, parties, downstream, record).await
         }
         Err(reply) => record.tcp_failed(None, reply),
@@ -57,13 +50,7 @@ pub async fn inbound(proxy: &Proxy, conn: &Connection, app: SocketAddr, downstre
             return record.tcp_failed(None, reply);
         }
     }
-    let parties = Parties {
-        reporter: Reporter::Destination,
-        source: conn.peer.labels.clone(),
-        destination: snapshot.own_labels.clone(),
-        service: snapshot.inbound_service(None, app.port()),
-        mtls: conn.peer.mtls,
-    };
+    let parties = crate::inbound::parties(&snapshot, conn, None, app.port());
     relay(proxy, crate::inbound::target(app), parties, downstream, record).await
 }
 
@@ -89,7 +76,7 @@ async fn relay(proxy: &Proxy, target: Target, parties: Parties, downstream: impl
             return record.tcp_failed(Some(endpoint), reply);
         }
     };
-    record.relaying(&parties);
+    record.relaying(parties);
     // copy_bidirectional propagates each side's EOF as a write shutdown (half-close);
     // a connection on which nothing moved for the idle timeout is closed.
     let activity = crate::idle::Activity::default();

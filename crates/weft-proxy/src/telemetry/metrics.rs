@@ -218,11 +218,10 @@ impl Metrics {
             out.truncate(out.len() - "# EOF\n".len());
         }
         self.standard.render(&mut out);
-        out.push_str("# HELP weft_metrics_series_dropped_total Requests and connections not recorded in the standard metrics: a family had max_series label sets\n");
-        out.push_str("# TYPE weft_metrics_series_dropped_total counter\n");
+        use super::standard::header;
+        header(&mut out, "weft_metrics_series_dropped_total", "counter", "Requests and connections not recorded in the standard metrics: a family had max_series label sets");
         out.push_str(&format!("weft_metrics_series_dropped_total {}\n", self.standard.dropped()));
-        out.push_str("# HELP weft_access_log_dropped_total Access-log lines dropped because the writer was behind (the request path never waits for it)\n");
-        out.push_str("# TYPE weft_access_log_dropped_total counter\n");
+        header(&mut out, "weft_access_log_dropped_total", "counter", "Access-log lines dropped because the writer was behind (the request path never waits for it)");
         out.push_str(&format!("weft_access_log_dropped_total {}\n# EOF\n", self.access_dropped.load(std::sync::atomic::Ordering::Relaxed)));
         out
     }

@@ -7,10 +7,10 @@ use super::access_log;
 use super::access_sink::AccessSink;
 use super::flow::RequestCounts;
 use super::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
+pub use super::standard::Parties;
 use super::standard::{HttpKey, HttpSample, Reporter, TcpKey};
 pub use crate::connection::Peer;
 use crate::local_reply::{Flag, LocalReply};
-use crate::metric_labels::{self, Service, Shared, Workload};
 use weft_proto::config::HttpRule;
 use prometheus_client::metrics::gauge::Gauge;
 use std::net::SocketAddr;
@@ -75,24 +75,6 @@ pub struct RequestRecord {
     /// The address the client connected to (its original destination, or the app's).
     pub local: Option<SocketAddr>,
     pub sni: Option<Arc<str>>,
-}
-
-/// The sides of one request or connection, as the standard metrics label them.
-#[derive(Debug, Clone)]
-pub struct Parties {
-    pub reporter: Reporter,
-    pub source: Shared<Workload>,
-    pub destination: Shared<Workload>,
-    pub service: Shared<Service>,
-    /// The hop this proxy reports on (the caller's inbound, the upstream
-    /// outbound) was mesh mTLS.
-    pub mtls: bool,
-}
-
-impl Parties {
-    pub fn unknown(reporter: Reporter) -> Parties {
-        Parties { reporter, source: metric_labels::unknown_workload(), destination: metric_labels::unknown_workload(), service: metric_labels::unknown_service(), mtls: false }
-    }
 }
 
 /// The `grpc-status` in headers or trailers.
@@ -234,30 +216,22 @@ impl RequestRecord {
         }
         let elapsed = self.start.elapsed();
         let m = &self.metrics;
-        let p = &self.parties;
         let named_rule = self.rule.as_ref().is_some_and(|r| r.name.is_some());
         let key = HttpKey {
-            reporter: p.reporter,
-            source: p.source.clone(),
-            destination: p.destination.clone(),
-            service: p.service.clone(),
+            parties: self.parties.clone(),
             grpc: self.grpc,
             code: self.status,
             grpc_status: self.grpc_status,
             flags: self.flags(),
-            mtls: p.mtls,
             rt_route: named_rule.then(|| self.route.clone()),
             failure: self.failure(),
         };
-        let (request_bytes, request_messages) = match &self.request_body {
-            Some(c) => (c.bytes.load(std::sync::atomic::Ordering::Relaxed), c.messages.load(std::sync::atomic::Ordering::Relaxed)),
-            None => (0, 0),
-        };
+        let request_messages = self.request_body.as_ref().map(|c| c.messages.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0);
         m.standard.request(
             &key,
             HttpSample {
                 duration_us: elapsed.as_micros() as u64,
-                request_bytes: self.request_head_bytes + request_bytes,
+                request_bytes: self.request_head_bytes + self.request_body_bytes(),
                 response_bytes: self.response_bytes,
                 request_messages,
                 response_messages: self.response_messages,
@@ -390,15 +364,8 @@ impl ConnectionRecord {
     }
 
     /// Opaque TCP is connected to its upstream and relayed between `parties`.
-    pub fn relaying(&mut self, parties: &Parties) {
-        let key = TcpKey {
-            reporter: parties.reporter,
-            source: parties.source.clone(),
-            destination: parties.destination.clone(),
-            service: parties.service.clone(),
-            flags: "-",
-            mtls: parties.mtls,
-        };
+    pub fn relaying(&mut self, parties: Parties) {
+        let key = TcpKey { parties, flags: "-" };
         self.metrics.standard.tcp_opened(&key);
         self.relaying = Some(key);
     }

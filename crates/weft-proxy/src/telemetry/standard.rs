@@ -11,7 +11,7 @@
 //! keeps at most `max_series` label sets (a request with a new one beyond it
 //! is counted in `weft_metrics_series_dropped_total`, not recorded).
 
-use crate::metric_labels::{escape_into, Service, Shared, Workload};
+use crate::metric_labels::{self, escape_into, Service, Shared, Workload};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::hash::Hash;
@@ -77,20 +77,35 @@ impl Buckets {
     }
 }
 
-/// One HTTP series: the request label set.
+/// The sides of one request or connection, as the standard metrics label
+/// them: who reports (the client's proxy or the server's), the two
+/// workloads, the Service, and whether the reported hop was mesh mTLS (the
+/// caller's inbound, or the upstream outbound).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HttpKey {
+pub struct Parties {
     pub reporter: Reporter,
     pub source: Shared<Workload>,
     pub destination: Shared<Workload>,
     pub service: Shared<Service>,
+    pub mtls: bool,
+}
+
+impl Parties {
+    pub fn unknown(reporter: Reporter) -> Parties {
+        Parties { reporter, source: metric_labels::unknown_workload(), destination: metric_labels::unknown_workload(), service: metric_labels::unknown_service(), mtls: false }
+    }
+}
+
+/// One HTTP series: the request label set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpKey {
+    pub parties: Parties,
     pub grpc: bool,
     pub code: u16,
     /// The `grpc-status` the response ended with, when it had one.
     pub grpc_status: Option<u16>,
     /// Envoy's response flags, `-` for none.
     pub flags: &'static str,
-    pub mtls: bool,
     /// `ROUTE/RULE` when a named rule matched (Linkerd's `rt_route` is the
     /// rule: a ServiceProfile route's name, a VirtualService http route's).
     pub rt_route: Option<Arc<str>>,
@@ -133,12 +148,8 @@ impl Default for HttpSeries {
 /// One opaque TCP series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TcpKey {
-    pub reporter: Reporter,
-    pub source: Shared<Workload>,
-    pub destination: Shared<Workload>,
-    pub service: Shared<Service>,
+    pub parties: Parties,
     pub flags: &'static str,
-    pub mtls: bool,
 }
 
 #[derive(Default)]
@@ -323,7 +334,8 @@ impl HttpTotals {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// `# HELP` and `# TYPE` lines of a family.
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -347,22 +359,18 @@ fn histogram(out: &mut String, name: &str, labels: &str, kept: &[u64], unit: f64
 
 const SIZE_BOUNDS: &[f64] = &[1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 
-fn istio_labels(reporter: Reporter, source: &Workload, destination: &Workload, service: &Service, protocol: &str) -> String {
-    format!("reporter=\"{}\",{},{},{},request_protocol=\"{protocol}\"", reporter.istio(), source.as_source, destination.as_destination, service.as_istio)
+fn istio_labels(p: &Parties, protocol: &str) -> String {
+    format!("reporter=\"{}\",{},{},{},request_protocol=\"{protocol}\"", p.reporter.istio(), p.source.as_source, p.destination.as_destination, p.service.as_istio)
 }
 
 /// Istio merges what Linkerd's labels split (the route, the classification).
 #[derive(PartialEq, Eq, Hash)]
 struct IstioHttp {
-    reporter: Reporter,
-    source: Shared<Workload>,
-    destination: Shared<Workload>,
-    service: Shared<Service>,
+    parties: Parties,
     grpc: bool,
     code: u16,
     grpc_status: Option<u16>,
     flags: &'static str,
-    mtls: bool,
 }
 
 fn security(mtls: bool) -> &'static str {
@@ -376,25 +384,15 @@ fn security(mtls: bool) -> &'static str {
 fn render_istio(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpKey, [u64; 4])]) {
     let mut merged: HashMap<IstioHttp, HttpTotals> = HashMap::new();
     for (k, v) in http {
-        let view = IstioHttp {
-            reporter: k.reporter,
-            source: k.source.clone(),
-            destination: k.destination.clone(),
-            service: k.service.clone(),
-            grpc: k.grpc,
-            code: k.code,
-            grpc_status: k.grpc_status,
-            flags: k.flags,
-            mtls: k.mtls,
-        };
+        let view = IstioHttp { parties: k.parties.clone(), grpc: k.grpc, code: k.code, grpc_status: k.grpc_status, flags: k.flags };
         merged.entry(view).or_default().add(v);
     }
     let rows: Vec<(String, &HttpTotals, bool)> = merged
         .iter()
         .map(|(k, v)| {
-            let mut l = istio_labels(k.reporter, &k.source, &k.destination, &k.service, if k.grpc { "grpc" } else { "http" });
+            let mut l = istio_labels(&k.parties, if k.grpc { "grpc" } else { "http" });
             let grpc = k.grpc_status.map(|s| s.to_string()).unwrap_or_default();
-            let _ = write!(l, ",response_code=\"{}\",grpc_response_status=\"{grpc}\",response_flags=\"{}\",connection_security_policy=\"{}\"", k.code, k.flags, security(k.mtls));
+            let _ = write!(l, ",response_code=\"{}\",grpc_response_status=\"{grpc}\",response_flags=\"{}\",connection_security_policy=\"{}\"", k.code, k.flags, security(k.parties.mtls));
             (l, v, k.grpc)
         })
         .collect();
@@ -431,8 +429,8 @@ fn render_istio(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpKey
         let rows: Vec<(String, &[u64; 4])> = tcp
             .iter()
             .map(|(k, v)| {
-                let mut l = istio_labels(k.reporter, &k.source, &k.destination, &k.service, "tcp");
-                let _ = write!(l, ",response_flags=\"{}\",connection_security_policy=\"{}\"", k.flags, security(k.mtls));
+                let mut l = istio_labels(&k.parties, "tcp");
+                let _ = write!(l, ",response_flags=\"{}\",connection_security_policy=\"{}\"", k.flags, security(k.parties.mtls));
                 (l, v)
             })
             .collect();
@@ -452,7 +450,9 @@ fn render_istio(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpKey
 
 /// Linkerd's labels: the direction, the authority, the destination (outbound
 /// only), the peer's identity, TLS, the route.
-fn linkerd_labels(reporter: Reporter, service: &Service, source: &Workload, destination: &Workload, mtls: bool) -> String {
+fn linkerd_labels(p: &Parties) -> String {
+    let Parties { reporter, source, destination, service, mtls } = p;
+    let mtls = *mtls;
     let mut l = format!("direction=\"{}\",{}", reporter.linkerd(), service.as_authority);
     match reporter {
         Reporter::Source => {
@@ -474,7 +474,7 @@ fn render_linkerd(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpK
     let mut requests: HashMap<String, HttpTotals> = HashMap::new();
     let mut responses: HashMap<String, HttpTotals> = HashMap::new();
     for (k, v) in http {
-        let mut l = linkerd_labels(k.reporter, &k.service, &k.source, &k.destination, k.mtls);
+        let mut l = linkerd_labels(&k.parties);
         if let Some(r) = &k.rt_route {
             // The record's route is `ROUTE/RULE`; Linkerd names the rule.
             l.push_str(",rt_route=\"");
@@ -510,7 +510,7 @@ fn render_linkerd(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpK
     if !tcp.is_empty() {
         let mut merged: HashMap<String, [u64; 4]> = HashMap::new();
         for (k, v) in tcp {
-            let l = format!("{},peer=\"src\"", linkerd_labels(k.reporter, &k.service, &k.source, &k.destination, k.mtls));
+            let l = format!("{},peer=\"src\"", linkerd_labels(&k.parties));
             let m = merged.entry(l).or_default();
             for i in 0..4 {
                 m[i] += v[i];
@@ -544,15 +544,17 @@ mod tests {
 
     fn key(reporter: Reporter, code: u16, route: Option<&str>) -> HttpKey {
         HttpKey {
-            reporter,
-            source: workload(Some(&meta("productpage", "prod")), Some("spiffe://cluster.local/ns/prod/sa/productpage")),
-            destination: workload(Some(&meta("reviews", "prod")), Some("spiffe://cluster.local/ns/prod/sa/reviews")),
-            service: service(Some("reviews.prod.svc.cluster.local"), 9080),
+            parties: Parties {
+                reporter,
+                source: workload(Some(&meta("productpage", "prod")), Some("spiffe://cluster.local/ns/prod/sa/productpage")),
+                destination: workload(Some(&meta("reviews", "prod")), Some("spiffe://cluster.local/ns/prod/sa/reviews")),
+                service: service(Some("reviews.prod.svc.cluster.local"), 9080),
+                mtls: true,
+            },
             grpc: false,
             code,
             grpc_status: None,
             flags: "-",
-            mtls: true,
             rt_route: route.map(Arc::from),
             failure: code >= 500,
         }
@@ -619,12 +621,14 @@ mod tests {
     fn tcp_connections_open_and_close_under_both_names() {
         let m = Standard::default();
         let k = TcpKey {
-            reporter: Reporter::Destination,
-            source: workload(None, None),
-            destination: workload(Some(&meta("redis", "data")), Some("spiffe://cluster.local/ns/data/sa/redis")),
-            service: service(Some("redis.data.svc.cluster.local"), 6379),
+            parties: Parties {
+                reporter: Reporter::Destination,
+                source: workload(None, None),
+                destination: workload(Some(&meta("redis", "data")), Some("spiffe://cluster.local/ns/data/sa/redis")),
+                service: service(Some("redis.data.svc.cluster.local"), 6379),
+                mtls: false,
+            },
             flags: "-",
-            mtls: false,
         };
         m.tcp_opened(&k);
         m.tcp_opened(&k);
