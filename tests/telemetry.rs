@@ -785,3 +785,48 @@ fn a_telemetry_resource_turns_the_access_log_on_for_errors_only() {
     let e = refused.unwrap_err().to_string();
     assert!(e.contains("spec.accessLogging[0].filter.expression") && e.contains("response.code >= N"), "{e}");
 }
+
+#[test]
+fn a_telemetry_resource_adds_request_labels_to_a_metric_and_removes_standard_ones() {
+    let m = mesh("tag-overrides");
+    m.ctl
+        .apply(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: tenants, namespace: prod}\nspec:\n  metrics:\n  - providers: [{name: prometheus}]\n    overrides:\n    \
+             - match: {metric: REQUEST_COUNT, mode: CLIENT}\n      tagOverrides:\n        tenant: {operation: UPSERT, value: \"request.headers['x-tenant']\"}\n        request_host: {value: request.host}\n    \
+             - tagOverrides:\n        source_principal: {operation: REMOVE}\n",
+        )
+        .unwrap();
+    m.ctl.wait_for_config("productpage", "the tag overrides", Duration::from_secs(15), |c| c["telemetry"]["label_overrides"].as_array().is_some_and(|o| o.len() == 3));
+    for tenant in ["acme", "acme", "initech"] {
+        assert_eq!(m.productpage.curl("http://reviews.prod/", &["-H", &format!("x-tenant: {tenant}")]).unwrap().0, 200);
+    }
+    // The client's REQUEST_COUNT carries the tenant and host; no series names the source principal.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let counts = samples(&m.productpage, "istio_requests_total");
+        if counts.iter().any(|l| l.contains("tenant=\"acme\"") && l.ends_with(" 2")) || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let acme = counts.iter().find(|l| l.contains("tenant=\"acme\"")).unwrap_or_else(|| panic!("{counts:#?}"));
+    assert!(acme.ends_with(" 2") && acme.contains("request_host=\"reviews.prod\"") && !acme.contains("source_principal"), "{acme}");
+    assert!(counts.iter().any(|l| l.contains("tenant=\"initech\"") && l.ends_with(" 1")), "{counts:#?}");
+    // Other metrics get only the removal; the server side (SERVER) no tenant.
+    let durations = samples(&m.productpage, "istio_request_duration_milliseconds_count");
+    assert!(durations.iter().all(|l| !l.contains("tenant=") && !l.contains("source_principal")), "{durations:#?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let server = loop {
+        let d = samples(&m.reviews, "istio_request_duration_milliseconds_count");
+        if d.iter().any(|l| l.contains("reporter=\"destination\",source_workload=\"productpage\"") && l.ends_with(" 3")) || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(server.iter().any(|l| l.ends_with(" 3")) && server.iter().all(|l| !l.contains("source_principal")), "{server:#?}");
+    assert!(samples(&m.reviews, "istio_requests_total").iter().all(|l| !l.contains("tenant=")));
+    // An expression weft cannot evaluate is refused at apply, naming the field.
+    let refused = m.ctl.apply("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: peer, namespace: prod}\nspec:\n  metrics:\n  - overrides:\n    - tagOverrides:\n        peer: {value: \"filter_state['upstream_peer']\"}\n");
+    let e = refused.unwrap_err().to_string();
+    assert!(e.contains("tagOverrides[peer].value") && e.contains("request.headers['NAME']"), "{e}");
+}

@@ -80,6 +80,20 @@ pub struct Args {
     /// default Istio's.
     #[arg(long)]
     access_log_format: Option<String>,
+    /// A tracing collector, NAME=URL (Istio's meshConfig.extensionProviders), repeatable:
+    /// `otlp://HOST:4317` (OTLP/gRPC), `otlp+http://HOST:4318[/v1/traces]` (OTLP/HTTP,
+    /// protobuf) or `zipkin://HOST:9411[/api/v2/spans]` (Zipkin v2 JSON). Telemetry
+    /// resources pick one by name.
+    #[arg(long = "tracing-provider", value_name = "NAME=URL")]
+    tracing_providers: Vec<String>,
+    /// The provider every workload traces to (Istio's meshConfig.defaultProviders.tracing).
+    /// Without one (the default), only workloads a Telemetry resource names a provider for are traced.
+    #[arg(long)]
+    tracing_default_provider: Option<String>,
+    /// Percentage of new traces sampled, 0 to 100 (Istio's default 1); a Telemetry
+    /// resource's randomSamplingPercentage wins. A caller's decision is always followed.
+    #[arg(long, default_value = "1")]
+    tracing_sampling: f64,
 }
 
 pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -109,6 +123,7 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     if let Some(a) = &telemetry.access_log {
         a.check().map_err(|e| anyhow::anyhow!("--access-log-format: {e}"))?;
     }
+    let telemetry = mesh_telemetry(telemetry, &args.tracing_providers, args.tracing_default_provider.as_deref(), args.tracing_sampling)?;
     weft_controller::server::run(weft_controller::server::Options {
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
@@ -133,6 +148,26 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         },
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The tracing flags on top of `base`: a named provider that does not parse,
+/// or a default that names none of them, stops the controller.
+fn mesh_telemetry(mut base: weft_proto::config::Telemetry, providers: &[String], default: Option<&str>, sampling: f64) -> anyhow::Result<weft_controller::compile::telemetry::MeshTelemetry> {
+    use weft_proto::config::{TraceCollector, Tracing};
+    let sampling_ppm = Tracing::ppm(sampling).map_err(|e| anyhow::anyhow!("--tracing-sampling: {e}"))?;
+    let mut named = std::collections::BTreeMap::new();
+    for p in providers {
+        let (name, url) = p.split_once('=').filter(|(n, _)| !n.is_empty()).ok_or_else(|| anyhow::anyhow!("--tracing-provider {p:?}: write NAME=URL, e.g. otel=otlp://otel-collector:4317"))?;
+        let collector = TraceCollector::parse(url).map_err(|e| anyhow::anyhow!("--tracing-provider {name}: {e}"))?;
+        if named.insert(name.to_string(), collector).is_some() {
+            anyhow::bail!("--tracing-provider {name}: given twice");
+        }
+    }
+    if let Some(d) = default {
+        let collector = named.get(d).ok_or_else(|| anyhow::anyhow!("--tracing-default-provider {d:?}: no --tracing-provider has that name"))?;
+        base.tracing = Some(Tracing { sampling_ppm, ..Tracing::to(collector.clone()) });
+    }
+    Ok(weft_controller::compile::telemetry::MeshTelemetry { base, providers: named, sampling_ppm })
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -44,7 +44,7 @@ pub struct Options {
     /// Where `/metrics` (and nothing else) is served for Prometheus.
     pub monitoring_listen: Option<SocketAddr>,
     /// Telemetry settings for every proxy (the access log).
-    pub telemetry: weft_proto::config::Telemetry,
+    pub telemetry: crate::compile::telemetry::MeshTelemetry,
 }
 
 /// Runs the controller until it is told to stop.

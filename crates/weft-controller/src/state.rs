@@ -21,7 +21,7 @@ pub struct Controller {
     /// Mesh-wide authorization settings.
     pub policy: crate::compile::authz::MeshPolicy,
     /// Mesh-wide telemetry settings (metric vocabularies, the access log), sent to every proxy.
-    pub telemetry: weft_proto::config::Telemetry,
+    pub telemetry: crate::compile::telemetry::MeshTelemetry,
     /// JWT issuers' key sets, fetched for the proxies.
     pub jwks: crate::jwks::JwksCache,
     /// Wakes the push loop after the store changed.
@@ -36,7 +36,7 @@ pub struct MeshSettings {
     /// Take token-less proxies at their word (`--insecure-dev`).
     pub insecure_dev: bool,
     pub policy: crate::compile::authz::MeshPolicy,
-    pub telemetry: weft_proto::config::Telemetry,
+    pub telemetry: crate::compile::telemetry::MeshTelemetry,
 }
 
 impl Controller {

@@ -558,26 +558,41 @@ fn service_entry(s: &istio::ServiceEntrySpec, f: &mut Findings) {
 /// What of the Telemetry API weft enforces exactly; the rest is refused
 /// with a reason rather than applied approximately.
 fn telemetry(s: &istio::TelemetrySpec, f: &mut Findings) {
-    // Istio's standard labels, as weft exports them.
-    const STANDARD: &[&str] = &[
-        "reporter", "source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
-        "destination_workload", "destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
-        "destination_service", "destination_service_name", "destination_service_namespace", "destination_cluster", "request_protocol",
-        "response_code", "grpc_response_status", "response_flags", "connection_security_policy",
+    const METRICS: &[&str] = &[
+        "ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES",
+        "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES",
     ];
     for (i, m) in s.metrics.iter().enumerate() {
         for (j, o) in m.overrides.iter().enumerate() {
-            for (tag, t) in &o.tag_overrides {
-                // Removing a label weft does not export is what it already does.
-                let remove = t.operation.as_deref() == Some("REMOVE");
-                if remove && !STANDARD.contains(&tag.as_str()) {
-                    continue;
+            let at = format!("spec.metrics[{i}].overrides[{j}]");
+            if let Some(sel) = &o.matches {
+                if let Some(metric) = sel.metric.as_deref().filter(|x| !METRICS.contains(x)) {
+                    f.invalid(format!("{at}.match.metric"), format!("{metric:?} is not one of Istio's metrics ({})", METRICS.join(", ")));
                 }
-                f.add(
-                    Code::Unsupported,
-                    format!("spec.metrics[{i}].overrides[{j}].tagOverrides[{tag}]"),
-                    "tagOverrides that add or change labels, or remove a standard one, are not supported yet: weft's metrics carry Istio's standard labels",
-                );
+                if sel.custom_metric.is_some() {
+                    f.add(Code::Unsupported, format!("{at}.match.customMetric"), "custom metrics are not supported: weft exports Istio's standard metrics");
+                }
+                if let Some(mode) = sel.mode.as_deref().filter(|x| !["CLIENT", "SERVER", "CLIENT_AND_SERVER"].contains(x)) {
+                    f.invalid(format!("{at}.match.mode"), format!("{mode:?} is not CLIENT, SERVER or CLIENT_AND_SERVER"));
+                }
+            }
+            for (tag, t) in &o.tag_overrides {
+                let path = format!("{at}.tagOverrides[{tag}]");
+                if !is_label_name(tag) {
+                    f.invalid(&path, format!("{tag:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"));
+                }
+                match t.operation.as_deref() {
+                    Some("REMOVE") => {}
+                    None | Some("UPSERT") => match t.value.as_deref() {
+                        None => f.add(Code::MissingField, format!("{path}.value"), "an UPSERT needs a value"),
+                        Some(v) => {
+                            if let Err(e) = crate::values::tag_value(v) {
+                                f.add(Code::Unsupported, format!("{path}.value"), e);
+                            }
+                        }
+                    },
+                    Some(op) => f.invalid(format!("{path}.operation"), format!("{op:?} is not UPSERT or REMOVE")),
+                }
             }
         }
     }
@@ -595,6 +610,27 @@ fn telemetry(s: &istio::TelemetrySpec, f: &mut Findings) {
     if s.access_logging.len() > 1 {
         f.add(Code::Unsupported, "spec.accessLogging[1]", "one accessLogging entry per Telemetry resource (weft has one access log per proxy)");
     }
+    for (i, t) in s.tracing.iter().enumerate() {
+        if let Some(mode) = t.matches.as_ref().and_then(|m| m.mode.as_deref()).filter(|m| *m != "CLIENT_AND_SERVER") {
+            f.add(Code::Unsupported, format!("spec.tracing[{i}].match.mode"), format!("weft records spans on both sides of a hop (CLIENT_AND_SERVER), not only {mode}"));
+        }
+        if t.providers.len() > 1 {
+            f.add(Code::Unsupported, format!("spec.tracing[{i}].providers[1]"), "one tracing provider per workload (as Istio)");
+        }
+        for (k, v) in &t.custom_tags {
+            if let Err(e) = crate::values::trace_tag(v) {
+                f.invalid(format!("spec.tracing[{i}].customTags[{k}]"), e);
+            }
+        }
+    }
+    if s.tracing.len() > 1 {
+        f.add(Code::Unsupported, "spec.tracing[1]", "one tracing entry per Telemetry resource");
+    }
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 fn authorization_policy(s: &istio::AuthorizationPolicySpec, annotations: &std::collections::BTreeMap<String, String>, f: &mut Findings) {

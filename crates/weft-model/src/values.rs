@@ -241,9 +241,112 @@ pub fn access_log_code_filter(expression: &str) -> Option<u16> {
     None
 }
 
+/// The value of a metric `tagOverrides` UPSERT: the attribute expressions
+/// weft evaluates (Istio's CEL, for the attributes the common examples use).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum TagValue {
+    Literal(String),
+    RequestPath,
+    RequestUrlPath,
+    RequestHost,
+    RequestMethod,
+    RequestHeader(String),
+    ResponseCode,
+}
+
+/// `request.path`, `request.url_path`, `request.host`, `request.method`,
+/// `request.headers['x-name']` (or `["x-name"]`), `response.code`, or a
+/// quoted literal (`'v1'`); anything else is refused with the list.
+pub fn tag_value(expression: &str) -> Result<TagValue, String> {
+    let e = expression.trim();
+    let quoted = |s: &str| {
+        let b = s.as_bytes();
+        (b.len() >= 2 && (b[0] == b'\'' || b[0] == b'"') && b[b.len() - 1] == b[0]).then(|| s[1..s.len() - 1].to_string())
+    };
+    match e {
+        "request.path" => return Ok(TagValue::RequestPath),
+        "request.url_path" => return Ok(TagValue::RequestUrlPath),
+        "request.host" => return Ok(TagValue::RequestHost),
+        "request.method" => return Ok(TagValue::RequestMethod),
+        "response.code" => return Ok(TagValue::ResponseCode),
+        _ => {}
+    }
+    if let Some(name) = e.strip_prefix("request.headers[").and_then(|r| r.strip_suffix(']')).and_then(quoted) {
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Ok(TagValue::RequestHeader(name.to_ascii_lowercase()));
+        }
+    }
+    if let Some(literal) = quoted(e) {
+        return Ok(TagValue::Literal(literal));
+    }
+    Err(format!(
+        "weft evaluates request.path, request.url_path, request.host, request.method, request.headers['NAME'], response.code and quoted literals, not {expression:?}"
+    ))
+}
+
+/// One of Istio's tracing `customTags`: a literal, a request header, or
+/// an environment variable of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum TraceTag {
+    Literal(String),
+    Header { name: String, default_value: Option<String> },
+    Environment { name: String, default_value: Option<String> },
+}
+
+/// A `customTags` entry (`{literal: {value}}`, `{header: {name, defaultValue}}`
+/// or `{environment: {name, defaultValue}}`), or why it is not one.
+pub fn trace_tag(v: &serde_json::Value) -> Result<TraceTag, String> {
+    let obj = v.as_object().filter(|o| o.len() == 1).ok_or("a custom tag is one of literal, header or environment")?;
+    let (kind, body) = obj.iter().next().ok_or("a custom tag is one of literal, header or environment")?;
+    let field = |name: &str| body.get(name).and_then(|x| x.as_str()).map(str::to_string);
+    let known = |allowed: &[&str]| match body.as_object() {
+        Some(o) => match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(format!("{kind}.{k} is not a field of a {kind} tag ({})", allowed.join(", "))),
+            None => Ok(()),
+        },
+        None => Err(format!("{kind} is an object")),
+    };
+    match kind.as_str() {
+        "literal" => {
+            known(&["value"])?;
+            Ok(TraceTag::Literal(field("value").ok_or("literal needs a value")?))
+        }
+        "header" | "environment" => {
+            known(&["name", "defaultValue"])?;
+            let name = field("name").filter(|n| !n.is_empty()).ok_or(format!("{kind} needs a name"))?;
+            let default_value = field("defaultValue");
+            Ok(if kind == "header" { TraceTag::Header { name, default_value } } else { TraceTag::Environment { name, default_value } })
+        }
+        k => Err(format!("{k:?} is not a kind of custom tag (literal, header or environment)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_values_users_write() {
+        assert_eq!(tag_value("request.host"), Ok(TagValue::RequestHost));
+        assert_eq!(tag_value(" request.url_path "), Ok(TagValue::RequestUrlPath));
+        assert_eq!(tag_value("request.headers['X-Tenant']"), Ok(TagValue::RequestHeader("x-tenant".into())));
+        assert_eq!(tag_value("request.headers[\"user-agent\"]"), Ok(TagValue::RequestHeader("user-agent".into())));
+        assert_eq!(tag_value("'blue'"), Ok(TagValue::Literal("blue".into())));
+        for bad in ["request.headers[x]", "filter_state['upstream_peer']", "request.size > 10", "'open", "has(request.host) ? 'a' : 'b'"] {
+            assert!(tag_value(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trace_tags_users_write() {
+        let tag = |s: &str| trace_tag(&serde_json::from_str(s).unwrap());
+        assert_eq!(tag(r#"{"literal": {"value": "blue"}}"#), Ok(TraceTag::Literal("blue".into())));
+        assert_eq!(tag(r#"{"header": {"name": "x-user", "defaultValue": "anon"}}"#), Ok(TraceTag::Header { name: "x-user".into(), default_value: Some("anon".into()) }));
+        assert_eq!(tag(r#"{"environment": {"name": "POD_NAME"}}"#), Ok(TraceTag::Environment { name: "POD_NAME".into(), default_value: None }));
+        assert!(tag(r#"{"cel": {"expr": "x"}}"#).unwrap_err().contains("not a kind"));
+        assert!(tag(r#"{"header": {"nam": "x"}}"#).unwrap_err().contains("nam is not a field"));
+        assert!(tag(r#"{"literal": {"value": "a"}, "header": {"name": "b"}}"#).is_err());
+    }
 
     #[test]
     fn durations_users_write() {

@@ -46,12 +46,205 @@ pub struct Telemetry {
     /// The access log; none (Istio's default) logs nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// Spans for sampled requests; none (the default) propagates trace
+    /// headers untouched and records nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
+    /// Labels removed from, added to or changed in Istio's metrics (the
+    /// Telemetry API's `tagOverrides`), applied in order: a later one for
+    /// the same label wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_overrides: Vec<LabelOverride>,
 }
 
 impl Default for Telemetry {
     fn default() -> Telemetry {
-        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 1_000, access_log: None }
+        Telemetry { istio_metrics: true, linkerd_metrics: true, max_series: 1_000, access_log: None, tracing: None, label_overrides: vec![] }
     }
+}
+
+/// One of Istio's `tagOverrides`, for some of its metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelOverride {
+    /// The metrics it applies to; empty: all of Istio's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<IstioMetric>,
+    /// Only the series this side reports (`source`: Istio's CLIENT mode,
+    /// `destination`: SERVER); none: both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<OverrideReporter>,
+    pub label: String,
+    /// Its value; none removes the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<LabelValue>,
+}
+
+/// Istio's metric names, as Telemetry resources write them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IstioMetric {
+    RequestCount,
+    RequestDuration,
+    RequestSize,
+    ResponseSize,
+    GrpcRequestMessages,
+    GrpcResponseMessages,
+    TcpOpenedConnections,
+    TcpClosedConnections,
+    TcpSentBytes,
+    TcpReceivedBytes,
+}
+
+impl IstioMetric {
+    /// `REQUEST_COUNT`, ... (the Telemetry API's name).
+    pub fn parse(name: &str) -> Option<IstioMetric> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+    }
+
+    /// Whether it counts opaque TCP connections (request attributes are `unknown` there).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, IstioMetric::TcpOpenedConnections | IstioMetric::TcpClosedConnections | IstioMetric::TcpSentBytes | IstioMetric::TcpReceivedBytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideReporter {
+    Source,
+    Destination,
+}
+
+/// What a label added or changed by an override is set to: a literal, or
+/// an attribute of the request (`unknown` on TCP series, which have none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelValue {
+    Literal(String),
+    /// `request.path`: path and query.
+    RequestPath,
+    /// `request.url_path`: the path without the query.
+    RequestUrlPath,
+    /// `request.host`.
+    RequestHost,
+    /// `request.method`.
+    RequestMethod,
+    /// `request.headers['NAME']` (lowercase), `unknown` when absent.
+    RequestHeader(String),
+    /// `response.code`.
+    ResponseCode,
+}
+
+/// Distributed tracing (Istio's tracing provider and Telemetry `tracing`):
+/// each proxy records a span per sampled request and exports them to one
+/// collector, off the request path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    pub collector: TraceCollector,
+    /// Of requests that start a trace (no sampling decision in their
+    /// headers), how many are sampled, in parts per million: Istio's
+    /// `randomSamplingPercentage` x 10,000 (its default 1% is 10,000).
+    /// A decision in the headers is always followed (parent-based).
+    #[serde(default = "Tracing::default_sampling")]
+    pub sampling_ppm: u32,
+    /// Extra span attributes (Istio's `customTags`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_tags: BTreeMap<String, CustomTag>,
+    /// `http.url` is cut to this many bytes (Istio's `maxPathTagLength`).
+    #[serde(default = "Tracing::default_max_path")]
+    pub max_path_tag_length: usize,
+}
+
+impl Tracing {
+    fn default_sampling() -> u32 {
+        10_000
+    }
+    fn default_max_path() -> usize {
+        256
+    }
+
+    /// Tracing to `collector` with Istio's defaults (1%, 256-byte URLs).
+    pub fn to(collector: TraceCollector) -> Tracing {
+        Tracing { collector, sampling_ppm: Tracing::default_sampling(), custom_tags: BTreeMap::new(), max_path_tag_length: Tracing::default_max_path() }
+    }
+
+    /// A percentage (0 to 100, two decimals count) in parts per million.
+    pub fn ppm(percent: f64) -> Result<u32, String> {
+        if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
+            return Err(format!("a sampling percentage is between 0 and 100, not {percent}"));
+        }
+        Ok((percent * 10_000.0).round() as u32)
+    }
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceCollector {
+    pub protocol: TraceProtocol,
+    /// `host:port`, resolved when the exporter connects.
+    pub address: String,
+    /// The HTTP path spans are posted to (OTLP/HTTP and Zipkin).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceProtocol {
+    /// OTLP over gRPC (`opentelemetry.proto.collector.trace.v1.TraceService/Export`).
+    OtlpGrpc,
+    /// OTLP over HTTP, protobuf body (`POST /v1/traces`).
+    OtlpHttp,
+    /// Zipkin v2 JSON (`POST /api/v2/spans`).
+    Zipkin,
+}
+
+impl TraceCollector {
+    /// `otlp://HOST:PORT` (OTLP/gRPC), `otlp+http://HOST:PORT[/PATH]`
+    /// (OTLP/HTTP, default path `/v1/traces`) or `zipkin://HOST:PORT[/PATH]`
+    /// (default `/api/v2/spans`).
+    pub fn parse(url: &str) -> Result<TraceCollector, String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?}: a collector is otlp://HOST:PORT, otlp+http://HOST:PORT[/PATH] or zipkin://HOST:PORT[/PATH]"))?;
+        let (protocol, default_path) = match scheme {
+            "otlp" | "otlp+grpc" => (TraceProtocol::OtlpGrpc, ""),
+            "otlp+http" => (TraceProtocol::OtlpHttp, "/v1/traces"),
+            "zipkin" => (TraceProtocol::Zipkin, "/api/v2/spans"),
+            s => return Err(format!("{url:?}: unknown collector protocol {s:?} (otlp, otlp+http or zipkin)")),
+        };
+        let (address, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, default_path),
+        };
+        match address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {}
+            _ => return Err(format!("{url:?}: the collector's address is HOST:PORT, not {address:?}")),
+        }
+        if protocol == TraceProtocol::OtlpGrpc && !path.is_empty() {
+            return Err(format!("{url:?}: an OTLP/gRPC collector has no path"));
+        }
+        Ok(TraceCollector { protocol, address: address.to_string(), path: path.to_string() })
+    }
+}
+
+/// One custom span attribute's value (Istio's `customTags`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CustomTag {
+    Literal { value: String },
+    /// A request header's value, or `default_value` without one.
+    Header {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_value: Option<String>,
+    },
+    /// The proxy's environment variable, read when the config is taken.
+    Environment {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_value: Option<String>,
+    },
 }
 
 /// One line per request and per opaque TCP connection (Istio's
@@ -891,6 +1084,14 @@ impl ProxyConfig {
         if let Some(a) = &self.telemetry.access_log {
             a.check().map_err(|e| format!("access log: {e}"))?;
         }
+        if let Some(t) = &self.telemetry.tracing {
+            if t.sampling_ppm > 1_000_000 {
+                return Err(format!("tracing: sampling_ppm is at most 1000000 (100%), not {}", t.sampling_ppm));
+            }
+            if !t.collector.address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+                return Err(format!("tracing: the collector's address is HOST:PORT, not {:?}", t.collector.address));
+            }
+        }
         let mut clusters = BTreeMap::new();
         for c in &self.clusters {
             if clusters.insert(c.name.as_str(), c).is_some() {
@@ -996,6 +1197,21 @@ impl ProxyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_urls_name_protocol_address_and_path() {
+        let c = TraceCollector::parse("otlp://otel.observability:4317").unwrap();
+        assert_eq!((c.protocol, c.address.as_str(), c.path.as_str()), (TraceProtocol::OtlpGrpc, "otel.observability:4317", ""));
+        assert_eq!(TraceCollector::parse("otlp+http://10.0.0.1:4318").unwrap().path, "/v1/traces");
+        let z = TraceCollector::parse("zipkin://zipkin:9411/custom/spans").unwrap();
+        assert_eq!((z.protocol, z.path.as_str()), (TraceProtocol::Zipkin, "/custom/spans"));
+        for bad in ["jaeger://x:1", "otlp://nohost", "otlp://h:0", "zipkin:9411", "otlp://h:4317/v1/traces"] {
+            assert!(TraceCollector::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Tracing::ppm(1.0), Ok(10_000));
+        assert_eq!(Tracing::ppm(0.01), Ok(100));
+        assert!(Tracing::ppm(101.0).is_err() && Tracing::ppm(f64::NAN).is_err());
+    }
 
     #[test]
     fn minimal_yaml_with_defaults() {

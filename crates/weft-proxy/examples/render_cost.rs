@@ -24,6 +24,7 @@ fn main() {
         flags: "-",
         rt_route: None,
         failure: false,
+        extra: None,
     };
     let sets: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     for i in 0..sets {

@@ -77,6 +77,7 @@ pub struct Workload {
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Service {
     pub host: String,
+    pub port: u16,
     pub name: String,
     pub namespace: String,
     /// `destination_service="..",destination_service_name="..",destination_service_namespace=".."`.
@@ -198,7 +199,7 @@ pub fn service(host: Option<&str>, port: u16) -> Shared<Service> {
     }
     let mut as_linkerd_dst = String::new();
     pair(&mut as_linkerd_dst, "dst_service", &name);
-    interned(&SERVICES, Service { host: host.into(), name, namespace, as_istio, as_authority, as_linkerd_dst })
+    interned(&SERVICES, Service { host: host.into(), port, name, namespace, as_istio, as_authority, as_linkerd_dst })
 }
 
 /// The Service host in an Istio-style cluster name (`outbound|PORT|SUBSET|HOST`) and its port.

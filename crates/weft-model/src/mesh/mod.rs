@@ -445,7 +445,15 @@ impl SidecarScope {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelemetryPolicy {
     pub scope: PolicyScope,
+    /// Its `tracing`: the provider named (the first), the sampling
+    /// percentage, whether span reporting is off, the custom tags (each
+    /// `None` when it says nothing of that part).
+    pub trace_provider: Option<String>,
     pub trace_sampling_percent: Option<f64>,
+    pub tracing_disabled: Option<bool>,
+    pub trace_tags: Option<BTreeMap<String, crate::values::TraceTag>>,
+    /// Its metrics `tagOverrides`, in order.
+    pub tag_overrides: Vec<TagOverrideRule>,
     pub metrics_disabled: bool,
     pub access_log_disabled: Option<bool>,
     /// What its `accessLogging` says: `Some(true)` on, `Some(false)` off, `None` nothing.
@@ -456,6 +464,16 @@ pub struct TelemetryPolicy {
 }
 
 pub use crate::values::access_log_code_filter;
+
+/// One metrics `tagOverrides` entry: for `metric` (none: ALL_METRICS) as
+/// `mode` reports it (none: CLIENT_AND_SERVER), `tag` set to `value` (none: REMOVE).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TagOverrideRule {
+    pub metric: Option<String>,
+    pub mode: Option<String>,
+    pub tag: String,
+    pub value: Option<crate::values::TagValue>,
+}
 
 /// The whole mesh configuration in one normalised form.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -730,13 +748,39 @@ impl Mesh {
                 }),
                 Resource::Telemetry(o) => m.telemetry.push(TelemetryPolicy {
                     scope: scope(&ns, o.spec.selector.as_ref().map(|s| &s.match_labels.0), root_namespace),
+                    trace_provider: o.spec.tracing.iter().find_map(|t| t.providers.first().map(|p| p.name.clone())),
                     trace_sampling_percent: o.spec.tracing.iter().find_map(|t| t.random_sampling_percentage.map(|p| p.0)),
+                    tracing_disabled: o.spec.tracing.iter().find_map(|t| t.disable_span_reporting),
+                    // Tags that do not parse are refused by validation; none gets here.
+                    trace_tags: o
+                        .spec
+                        .tracing
+                        .iter()
+                        .find(|t| !t.custom_tags.is_empty())
+                        .map(|t| t.custom_tags.iter().filter_map(|(k, v)| Some((k.clone(), crate::values::trace_tag(v).ok()?))).collect()),
                     metrics_disabled: o
                         .spec
                         .metrics
                         .iter()
                         .flat_map(|x| &x.overrides)
                         .any(|ov| ov.disabled == Some(true) && ov.matches.as_ref().is_none_or(|s| s.metric.as_deref().is_none_or(|x| x == "ALL_METRICS"))),
+                    // Entries that do not parse are refused by validation; none gets here.
+                    tag_overrides: o
+                        .spec
+                        .metrics
+                        .iter()
+                        .flat_map(|x| &x.overrides)
+                        .flat_map(|ov| {
+                            let (metric, mode) = ov.matches.as_ref().map(|s| (s.metric.clone().filter(|m| m != "ALL_METRICS"), s.mode.clone())).unwrap_or_default();
+                            ov.tag_overrides.iter().filter_map(move |(tag, t)| {
+                                let value = match t.operation.as_deref() {
+                                    Some("REMOVE") => None,
+                                    _ => Some(crate::values::tag_value(t.value.as_deref()?).ok()?),
+                                };
+                                Some(TagOverrideRule { metric: metric.clone(), mode: mode.clone(), tag: tag.clone(), value })
+                            })
+                        })
+                        .collect(),
                     access_log_disabled: o.spec.access_logging.iter().find_map(|a| a.disabled),
                     access_log: o.spec.access_logging.first().map(|a| a.disabled != Some(true)),
                     access_log_min_code: o

@@ -75,7 +75,7 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     let cx = BuildContext { certificate: certificate_rx, workload: workload.clone() };
     let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx).map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?));
     let metrics = Arc::new(Metrics::new());
-    metrics.configure(&rx.borrow().config.telemetry).map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?;
+    { let s = rx.borrow(); metrics.configure(&s.config.telemetry, &s.own_labels) }.map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?;
     let proxy = Arc::new(Proxy {
         snapshot: rx,
         metrics,
@@ -166,7 +166,7 @@ fn reload(proxy: &Proxy, tx: &watch::Sender<Arc<Snapshot>>, path: &std::path::Pa
                 tracing::warn!("listener changes need a restart; routes, clusters and limits were applied");
             }
             let version = snapshot.config.version.clone();
-            if let Err(e) = proxy.metrics.configure(&snapshot.config.telemetry) {
+            if let Err(e) = proxy.metrics.configure(&snapshot.config.telemetry, &snapshot.own_labels) {
                 tracing::error!("config reload refused, keeping the running config: {e}");
                 proxy.metrics.config_reloads.get_or_create(&crate::telemetry::ReloadLabels { source: source.to_string(), result: "rejected".into() }).inc();
                 return;

@@ -128,7 +128,7 @@ fn apply(push: &ConfigPush, sink: &ConfigSink) -> Result<(), String> {
     if let Some(state) = &sink.state {
         state.save_config(&snapshot.config);
     }
-    sink.metrics.configure(&snapshot.config.telemetry)?;
+    sink.metrics.configure(&snapshot.config.telemetry, &snapshot.own_labels)?;
     sink.snapshot.send_replace(Arc::new(snapshot));
     Ok(())
 }

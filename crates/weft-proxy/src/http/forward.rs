@@ -1,12 +1,12 @@
 //! Forwarding one request to its target: CONNECT becomes a tunnel; the
 //! route's fault may delay or abort it; the request is rewritten for the
-//! upstream (path, hop-by-hop headers, `x-request-id`, the route's header
+//! upstream (path, hop-by-hop headers, the route's header
 //! operations and authority); mirrors get a copy; it is sent (with retries)
 //! within the route's timeout; the response gets the route's header
 //! operations and a sticky cookie, and an upgrade is spliced.
 
 use super::body::RequestBody;
-use super::headers::{apply_header_ops, request_id, strip_hop_by_hop};
+use super::headers::{apply_header_ops, strip_hop_by_hop};
 use super::send::{send, Outgoing, Sending};
 use super::{fault, mirror, tunnel};
 use crate::body::Body;
@@ -49,9 +49,6 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Body>, fwd: Forward, host: 
     parts.version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    if !headers.contains_key("x-request-id") {
-        headers.insert("x-request-id", request_id());
-    }
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }

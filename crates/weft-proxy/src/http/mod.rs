@@ -23,6 +23,7 @@ use crate::outbound::{Forward, Plan};
 use crate::target::Target;
 use crate::state::Proxy;
 use crate::telemetry::flow::{CountedRequest, RecordedResponse, RequestCounts};
+use crate::telemetry::tracer::SpanKind;
 use crate::telemetry::RequestRecord;
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -30,9 +31,10 @@ use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Outbound: size limit -> route (rule, cluster, endpoint) -> forward, or the route's own answer.
-pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination, req: Request<Incoming>) -> Response<Body> {
-    let mut record = start(&proxy, &conn, &req);
+/// Outbound: request id and client span -> size limit -> route (rule,
+/// cluster, endpoint) -> forward, or the route's own answer.
+pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination, mut req: Request<Incoming>) -> Response<Body> {
+    let mut record = start(&proxy, &conn, &mut req, SpanKind::Client);
     let snapshot = proxy.snapshot();
     // Until a target is known (and for the route's own answers), only this side is.
     record.parties.source = snapshot.own_labels.clone();
@@ -57,11 +59,11 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination
     answer(record, result)
 }
 
-/// Inbound: hand-off rules (identity headers) -> size limit -> path, JWT,
-/// authorization ([`policy`]) -> the local app.
+/// Inbound: hand-off rules (identity headers) -> request id and server
+/// span -> size limit -> path, JWT, authorization ([`policy`]) -> the local app.
 pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     crate::inbound::app::hand_off(&mut req, &conn.peer, proxy.own_identity().as_deref());
-    let mut record = start(&proxy, &conn, &req);
+    let mut record = start(&proxy, &conn, &mut req, SpanKind::Server);
     let snapshot = proxy.snapshot();
     let host = headers::authority(&req);
     record.parties = crate::inbound::parties(&snapshot, &conn, host.as_deref(), app.port());
@@ -77,14 +79,23 @@ pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, 
     answer(record, result)
 }
 
-fn start(proxy: &Proxy, conn: &Connection, req: &Request<Incoming>) -> RequestRecord {
+/// The request's record, started: its id (`x-request-id`, made when the
+/// client sent none) and its span (the trace headers the next hop sees)
+/// are set first, so the access log shows them as they are forwarded.
+fn start(proxy: &Proxy, conn: &Connection, req: &mut Request<Incoming>, kind: SpanKind) -> RequestRecord {
+    if !req.headers().contains_key("x-request-id") {
+        req.headers_mut().insert("x-request-id", headers::request_id());
+    }
+    let span = proxy.metrics.tracer().and_then(|t| t.start(req, kind));
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut record = RequestRecord::start(proxy.metrics.clone(), conn.listener.clone(), conn.peer.clone(), req.method().clone(), path);
-    record.grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    record.span = span;
+    record.label_inputs = proxy.metrics.standard.capture(req);
+    record.version = req.version();
+    record.grpc = headers::is_grpc(req.headers());
     record.request_head_bytes = headers::head_bytes(req) as u64;
     if record.access.is_some() {
         record.capture_request(req);
-        record.version = req.version();
         record.sni = conn.sni.clone();
         record.local = match &conn.direction {
             crate::connection::Direction::Inbound { app } | crate::connection::Direction::Outbound(Destination::Original(app)) => Some(*app),

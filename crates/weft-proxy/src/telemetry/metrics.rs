@@ -111,6 +111,9 @@ pub struct Metrics {
     /// The configured access log, if any (swapped when the config changes).
     access: std::sync::RwLock<Option<std::sync::Arc<super::access_sink::AccessSink>>>,
     access_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The tracer in force, if tracing is on (swapped when the config changes).
+    tracer: std::sync::RwLock<Option<std::sync::Arc<super::tracer::Tracer>>>,
+    spans: std::sync::Arc<super::span_export::ExportStats>,
     /// Istio's and Linkerd's vocabularies (rendered after weft's own).
     pub standard: super::standard::Standard,
     pub authz: AuthzFamilies,
@@ -173,6 +176,8 @@ impl Metrics {
         Metrics {
             access: Default::default(),
             access_dropped: Default::default(),
+            tracer: Default::default(),
+            spans: Default::default(),
             standard: Default::default(),
             authz,
             mirrors,
@@ -191,16 +196,24 @@ impl Metrics {
         }
     }
 
-    /// Takes a config's telemetry settings: the vocabularies, and the access
-    /// log (a format that does not compile refuses the config, and nothing changes).
-    pub fn configure(&self, t: &weft_proto::config::Telemetry) -> Result<(), String> {
+    /// Takes a config's telemetry settings: the vocabularies, the access
+    /// log and tracing, recording as `own` (a format that does not compile
+    /// refuses the config, and nothing changes).
+    pub fn configure(&self, t: &weft_proto::config::Telemetry, own: &crate::metric_labels::Workload) -> Result<(), String> {
         let current = self.access_sink();
         let access = match (&t.access_log, current) {
             (None, _) => None,
             (Some(a), Some(c)) if c.is_for(a) => Some(c),
             (Some(a), c) => Some(std::sync::Arc::new(super::access_sink::AccessSink::new(a, c.as_deref(), self.access_dropped.clone()).map_err(|e| format!("access log: {e}"))?)),
         };
+        let current = self.tracer();
+        let tracer = match (&t.tracing, current) {
+            (None, _) => None,
+            (Some(c), Some(t)) if t.is_for(c, own) => Some(t),
+            (Some(c), t) => Some(std::sync::Arc::new(super::tracer::Tracer::new(c, own, t.as_deref(), self.spans.clone()).map_err(|e| format!("tracing: {e}"))?)),
+        };
         *self.access.write().unwrap_or_else(|e| e.into_inner()) = access;
+        *self.tracer.write().unwrap_or_else(|e| e.into_inner()) = tracer;
         self.standard.configure(t);
         Ok(())
     }
@@ -208,6 +221,11 @@ impl Metrics {
     /// The access log in force, if any.
     pub fn access_sink(&self) -> Option<std::sync::Arc<super::access_sink::AccessSink>> {
         self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The tracer in force, if any.
+    pub fn tracer(&self) -> Option<std::sync::Arc<super::tracer::Tracer>> {
+        self.tracer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn render(&self) -> String {
@@ -222,7 +240,17 @@ impl Metrics {
         header(&mut out, "weft_metrics_series_dropped_total", "counter", "Requests and connections not recorded in the standard metrics: a family had max_series label sets");
         out.push_str(&format!("weft_metrics_series_dropped_total {}\n", self.standard.dropped()));
         header(&mut out, "weft_access_log_dropped_total", "counter", "Access-log lines dropped because the writer was behind (the request path never waits for it)");
-        out.push_str(&format!("weft_access_log_dropped_total {}\n# EOF\n", self.access_dropped.load(std::sync::atomic::Ordering::Relaxed)));
+        out.push_str(&format!("weft_access_log_dropped_total {}\n", self.access_dropped.load(std::sync::atomic::Ordering::Relaxed)));
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, value) in [
+            ("weft_tracing_spans_recorded_total", "Spans of sampled requests finished and handed to the exporter", &self.spans.recorded),
+            ("weft_tracing_spans_exported_total", "Spans the collector took", &self.spans.exported),
+            ("weft_tracing_spans_dropped_total", "Spans dropped: the export queue was full, or the collector did not take them", &self.spans.dropped),
+        ] {
+            header(&mut out, name, "counter", help);
+            out.push_str(&format!("{name} {}\n", value.load(Relaxed)));
+        }
+        out.push_str("# EOF\n");
         out
     }
 }

@@ -75,6 +75,10 @@ pub struct RequestRecord {
     /// The address the client connected to (its original destination, or the app's).
     pub local: Option<SocketAddr>,
     pub sni: Option<Arc<str>>,
+    /// The request's span, when it is sampled.
+    pub span: Option<Box<super::tracer::Open>>,
+    /// What `tagOverrides` read of the request (none without such overrides).
+    pub label_inputs: Option<Arc<[String]>>,
 }
 
 /// The `grpc-status` in headers or trailers.
@@ -94,6 +98,8 @@ impl RequestRecord {
             version: http::Version::HTTP_11,
             local: None,
             sni: None,
+            span: None,
+            label_inputs: None,
             response_head_bytes: 0,
             metrics,
             start: Instant::now(),
@@ -225,6 +231,7 @@ impl RequestRecord {
             flags: self.flags(),
             rt_route: named_rule.then(|| self.route.clone()),
             failure: self.failure(),
+            extra: self.label_inputs.take(),
         };
         let request_messages = self.request_body.as_ref().map(|c| c.messages.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0);
         m.standard.request(
@@ -252,6 +259,9 @@ impl RequestRecord {
             .observe(self.headers_at.unwrap_or(elapsed).as_secs_f64());
         if let Some(sink) = &self.access {
             access_log::request(self, sink, elapsed);
+        }
+        if let Some(span) = self.span.take() {
+            super::tracer::finish(*span, self, elapsed);
         }
     }
 }

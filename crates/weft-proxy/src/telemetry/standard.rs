@@ -11,7 +11,9 @@
 //! keeps at most `max_series` label sets (a request with a new one beyond it
 //! is counted in `weft_metrics_series_dropped_total`, not recorded).
 
+use super::label_overrides::{self, Labels, Overrides};
 use crate::metric_labels::{self, escape_into, Service, Shared, Workload};
+use weft_proto::config::{IstioMetric, OverrideReporter};
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::hash::Hash;
@@ -111,6 +113,8 @@ pub struct HttpKey {
     pub rt_route: Option<Arc<str>>,
     /// Linkerd's classification: a 5xx, or what the route's response classes call a failure.
     pub failure: bool,
+    /// The request attributes `tagOverrides` read (none without such overrides).
+    pub extra: Option<Arc<[String]>>,
 }
 
 /// What one request adds to its series.
@@ -197,6 +201,9 @@ pub struct Standard {
     pub istio: std::sync::atomic::AtomicBool,
     pub linkerd: std::sync::atomic::AtomicBool,
     dropped: AtomicU64,
+    overrides: RwLock<Arc<Overrides>>,
+    /// Some override reads the request (so records must capture it).
+    reads_requests: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Standard {
@@ -208,6 +215,8 @@ impl Default for Standard {
             istio: true.into(),
             linkerd: true.into(),
             dropped: AtomicU64::new(0),
+            overrides: Default::default(),
+            reads_requests: false.into(),
         }
     }
 }
@@ -218,6 +227,25 @@ impl Standard {
         self.max_series.store(t.max_series, Relaxed);
         self.istio.store(t.istio_metrics, Relaxed);
         self.linkerd.store(t.linkerd_metrics, Relaxed);
+        let next = Overrides::new(&t.label_overrides);
+        let mut current = self.overrides.write().unwrap_or_else(|e| e.into_inner());
+        self.reads_requests.store(next.reads_requests(), Relaxed);
+        if **current != next {
+            *current = Arc::new(next);
+        }
+    }
+
+    /// The `tagOverrides` in force.
+    pub fn overrides(&self) -> Arc<Overrides> {
+        self.overrides.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the overrides read of `req`, for its series key (nothing, and no lock, without such overrides).
+    pub fn capture<B>(&self, req: &http::Request<B>) -> Option<Arc<[String]>> {
+        if !self.reads_requests.load(Relaxed) {
+            return None;
+        }
+        self.overrides().capture(req)
     }
 
     fn enabled(&self) -> bool {
@@ -284,7 +312,7 @@ impl Standard {
             .map(|(k, v)| (k.clone(), [v.opened.load(Relaxed), v.closed.load(Relaxed), v.sent.load(Relaxed), v.received.load(Relaxed)]))
             .collect();
         if self.istio.load(Relaxed) {
-            render_istio(out, &http, &tcp);
+            render_istio(out, &http, &tcp, &self.overrides());
         }
         if self.linkerd.load(Relaxed) {
             render_linkerd(out, &http, &tcp);
@@ -381,13 +409,78 @@ fn security(mtls: bool) -> &'static str {
     }
 }
 
-fn render_istio(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpKey, [u64; 4])]) {
+fn side(r: Reporter) -> OverrideReporter {
+    match r {
+        Reporter::Source => OverrideReporter::Source,
+        Reporter::Destination => OverrideReporter::Destination,
+    }
+}
+
+/// A series' Istio labels as a list (what overrides work on); rendered
+/// without overrides it is exactly the prebuilt string.
+fn istio_label_list(p: &Parties, protocol: &str) -> Labels {
+    let (s, d, svc) = (&p.source, &p.destination, &p.service);
+    vec![
+        ("reporter", p.reporter.istio().into()),
+        ("source_workload", s.name.clone()),
+        ("source_workload_namespace", s.namespace.clone()),
+        ("source_principal", s.principal.clone()),
+        ("source_app", s.app.clone()),
+        ("source_version", s.version.clone()),
+        ("source_cluster", s.cluster.clone()),
+        ("destination_workload", d.name.clone()),
+        ("destination_workload_namespace", d.namespace.clone()),
+        ("destination_principal", d.principal.clone()),
+        ("destination_app", d.app.clone()),
+        ("destination_version", d.version.clone()),
+        ("destination_cluster", d.cluster.clone()),
+        ("destination_service", svc.host.clone()),
+        ("destination_service_name", svc.name.clone()),
+        ("destination_service_namespace", svc.namespace.clone()),
+        ("request_protocol", protocol.into()),
+    ]
+}
+
+fn http_label_list(k: &HttpKey) -> Labels {
+    let mut l = istio_label_list(&k.parties, if k.grpc { "grpc" } else { "http" });
+    l.extend([
+        ("response_code", k.code.to_string()),
+        ("grpc_response_status", k.grpc_status.map(|s| s.to_string()).unwrap_or_default()),
+        ("response_flags", k.flags.to_string()),
+        ("connection_security_policy", security(k.parties.mtls).to_string()),
+    ]);
+    l
+}
+
+fn tcp_label_list(k: &TcpKey) -> Labels {
+    let mut l = istio_label_list(&k.parties, "tcp");
+    l.extend([("response_flags", k.flags.to_string()), ("connection_security_policy", security(k.parties.mtls).to_string())]);
+    l
+}
+
+/// The rows of one HTTP family: the shared ones, or (when overrides touch
+/// it) its own, labels overridden and equal ones summed. `grpc`: gRPC series only.
+fn http_rows<'a>(metric: IstioMetric, shared: &'a [(String, &'a HttpTotals, bool)], http: &[(HttpKey, HttpTotals)], o: &Overrides, grpc: bool) -> Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, HttpTotals>)> {
+    use std::borrow::Cow;
+    if !o.touches(metric) {
+        return shared.iter().filter(|r| !grpc || r.2).map(|(l, v, _)| (Cow::Borrowed(l.as_str()), Cow::Borrowed(*v))).collect();
+    }
+    let mut merged: HashMap<String, HttpTotals> = HashMap::new();
+    for (k, v) in http.iter().filter(|(k, _)| !grpc || k.grpc) {
+        let mut labels = http_label_list(k);
+        o.apply(metric, side(k.parties.reporter), &mut labels, k.extra.as_deref(), Some(k.code));
+        merged.entry(label_overrides::render(&labels)).or_default().add(v);
+    }
+    merged.into_iter().map(|(l, v)| (Cow::Owned(l), Cow::Owned(v))).collect()
+}
+
+fn render_istio(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpKey, [u64; 4])], o: &Overrides) {
     let mut merged: HashMap<IstioHttp, HttpTotals> = HashMap::new();
     for (k, v) in http {
         let view = IstioHttp { parties: k.parties.clone(), grpc: k.grpc, code: k.code, grpc_status: k.grpc_status, flags: k.flags };
         merged.entry(view).or_default().add(v);
     }
-    let rows: Vec<(String, &HttpTotals, bool)> = merged
+    let shared: Vec<(String, &HttpTotals, bool)> = merged
         .iter()
         .map(|(k, v)| {
             let mut l = istio_labels(&k.parties, if k.grpc { "grpc" } else { "http" });
@@ -396,53 +489,65 @@ fn render_istio(out: &mut String, http: &[(HttpKey, HttpTotals)], tcp: &[(TcpKey
             (l, v, k.grpc)
         })
         .collect();
-    if !rows.is_empty() {
+    if !shared.is_empty() {
+        let rows = http_rows(IstioMetric::RequestCount, &shared, http, o, false);
         header(out, "istio_requests_total", "counter", "Requests, by both sides' workloads, the service, the response code and flags");
-        for (l, v, _) in &rows {
+        for (l, v) in &rows {
             let _ = writeln!(out, "istio_requests_total{{{l}}} {}", v.requests);
         }
         header(out, "istio_request_duration_milliseconds", "histogram", "Request duration (to the end of the response)");
-        for (l, v, _) in &rows {
+        for (l, v) in &http_rows(IstioMetric::RequestDuration, &shared, http, o, false) {
             histogram(out, "istio_request_duration_milliseconds", l, KEPT_US, 1000.0, ISTIO_MS, &v.duration);
         }
         header(out, "istio_request_bytes", "histogram", "Request size: headers and body");
-        for (l, v, _) in &rows {
+        for (l, v) in &http_rows(IstioMetric::RequestSize, &shared, http, o, false) {
             histogram(out, "istio_request_bytes", l, SIZES, 1.0, SIZE_BOUNDS, &v.request_bytes);
         }
         header(out, "istio_response_bytes", "histogram", "Response size: headers and body");
-        for (l, v, _) in &rows {
+        for (l, v) in &http_rows(IstioMetric::ResponseSize, &shared, http, o, false) {
             histogram(out, "istio_response_bytes", l, SIZES, 1.0, SIZE_BOUNDS, &v.response_bytes);
         }
-        let grpc: Vec<_> = rows.iter().filter(|r| r.2).collect();
-        if !grpc.is_empty() {
+        if shared.iter().any(|r| r.2) {
             header(out, "istio_request_messages_total", "counter", "gRPC messages the client sent");
-            for (l, v, _) in &grpc {
+            for (l, v) in &http_rows(IstioMetric::GrpcRequestMessages, &shared, http, o, true) {
                 let _ = writeln!(out, "istio_request_messages_total{{{l}}} {}", v.request_messages);
             }
             header(out, "istio_response_messages_total", "counter", "gRPC messages the server sent");
-            for (l, v, _) in &grpc {
+            for (l, v) in &http_rows(IstioMetric::GrpcResponseMessages, &shared, http, o, true) {
                 let _ = writeln!(out, "istio_response_messages_total{{{l}}} {}", v.response_messages);
             }
         }
     }
     if !tcp.is_empty() {
-        let rows: Vec<(String, &[u64; 4])> = tcp
+        let shared: Vec<(String, [u64; 4])> = tcp
             .iter()
             .map(|(k, v)| {
                 let mut l = istio_labels(&k.parties, "tcp");
                 let _ = write!(l, ",response_flags=\"{}\",connection_security_policy=\"{}\"", k.flags, security(k.parties.mtls));
-                (l, v)
+                (l, *v)
             })
             .collect();
-        for (name, i, help) in [
-            ("istio_tcp_connections_opened_total", 0, "TCP connections opened"),
-            ("istio_tcp_connections_closed_total", 1, "TCP connections closed"),
-            ("istio_tcp_sent_bytes_total", 2, "Bytes sent to the downstream peer"),
-            ("istio_tcp_received_bytes_total", 3, "Bytes received from the downstream peer"),
+        for (name, i, help, metric) in [
+            ("istio_tcp_connections_opened_total", 0, "TCP connections opened", IstioMetric::TcpOpenedConnections),
+            ("istio_tcp_connections_closed_total", 1, "TCP connections closed", IstioMetric::TcpClosedConnections),
+            ("istio_tcp_sent_bytes_total", 2, "Bytes sent to the downstream peer", IstioMetric::TcpSentBytes),
+            ("istio_tcp_received_bytes_total", 3, "Bytes received from the downstream peer", IstioMetric::TcpReceivedBytes),
         ] {
             header(out, name, "counter", help);
-            for (l, v) in &rows {
-                let _ = writeln!(out, "{name}{{{l}}} {}", v[i]);
+            if !o.touches(metric) {
+                for (l, v) in &shared {
+                    let _ = writeln!(out, "{name}{{{l}}} {}", v[i]);
+                }
+                continue;
+            }
+            let mut merged: HashMap<String, u64> = HashMap::new();
+            for (k, v) in tcp {
+                let mut labels = tcp_label_list(k);
+                o.apply(metric, side(k.parties.reporter), &mut labels, None, None);
+                *merged.entry(label_overrides::render(&labels)).or_default() += v[i];
+            }
+            for (l, v) in &merged {
+                let _ = writeln!(out, "{name}{{{l}}} {v}");
             }
         }
     }
@@ -557,7 +662,43 @@ mod tests {
             flags: "-",
             rt_route: route.map(Arc::from),
             failure: code >= 500,
+            extra: None,
         }
+    }
+
+    #[test]
+    fn the_label_list_renders_as_the_prebuilt_labels() {
+        let k = key(Reporter::Source, 503, None);
+        let mut prebuilt = istio_labels(&k.parties, "http");
+        let _ = write!(prebuilt, ",response_code=\"503\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"mutual_tls\"");
+        assert_eq!(label_overrides::render(&http_label_list(&k)), prebuilt);
+    }
+
+    #[test]
+    fn tag_overrides_add_request_labels_to_their_metrics_and_removed_labels_merge_series() {
+        use weft_proto::config::{LabelOverride, LabelValue};
+        let m = Standard::default();
+        let rules = vec![
+            LabelOverride { metrics: vec![IstioMetric::RequestCount], reporter: None, label: "request_host".into(), value: Some(LabelValue::RequestHost) },
+            LabelOverride { metrics: vec![], reporter: None, label: "response_code".into(), value: None },
+        ];
+        m.configure(&weft_proto::config::Telemetry { label_overrides: rules, ..Default::default() });
+        for (code, host) in [(200, "a.prod"), (503, "a.prod"), (200, "b.prod")] {
+            let req = http::Request::get("/").header("host", host).body(()).unwrap();
+            let k = HttpKey { extra: m.capture(&req), ..key(Reporter::Source, code, None) };
+            m.request(&k, HttpSample { duration_us: 100, ..Default::default() });
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        let counts: Vec<_> = out.lines().filter(|l| l.starts_with("istio_requests_total{")).collect();
+        assert_eq!(counts.len(), 2, "one series per host, the codes merged: {counts:#?}");
+        assert!(counts.iter().any(|l| l.contains("request_host=\"a.prod\"") && l.ends_with(" 2") && !l.contains("response_code")), "{counts:#?}");
+        // The duration histogram gets the removal (every metric) but not the host (REQUEST_COUNT only).
+        let durations: Vec<_> = out.lines().filter(|l| l.starts_with("istio_request_duration_milliseconds_count{")).collect();
+        assert_eq!(durations.len(), 1, "{durations:#?}");
+        assert!(durations[0].ends_with(" 3") && !durations[0].contains("request_host"));
+        // Linkerd's vocabulary is not Istio's Telemetry's to change.
+        assert!(out.lines().any(|l| l.starts_with("response_total{") && l.contains("status_code=\"503\"")));
     }
 
     #[test]
@@ -606,12 +747,12 @@ mod tests {
     #[test]
     fn turned_off_vocabularies_are_neither_kept_nor_shown() {
         let m = Standard::default();
-        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: true, max_series: 10, access_log: None });
+        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: true, max_series: 10, access_log: None, tracing: None, label_overrides: vec![] });
         m.request(&key(Reporter::Source, 200, None), HttpSample::default());
         let mut out = String::new();
         m.render(&mut out);
         assert!(!out.contains("istio_") && out.contains("response_total{"));
-        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: false, max_series: 10, access_log: None });
+        m.configure(&weft_proto::config::Telemetry { istio_metrics: false, linkerd_metrics: false, max_series: 10, access_log: None, tracing: None, label_overrides: vec![] });
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.is_empty());
