@@ -106,6 +106,11 @@ impl Tracer {
     /// the next hop sees written into its headers.
     pub fn start<B>(self: &Arc<Self>, req: &mut Request<B>, kind: SpanKind) -> Option<Box<Open>> {
         let seen = trace_context::read(req.headers());
+        // A caller's "not sampled" already says all the next hop needs: pass it on as it is
+        // (W3C lets a proxy that records nothing forward the context untouched).
+        if seen.incoming.is_some_and(|i| i.parent.is_some() && i.sampled == Some(false)) {
+            return None;
+        }
         let ids = trace_context::child(seen.incoming.as_ref(), || self.sample(), crate::random::random_u64);
         let zipkin = self.config.collector.protocol == weft_proto::config::TraceProtocol::Zipkin;
         trace_context::inject(req.headers_mut(), &ids, trace_context::Forms::for_request(&seen, zipkin));
@@ -245,8 +250,10 @@ mod tests {
         // A caller that sampled is followed even at 0%, one that did not even at 100%.
         let mut req = request(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
         assert_eq!(never.start(&mut req, SpanKind::Server).map(|o| o.ids.parent), Some(Some(0x00f067aa0ba902b7)));
+        let unsampled = request(&[("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), ("x-b3-spanid", "00f067aa0ba902b7"), ("x-b3-sampled", "0")]);
         let mut req = request(&[("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), ("x-b3-spanid", "00f067aa0ba902b7"), ("x-b3-sampled", "0")]);
         assert!(always.start(&mut req, SpanKind::Server).is_none());
+        assert_eq!(req.headers(), unsampled.headers(), "an unsampled caller's context is passed on untouched");
     }
 
     #[test]
