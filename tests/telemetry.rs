@@ -425,6 +425,27 @@ fn both_reporters_label_a_meshed_call_an_unmeshed_caller_a_tcp_connection_and_lo
     );
     let open = samples(&m.redis, "tcp_open_total");
     assert!(open.iter().any(|l| l.contains(&format!("direction=\"inbound\",authority=\"redis.prod.svc.cluster.local:6379\",client_id=\"{PRODUCTPAGE}\",tls=\"true\",peer=\"src\"")) && l.ends_with(" 1")), "{open:?}");
+
+    // A long-lived connection's bytes count as they move, not when it closes (a pool of
+    // database connections would otherwise show no traffic for hours).
+    let bytes = |pod: &Pod, name: &str| -> u64 {
+        samples(pod, name).iter().filter(|l| l.contains("reporter=") && l.contains("destination_service_name=\"redis\"")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    };
+    let before = (bytes(&m.productpage, "istio_tcp_received_bytes_total"), bytes(&m.productpage, "istio_tcp_sent_bytes_total"));
+    m.productpage.spawn("sh", &["-c", "(printf 'PING\\r\\n'; sleep 60) | nc redis.prod 6379"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // PING (6 bytes) went up and +PONG (7 bytes) came back, on a connection still open.
+        let now = (bytes(&m.productpage, "istio_tcp_received_bytes_total"), bytes(&m.productpage, "istio_tcp_sent_bytes_total"));
+        let opened = samples(&m.productpage, "istio_tcp_connections_opened_total");
+        let closed = samples(&m.productpage, "istio_tcp_connections_closed_total");
+        if now.0 >= before.0 + 6 && now.1 >= before.1 + 7 {
+            assert!(opened.iter().any(|l| l.ends_with(" 2")) && closed.iter().all(|l| !l.ends_with(" 2")), "the second connection is open: {opened:?} {closed:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "bytes of the open connection never counted: {before:?} -> {now:?}\n{opened:?}\n{closed:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A real Prometheus on the host, scraping every proxy and the controller each second.

@@ -10,6 +10,7 @@ use crate::inbound::authz;
 use crate::local_reply::LocalReply;
 use crate::target::Target;
 use crate::state::Proxy;
+use crate::telemetry::flow::CountedIo;
 use crate::telemetry::{ConnectionRecord, Parties, TcpRelay};
 use crate::upstream::connect_tcp;
 use crate::upstream::mesh;
@@ -76,11 +77,12 @@ async fn relay(proxy: &Proxy, target: Target, parties: Parties, downstream: impl
             return record.tcp_failed(Some(endpoint), reply);
         }
     };
-    record.relaying(parties);
+    let bytes = record.relaying(parties);
     // copy_bidirectional propagates each side's EOF as a write shutdown (half-close);
-    // a connection on which nothing moved for the idle timeout is closed.
+    // a connection on which nothing moved for the idle timeout is closed. Bytes are
+    // counted as they move, so a reset or an idle close loses none of them.
     let activity = crate::idle::Activity::default();
-    let mut downstream = activity.track(downstream);
+    let mut downstream = CountedIo::new(activity.track(downstream), bytes);
     let idle_timeout = proxy.snapshot().config.limits.connection_idle_timeout;
     let copy = async {
         match &mut upstream {
@@ -92,7 +94,7 @@ async fn relay(proxy: &Proxy, target: Target, parties: Parties, downstream: impl
         r = copy => r,
         _ = activity.expired(idle_timeout) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle")),
     };
-    let (received, sent) = result.as_ref().map(|(a, b)| (*a, *b)).unwrap_or((0, 0));
+    let (received, sent) = (downstream.received, downstream.sent);
     let upstream_mtls = target.endpoint.identity.is_some();
     let cluster = target.cluster_name().to_string();
     record.tcp_done(TcpRelay { endpoint, route: target.route, cluster, upstream_mtls, sent, received, reset: result.is_err() });

@@ -3,7 +3,8 @@
 //! the `grpc-status` a response ends with. The response body carries the
 //! record and emits it when the last frame has gone to the client (or when
 //! the client leaves first: flag DC), so durations and sizes are the whole
-//! exchange, as Istio's are.
+//! exchange, as Istio's are. An opaque TCP connection's bytes are counted
+//! into its series as they move ([`CountedIo`]).
 
 use super::record::RequestRecord;
 use crate::body::Body;
@@ -172,6 +173,57 @@ impl Drop for RecordedResponse {
             }
             r.finish();
         }
+    }
+}
+
+/// An opaque TCP connection's downstream side, its bytes counted as they
+/// move (into the standard series when it has one) and totalled for the
+/// connection's record, whatever way the relay ends.
+pub struct CountedIo<T> {
+    io: T,
+    series: Option<super::standard::TcpBytes>,
+    /// Read from and written to the downstream peer.
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl<T> CountedIo<T> {
+    pub fn new(io: T, series: Option<super::standard::TcpBytes>) -> CountedIo<T> {
+        CountedIo { io, series, received: 0, sent: 0 }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountedIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.received += n;
+            if let Some(s) = &self.series {
+                s.received(n);
+            }
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountedIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.sent += n as u64;
+            if let Some(s) = &self.series {
+                s.sent(n as u64);
+            }
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -9,6 +9,7 @@ use super::flow::RequestCounts;
 use super::metrics::{ConnLabels, DurationLabels, ListenerLabels, Metrics, RejectLabels, RequestLabels};
 pub use super::standard::Parties;
 use super::standard::{HttpKey, HttpSample, Reporter, TcpKey};
+pub use super::standard::TcpBytes;
 pub use crate::connection::Peer;
 use crate::local_reply::{Flag, LocalReply};
 use weft_proto::config::HttpRule;
@@ -373,20 +374,22 @@ impl ConnectionRecord {
         self.ending = Some(Ending::TcpFailed { endpoint, reply });
     }
 
-    /// Opaque TCP is connected to its upstream and relayed between `parties`.
-    pub fn relaying(&mut self, parties: Parties) {
+    /// Opaque TCP is connected to its upstream and relayed between
+    /// `parties`: where its bytes are counted as they move.
+    pub fn relaying(&mut self, parties: Parties) -> Option<TcpBytes> {
         let key = TcpKey { parties, flags: "-" };
-        self.metrics.standard.tcp_opened(&key);
+        let bytes = self.metrics.standard.tcp_opened(&key);
         self.relaying = Some(key);
+        bytes
     }
 
-    /// Opaque TCP relayed until both sides closed.
+    /// Opaque TCP relayed until both sides closed (or one failed).
     pub fn tcp_done(mut self, relay: TcpRelay) {
         if let Some(mut key) = self.relaying.take() {
             if relay.reset {
                 key.flags = Flag::DownstreamConnectionTermination.code();
             }
-            self.metrics.standard.tcp_closed(&key, relay.sent, relay.received);
+            self.metrics.standard.tcp_closed(&key);
         }
         let labels = ListenerLabels { listener: self.listener.name.clone() };
         self.metrics.tcp_received_bytes.get_or_create(&labels).inc_by(relay.received);

@@ -157,12 +157,29 @@ pub struct TcpKey {
 }
 
 #[derive(Default)]
-struct TcpSeries {
+pub struct TcpSeries {
     opened: AtomicU64,
     closed: AtomicU64,
     /// To the downstream peer, and from it.
     sent: AtomicU64,
     received: AtomicU64,
+}
+
+/// Where an open connection's bytes are counted, as they move: long-lived
+/// connections (a database pool) show their traffic while they last.
+#[derive(Clone)]
+pub struct TcpBytes(Arc<TcpSeries>);
+
+impl TcpBytes {
+    /// Bytes written to the downstream peer.
+    pub fn sent(&self, n: u64) {
+        self.0.sent.fetch_add(n, Relaxed);
+    }
+
+    /// Bytes read from the downstream peer.
+    pub fn received(&self, n: u64) {
+        self.0.received.fetch_add(n, Relaxed);
+    }
 }
 
 /// A family's series, at most `max` of them.
@@ -196,7 +213,7 @@ impl<K: Hash + Eq, V: Default> Family<K, V> {
 /// The standard metrics of one proxy.
 pub struct Standard {
     http: Family<HttpKey, HttpSeries>,
-    tcp: Family<TcpKey, TcpSeries>,
+    tcp: Family<TcpKey, Arc<TcpSeries>>,
     max_series: AtomicUsize,
     pub istio: std::sync::atomic::AtomicBool,
     pub linkerd: std::sync::atomic::AtomicBool,
@@ -271,26 +288,32 @@ impl Standard {
         }
     }
 
-    /// A relayed connection opened (counted under flags `-`).
-    pub fn tcp_opened(&self, key: &TcpKey) {
-        if self.enabled() && !self.tcp.with(key, self.max_series.load(Relaxed), |v| {
+    /// A relayed connection opened (counted under flags `-`): the handle
+    /// its bytes are counted into while they move (none when the family is
+    /// full or the vocabularies are off).
+    pub fn tcp_opened(&self, key: &TcpKey) -> Option<TcpBytes> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut handle = None;
+        let recorded = self.tcp.with(key, self.max_series.load(Relaxed), |v| {
             v.opened.fetch_add(1, Relaxed);
-        }) {
+            handle = Some(TcpBytes(v.clone()));
+        });
+        if !recorded {
             self.dropped.fetch_add(1, Relaxed);
         }
+        handle
     }
 
-    /// A relayed connection closed, with the bytes it moved.
-    pub fn tcp_closed(&self, key: &TcpKey, sent: u64, received: u64) {
+    /// A relayed connection closed (its bytes were counted as they moved).
+    pub fn tcp_closed(&self, key: &TcpKey) {
         if !self.enabled() {
             return;
         }
-        let recorded = self.tcp.with(key, self.max_series.load(Relaxed), |v| {
+        if !self.tcp.with(key, self.max_series.load(Relaxed), |v| {
             v.closed.fetch_add(1, Relaxed);
-            v.sent.fetch_add(sent, Relaxed);
-            v.received.fetch_add(received, Relaxed);
-        });
-        if !recorded {
+        }) {
             self.dropped.fetch_add(1, Relaxed);
         }
     }
@@ -771,9 +794,16 @@ mod tests {
             },
             flags: "-",
         };
+        let first = m.tcp_opened(&k).unwrap();
         m.tcp_opened(&k);
-        m.tcp_opened(&k);
-        m.tcp_closed(&k, 10, 20);
+        // Bytes show while the connection is open, before it closes.
+        first.received(20);
+        first.sent(10);
+        let mut open = String::new();
+        m.render(&mut open);
+        assert!(open.lines().any(|l| l.starts_with("istio_tcp_received_bytes_total{") && l.ends_with(" 20")), "{open}");
+        assert!(open.lines().any(|l| l.starts_with("istio_tcp_connections_closed_total{") && l.ends_with(" 0")), "{open}");
+        m.tcp_closed(&k);
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.lines().any(|l| l.starts_with("istio_tcp_connections_opened_total{reporter=\"destination\",source_workload=\"unknown\"") && l.ends_with(" 2")), "{out}");
