@@ -51,13 +51,16 @@ pub async fn run(opts: ControlOptions, sink: ConfigSink) {
     let mut attempt: u32 = 0;
     let mut certificate = sink.build.certificate.clone();
     loop {
+        // The certificate this attempt connects with counts as seen: one
+        // installed while it runs (a renewal after an outage, racing a
+        // refused Hello) makes the next attempt start at once, not after
+        // the backoff.
+        certificate.mark_unchanged();
         match session(&opts, &sink, &mut attempt).await {
             Ok(()) => tracing::warn!(controller = %opts.address, "controller closed the stream; keeping the last config"),
             Err(e) => tracing::warn!(controller = %opts.address, "controller unreachable ({e}); keeping the last config"),
         }
         attempt = attempt.saturating_add(1);
-        // A new certificate (a renewal after an outage) is worth trying at once.
-        certificate.mark_unchanged();
         tokio::select! {
             _ = tokio::time::sleep(Backoff::CONTROLLER.delay(attempt, crate::random::random_u64())) => {}
             _ = certificate.changed() => {}
