@@ -294,5 +294,4 @@ fn ten_percent_sampling_holds_over_2000_requests_and_every_hop_follows_the_decis
     let got: serde_json::Value = serde_json::from_str(&body).unwrap();
     let tp = got["headers"]["traceparent"].as_str().unwrap();
     assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-00"), "{tp}");
-    let _ = &m.api;
 }

@@ -27,7 +27,7 @@ fn main() {
         let start = Instant::now();
         for _ in 0..n {
             let mut req = template.clone();
-            if tracer.start(&mut req, SpanKind::Client).is_some() {
+            if tracer.start(&mut req, Some("reviews.prod"), SpanKind::Client).is_some() {
                 sampled += 1;
             }
             std::hint::black_box(&req);

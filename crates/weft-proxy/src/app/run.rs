@@ -75,7 +75,11 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     let cx = BuildContext { certificate: certificate_rx, workload: workload.clone() };
     let (tx, rx) = watch::channel(Arc::new(Snapshot::build(config, None, &cx).map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?));
     let metrics = Arc::new(Metrics::new());
-    { let s = rx.borrow(); metrics.configure(&s.config.telemetry, &s.own_labels) }.map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?;
+    let configured = {
+        let first = rx.borrow();
+        metrics.configure(&first.config.telemetry, &first.own_labels)
+    };
+    configured.map_err(|e| anyhow::anyhow!("the proxy config: {e}"))?;
     let proxy = Arc::new(Proxy {
         snapshot: rx,
         metrics,

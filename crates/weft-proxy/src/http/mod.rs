@@ -34,11 +34,11 @@ use std::sync::Arc;
 /// Outbound: request id and client span -> size limit -> route (rule,
 /// cluster, endpoint) -> forward, or the route's own answer.
 pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination, mut req: Request<Incoming>) -> Response<Body> {
-    let mut record = start(&proxy, &conn, &mut req, SpanKind::Client);
+    let host = headers::authority(&req);
+    let mut record = start(&proxy, &conn, &mut req, host.as_deref(), SpanKind::Client);
     let snapshot = proxy.snapshot();
     // Until a target is known (and for the route's own answers), only this side is.
     record.parties.source = snapshot.own_labels.clone();
-    let host = headers::authority(&req);
     let result = async {
         within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
         match crate::outbound::route::http(&snapshot, &conn, &dst, host.as_deref(), &req, &mut crate::random::random_u64)? {
@@ -63,9 +63,9 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<Connection>, dst: Destination
 /// span -> size limit -> path, JWT, authorization ([`policy`]) -> the local app.
 pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     crate::inbound::app::hand_off(&mut req, &conn.peer, proxy.own_identity().as_deref());
-    let mut record = start(&proxy, &conn, &mut req, SpanKind::Server);
-    let snapshot = proxy.snapshot();
     let host = headers::authority(&req);
+    let mut record = start(&proxy, &conn, &mut req, host.as_deref(), SpanKind::Server);
+    let snapshot = proxy.snapshot();
     record.parties = crate::inbound::parties(&snapshot, &conn, host.as_deref(), app.port());
     let result = async {
         within_header_limit(&req, snapshot.config.limits.max_header_bytes)?;
@@ -82,15 +82,16 @@ pub async fn inbound(proxy: Arc<Proxy>, conn: Arc<Connection>, app: SocketAddr, 
 /// The request's record, started: its id (`x-request-id`, made when the
 /// client sent none) and its span (the trace headers the next hop sees)
 /// are set first, so the access log shows them as they are forwarded.
-fn start(proxy: &Proxy, conn: &Connection, req: &mut Request<Incoming>, kind: SpanKind) -> RequestRecord {
+/// `host` is the request's authority.
+fn start(proxy: &Proxy, conn: &Connection, req: &mut Request<Incoming>, host: Option<&str>, kind: SpanKind) -> RequestRecord {
     if !req.headers().contains_key("x-request-id") {
         req.headers_mut().insert("x-request-id", headers::request_id());
     }
-    let span = proxy.metrics.tracer().and_then(|t| t.start(req, kind));
+    let span = proxy.metrics.tracer().and_then(|t| t.start(req, host, kind));
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let mut record = RequestRecord::start(proxy.metrics.clone(), conn.listener.clone(), conn.peer.clone(), req.method().clone(), path);
     record.span = span;
-    record.label_inputs = proxy.metrics.standard.capture(req);
+    record.label_inputs = proxy.metrics.standard.capture(req, host);
     record.version = req.version();
     record.grpc = headers::is_grpc(req.headers());
     record.request_head_bytes = headers::head_bytes(req) as u64;

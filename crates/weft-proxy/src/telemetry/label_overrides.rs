@@ -40,13 +40,13 @@ impl Overrides {
     }
 
     /// The request attributes the overrides read, for the series key; none
-    /// when no override reads one (the common case costs nothing).
-    pub fn capture<B>(&self, req: &Request<B>) -> Option<Arc<[String]>> {
+    /// when no override reads one (the common case costs nothing). `host`
+    /// is the request's authority.
+    pub fn capture<B>(&self, req: &Request<B>, host: Option<&str>) -> Option<Arc<[String]>> {
         if self.inputs.is_empty() {
             return None;
         }
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let host = || header("host").or_else(|| req.uri().authority().map(|a| a.to_string()));
         Some(
             self.inputs
                 .iter()
@@ -54,7 +54,7 @@ impl Overrides {
                     match v {
                         LabelValue::RequestPath => req.uri().path_and_query().map(|p| p.to_string()),
                         LabelValue::RequestUrlPath => Some(req.uri().path().to_string()),
-                        LabelValue::RequestHost => host(),
+                        LabelValue::RequestHost => host.map(str::to_string),
                         LabelValue::RequestMethod => Some(req.method().to_string()),
                         LabelValue::RequestHeader(name) => header(name),
                         LabelValue::Literal(_) | LabelValue::ResponseCode => None,
@@ -152,7 +152,7 @@ mod tests {
             rule(&[], None, "code_again", Some(LabelValue::ResponseCode)),
         ]);
         let req = Request::get("http://reviews.prod/a?b").header("host", "reviews.prod").header("x-tenant", "acme").body(()).unwrap();
-        let captured = o.capture(&req).unwrap();
+        let captured = o.capture(&req, Some("reviews.prod")).unwrap();
         assert_eq!(&captured[..], ["reviews.prod".to_string(), "acme".to_string()]);
         let mut l = labels();
         o.apply(IstioMetric::RequestCount, OverrideReporter::Destination, &mut l, Some(&captured), Some(200));
@@ -162,7 +162,7 @@ mod tests {
         o.apply(IstioMetric::TcpSentBytes, OverrideReporter::Source, &mut l, None, None);
         assert_eq!(render(&l), "reporter=\"destination\",response_code=\"200\",tenant=\"fixed\",code_again=\"unknown\"");
         // Nothing read from requests: nothing captured.
-        assert_eq!(Overrides::new(&[rule(&[], None, "x", None)]).capture(&req), None);
+        assert_eq!(Overrides::new(&[rule(&[], None, "x", None)]).capture(&req, Some("reviews.prod")), None);
         assert!(!Overrides::new(&[rule(&[IstioMetric::RequestSize], None, "x", None)]).touches(IstioMetric::RequestCount));
     }
 }

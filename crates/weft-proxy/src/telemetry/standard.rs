@@ -257,12 +257,13 @@ impl Standard {
         self.overrides.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// What the overrides read of `req`, for its series key (nothing, and no lock, without such overrides).
-    pub fn capture<B>(&self, req: &http::Request<B>) -> Option<Arc<[String]>> {
+    /// What the overrides read of `req` (whose authority is `host`), for
+    /// its series key (nothing, and no lock, without such overrides).
+    pub fn capture<B>(&self, req: &http::Request<B>, host: Option<&str>) -> Option<Arc<[String]>> {
         if !self.reads_requests.load(Relaxed) {
             return None;
         }
-        self.overrides().capture(req)
+        self.overrides().capture(req, host)
     }
 
     fn enabled(&self) -> bool {
@@ -708,7 +709,7 @@ mod tests {
         m.configure(&weft_proto::config::Telemetry { label_overrides: rules, ..Default::default() });
         for (code, host) in [(200, "a.prod"), (503, "a.prod"), (200, "b.prod")] {
             let req = http::Request::get("/").header("host", host).body(()).unwrap();
-            let k = HttpKey { extra: m.capture(&req), ..key(Reporter::Source, code, None) };
+            let k = HttpKey { extra: m.capture(&req, Some(host)), ..key(Reporter::Source, code, None) };
             m.request(&k, HttpSample { duration_us: 100, ..Default::default() });
         }
         let mut out = String::new();

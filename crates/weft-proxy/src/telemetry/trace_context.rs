@@ -106,11 +106,6 @@ pub fn read(headers: &HeaderMap) -> Seen {
     Seen { incoming, b3_headers }
 }
 
-/// The trace context in `headers`, if any.
-pub fn extract(headers: &HeaderMap) -> Option<Incoming> {
-    read(headers).incoming
-}
-
 /// `version-traceid-parentid-flags`; a later version's extra fields are ignored, as the spec says.
 fn w3c(v: &str) -> Option<Incoming> {
     let mut parts = v.split('-');
@@ -250,6 +245,10 @@ fn value(bytes: &[u8]) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn extract(headers: &HeaderMap) -> Option<Incoming> {
+        read(headers).incoming
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())).collect()

@@ -99,12 +99,12 @@ impl Tracer {
 
     /// Sampled, for a request that starts a trace.
     fn sample(&self) -> bool {
-        crate::random::random_u64() % 1_000_000 < u64::from(self.config.sampling_ppm)
+        crate::random::chance_of(f64::from(self.config.sampling_ppm) / 10_000.0, crate::random::random_u64())
     }
 
     /// The request's trace step: its span (when sampled), and the context
-    /// the next hop sees written into its headers.
-    pub fn start<B>(self: &Arc<Self>, req: &mut Request<B>, kind: SpanKind) -> Option<Box<Open>> {
+    /// the next hop sees written into its headers. `authority` is the request's.
+    pub fn start<B>(self: &Arc<Self>, req: &mut Request<B>, authority: Option<&str>, kind: SpanKind) -> Option<Box<Open>> {
         let seen = trace_context::read(req.headers());
         // A caller's "not sampled" already says all the next hop needs: pass it on as it is
         // (W3C lets a proxy that records nothing forward the context untouched).
@@ -118,13 +118,12 @@ impl Tracer {
             return None;
         }
         let header = |name: &HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let authority = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string).or_else(|| req.uri().authority().map(|a| a.to_string()));
         Some(Box::new(Open {
             tracer: self.clone(),
             ids,
             kind,
             start: SystemTime::now(),
-            authority,
+            authority: authority.map(str::to_string),
             user_agent: header(&USER_AGENT),
             request_id: header(&HeaderName::from_static("x-request-id")),
             tags: self.tags.iter().map(|(k, t)| (k.clone(), match t { Tag::Value(v) => v.clone(), Tag::Header(h, d) => header(h).unwrap_or_else(|| d.clone()) })).collect(),
@@ -241,18 +240,18 @@ mod tests {
     fn a_new_trace_follows_the_sampling_rate_and_a_callers_decision_wins() {
         let (never, always) = (tracer(0), tracer(1_000_000));
         let mut req = request(&[]);
-        assert!(never.start(&mut req, SpanKind::Client).is_none());
+        assert!(never.start(&mut req, None, SpanKind::Client).is_none());
         assert!(req.headers()["traceparent"].to_str().unwrap().ends_with("-00"), "the decision travels on");
         let mut req = request(&[]);
-        let open = always.start(&mut req, SpanKind::Client).expect("sampled");
+        let open = always.start(&mut req, None, SpanKind::Client).expect("sampled");
         assert!(req.headers()["traceparent"].to_str().unwrap().ends_with("-01"));
         assert_eq!(open.ids.parent, None);
         // A caller that sampled is followed even at 0%, one that did not even at 100%.
         let mut req = request(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
-        assert_eq!(never.start(&mut req, SpanKind::Server).map(|o| o.ids.parent), Some(Some(0x00f067aa0ba902b7)));
+        assert_eq!(never.start(&mut req, None, SpanKind::Server).map(|o| o.ids.parent), Some(Some(0x00f067aa0ba902b7)));
         let unsampled = request(&[("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), ("x-b3-spanid", "00f067aa0ba902b7"), ("x-b3-sampled", "0")]);
         let mut req = request(&[("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"), ("x-b3-spanid", "00f067aa0ba902b7"), ("x-b3-sampled", "0")]);
-        assert!(always.start(&mut req, SpanKind::Server).is_none());
+        assert!(always.start(&mut req, None, SpanKind::Server).is_none());
         assert_eq!(req.headers(), unsampled.headers(), "an unsampled caller's context is passed on untouched");
     }
 
@@ -268,7 +267,7 @@ mod tests {
         .into();
         let t = Arc::new(Tracer::new(&config, &crate::metric_labels::unknown_workload(), None, Default::default()).unwrap());
         let tags = |req: &mut Request<()>| {
-            let mut tags = t.start(req, SpanKind::Client).unwrap().tags;
+            let mut tags = t.start(req, None, SpanKind::Client).unwrap().tags;
             tags.sort();
             tags
         };
