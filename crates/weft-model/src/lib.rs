@@ -25,6 +25,7 @@ pub mod envelope;
 pub mod load;
 pub mod mesh;
 pub mod resource;
+pub mod schema;
 pub mod types;
 pub mod validate;
 pub mod values;

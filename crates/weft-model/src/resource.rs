@@ -28,11 +28,14 @@ macro_rules! resources {
             pub kind: &'static str,
             pub versions: &'static [&'static str],
             pub namespaced: bool,
+            /// The structural schema of `spec`, for kinds weft defines CRDs for
+            /// (not Kubernetes' own kinds).
+            pub spec_schema: Option<fn() -> serde_json::Value>,
         }
 
         /// The supported kinds, by API group.
         pub const KINDS: &[KindInfo] = &[
-            $( KindInfo { group: $group, kind: $kind, versions: &[$($ver),*], namespaced: resources!(@ns $scope) } ),*
+            $( KindInfo { group: $group, kind: $kind, versions: &[$($ver),*], namespaced: resources!(@ns $scope), spec_schema: resources!(@schema $how $spec) } ),*
         ];
 
         impl Resource {
@@ -68,6 +71,8 @@ macro_rules! resources {
     };
     (@ns Namespaced) => { true };
     (@ns Cluster) => { false };
+    (@schema Strict $spec:ty) => { Some(crate::schema::structural::<$spec>) };
+    (@schema $other:ident $spec:ty) => { None };
 }
 
 resources! {

@@ -5,7 +5,7 @@
 const LAYERS: &[&[&str]] = &[
     &["values", "bounded"],
     &["diag", "types"],
-    &["envelope"],
+    &["envelope", "schema"],
     &["resource"],
     &["validate"],
     &["load"],

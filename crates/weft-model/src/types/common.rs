@@ -12,7 +12,7 @@ use std::fmt;
 macro_rules! spec {
     ($(#[$m:meta])* pub struct $name:ident { $($body:tt)* }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+        #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name { $($body)* }
     };
@@ -23,7 +23,7 @@ pub(crate) use spec;
 macro_rules! constants {
     ($(#[$m:meta])* pub enum $name:ident { $($variant:ident = $s:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
         pub enum $name { $(#[serde(rename = $s)] $variant),* }
         impl $name {
             pub fn as_str(self) -> &'static str { match self { $($name::$variant => $s),* } }
@@ -151,7 +151,7 @@ spec! {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum SelectorOperator {
     #[default]
     In,
