@@ -231,6 +231,12 @@ pub fn anonymous_client_config(bundle: &TrustBundle, expected: Vec<SpiffeId>) ->
     Ok(Arc::new(client_builder(bundle, expected)?.with_no_client_auth()))
 }
 
+/// The first certificate of a PEM bundle.
+pub fn first_certificate(pem: &[u8]) -> Result<CertificateDer<'static>, IdentityError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem).next().ok_or_else(|| IdentityError::Pem("no certificate".into()))?.map_err(|e| IdentityError::Pem(e.to_string()))
+}
+
 /// SHA-256 of a certificate, hex: how a join token pins the mesh's root.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     crate::token::hex(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())

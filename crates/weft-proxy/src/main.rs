@@ -43,6 +43,10 @@ enum Command {
         /// The workload's labels, `app=reviews,version=v1`.
         #[arg(long, value_delimiter = ',')]
         labels: Vec<String>,
+        /// Also read labels from FILE, in the Kubernetes downward API's format
+        /// (`app="reviews"` per line), as injected pods mount them.
+        #[arg(long, value_name = "FILE")]
+        labels_file: Option<PathBuf>,
         /// The workload's IP address, as other workloads reach it.
         #[arg(long, default_value = "")]
         address: String,
@@ -52,8 +56,20 @@ enum Command {
         token: Option<String>,
         /// Use the certificate in DIR (cert-chain.pem, key.pem, root-cert.pem) instead
         /// of one from the controller's CA; read at start.
-        #[arg(long, value_name = "DIR", conflicts_with = "token")]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["token", "token_file"])]
         cert_dir: Option<PathBuf>,
+        /// Read the token from FILE at each certificate request (a projected ServiceAccount
+        /// token the kubelet rotates, in injected pods).
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The mesh root(s), PEM: the controller's certificate must chain to the first
+        /// (instead of the root pinned in a join token).
+        #[arg(long, value_name = "PEM")]
+        ca_roots: Option<PathBuf>,
+        /// Addresses serving the kubelet's probes, /healthz/ready and the app's probes
+        /// rewritten by injection (/app-health/..., from WEFT_APP_PROBES); none by default.
+        #[arg(long = "health-listen", value_name = "ADDR")]
+        health: Vec<SocketAddr>,
         /// Keep the last certificate (key 0600) and config from the controller in DIR, so a
         /// restart while the controller is away serves with them (the pod's own volume).
         #[arg(long, value_name = "DIR", env = "WEFT_STATE_DIR")]
@@ -86,6 +102,68 @@ enum Command {
     /// Install iptables rules redirecting this network namespace's TCP traffic
     /// to the proxy (outbound to --outbound-port, inbound to --inbound-port).
     Init(InitArgs),
+    /// Wait until the proxy is ready (a postStart hook holds the app's start until then
+    /// on clusters without native sidecars); exit 1 on timeout.
+    Wait {
+        #[arg(long, default_value = "http://127.0.0.1:15020/healthz/ready")]
+        url: String,
+        /// Seconds, or a duration such as 120s or 2m.
+        #[arg(long, default_value = "120s")]
+        timeout: String,
+    },
+}
+
+/// Reads a downward API labels file: `key="value"` per line, values Go-quoted.
+fn read_labels_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--labels-file {}", path.display()))?;
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (k, v) = line.split_once('=').with_context(|| format!("--labels-file {}: {line:?} is not key=\"value\"", path.display()))?;
+        let v = v.trim();
+        let inner = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+        let mut value = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                value.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => value.push('\n'),
+                Some('t') => value.push('\t'),
+                Some(other) => value.push(other),
+                None => {}
+            }
+        }
+        out.push((k.trim().to_string(), value));
+    }
+    Ok(out)
+}
+
+/// Polls `url` (plain http://HOST:PORT/PATH) until it answers 200.
+fn wait_ready(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").with_context(|| format!("--url {url:?}: only http:// URLs"))?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let ok = (|| -> std::io::Result<bool> {
+            let mut s = std::net::TcpStream::connect(authority)?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+        })()
+        .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("the proxy was not ready at {url} within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[derive(clap::Args)]
@@ -151,8 +229,12 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, address, ports, token, cert_dir, state_dir, trust_domain, cluster_id, admin, stats, workers, log } => {
-            let admin = weft_proxy::app::admin::AdminAddresses { admin, stats };
+        Command::Run { config, controller, proxy_id, workload, namespace, service_account, labels, labels_file, address, ports, token, cert_dir, token_file, ca_roots, health, state_dir, trust_domain, cluster_id, admin, stats, workers, log } => {
+            let app_probes = match std::env::var(weft_proxy::app::app_probes::ENV) {
+                Ok(text) => weft_proxy::app::app_probes::AppProbes::parse(&text).map_err(|e| anyhow::anyhow!(e))?,
+                Err(_) => Default::default(),
+            };
+            let admin = weft_proxy::app::admin::AdminAddresses { admin, stats, health, app_probes: Arc::new(app_probes) };
             admin.check().map_err(|e| anyhow::anyhow!(e))?;
             let filter = EnvFilter::try_new(&log).with_context(|| format!("log filter {log:?}"))?;
             let (filter, handle) = reload::Layer::new(filter);
@@ -162,13 +244,28 @@ fn real_main() -> anyhow::Result<()> {
                 handle.reload(f).map_err(|e| e.to_string())
             });
             let proxy_id = proxy_id.unwrap_or_else(|| format!("{workload}.{namespace}"));
+            let root_pin = match &ca_roots {
+                Some(p) => {
+                    let pem = std::fs::read(p).with_context(|| format!("--ca-roots {}", p.display()))?;
+                    let first = weft_identity::tls::first_certificate(&pem).map_err(|e| anyhow::anyhow!("--ca-roots {}: {e}", p.display()))?;
+                    Some(weft_identity::tls::fingerprint(&first))
+                }
+                None => None,
+            };
+            let token = token.or_else(|| token_file.as_ref().map(|_| String::new()));
             let mtls = token.is_some() || cert_dir.is_some();
             let cert_files = match &cert_dir {
                 Some(dir) => Some(weft_proxy::workload_cert::load_dir(dir, &trust_domain).map_err(|e| anyhow::anyhow!("--cert-dir: {e}"))?),
                 None => None,
             };
-            let labels: std::collections::BTreeMap<String, String> =
+            let mut labels: std::collections::BTreeMap<String, String> =
                 labels.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            if let Some(f) = &labels_file {
+                // The pod's own labels; --labels, given explicitly, win.
+                for (k, v) in read_labels_file(f)? {
+                    labels.entry(k).or_insert(v);
+                }
+            }
             let mut meta = weft_proto::config::WorkloadMeta::from_labels(&workload, &namespace, &labels);
             meta.cluster = cluster_id.clone();
             let certificates = match (&controller, token) {
@@ -176,6 +273,8 @@ fn real_main() -> anyhow::Result<()> {
                     controller: addr.clone(),
                     proxy_id: proxy_id.clone(),
                     token,
+                    token_file,
+                    root_pin,
                     id: weft_identity::SpiffeId::new(&trust_domain, &namespace, &service_account)?,
                     workload_json: serde_json::to_string(&meta)?,
                 }),
@@ -204,6 +303,15 @@ fn real_main() -> anyhow::Result<()> {
                 }
             });
             weft_proxy::app::run::run(weft_proxy::app::run::RunOptions { config, controller, certificates, cert_files, workload: workload_info, state_dir, admin, workers, set_log_level })
+        }
+        Command::Wait { url, timeout } => {
+            let t = timeout.strip_suffix('s').unwrap_or(&timeout);
+            let secs: u64 = match t.strip_suffix('m') {
+                Some(m) => m.parse::<u64>().map(|m| m * 60),
+                None => t.parse(),
+            }
+            .with_context(|| format!("--timeout {timeout:?}: seconds, 120s or 2m"))?;
+            wait_ready(&url, std::time::Duration::from_secs(secs))
         }
         Command::Init(args) => {
             let (cleanup, dry_run) = (args.cleanup, args.dry_run);

@@ -6,11 +6,15 @@
 //!   `/certs`, `/config_dump`, `/clusters`, `/stats/prometheus`, and
 //!   `POST /logging?level=` (the only change it accepts);
 //! - the stats port (`0.0.0.0:15090`, what Prometheus scrapes from other
-//!   machines): `/stats/prometheus` and nothing else.
+//!   machines): `/stats/prometheus` and nothing else;
+//! - the health port (`--health-listen`, 15020 in injected pods, what the
+//!   kubelet probes): `/healthz/ready` and the app's rewritten probes
+//!   `/app-health/...`, nothing else.
 //!
 //! Both read each request's head within a few seconds and hold a bounded
 //! number of connections, so a peer cannot pin the admin thread.
 
+use super::app_probes::{self, AppProbes};
 use crate::state::Proxy;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -37,6 +41,8 @@ pub enum Surface {
     Admin,
     /// `/stats/prometheus` only.
     Stats,
+    /// `/healthz/ready` and `/app-health/...` only.
+    Health,
 }
 
 /// The addresses the admin thread binds.
@@ -44,6 +50,9 @@ pub enum Surface {
 pub struct AdminAddresses {
     pub admin: Vec<SocketAddr>,
     pub stats: Vec<SocketAddr>,
+    pub health: Vec<SocketAddr>,
+    /// The app's probes the health port runs.
+    pub app_probes: Arc<AppProbes>,
 }
 
 impl AdminAddresses {
@@ -72,6 +81,7 @@ pub fn spawn(addrs: AdminAddresses, proxy: Arc<Proxy>, set_level: SetLogLevel) -
         .iter()
         .map(|a| bind(a, Surface::Admin))
         .chain(addrs.stats.iter().map(|a| bind(a, Surface::Stats)))
+        .chain(addrs.health.iter().map(|a| bind(a, Surface::Health)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let handle = std::thread::Builder::new().name("weft-admin".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -85,7 +95,7 @@ pub fn spawn(addrs: AdminAddresses, proxy: Arc<Proxy>, set_level: SetLogLevel) -
             let mut tasks = Vec::new();
             for (l, surface) in listeners {
                 let Ok(l) = tokio::net::TcpListener::from_std(l) else { continue };
-                tasks.push(tokio::spawn(serve(l, surface, proxy.clone(), set_level.clone())));
+                tasks.push(tokio::spawn(serve(l, surface, proxy.clone(), set_level.clone(), addrs.app_probes.clone())));
             }
             for t in tasks {
                 let _ = t.await;
@@ -95,7 +105,7 @@ pub fn spawn(addrs: AdminAddresses, proxy: Arc<Proxy>, set_level: SetLogLevel) -
     Ok(handle)
 }
 
-async fn serve(listener: tokio::net::TcpListener, surface: Surface, proxy: Arc<Proxy>, set_level: SetLogLevel) {
+async fn serve(listener: tokio::net::TcpListener, surface: Surface, proxy: Arc<Proxy>, set_level: SetLogLevel, probes: Arc<AppProbes>) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         // Wait for a slot before accepting: excess connections queue in the backlog.
@@ -109,11 +119,17 @@ async fn serve(listener: tokio::net::TcpListener, surface: Surface, proxy: Arc<P
                 continue;
             }
         };
-        let (proxy, set_level) = (proxy.clone(), set_level.clone());
+        let (proxy, set_level, probes) = (proxy.clone(), set_level.clone(), probes.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let (proxy, set_level) = (proxy.clone(), set_level.clone());
-                async move { Ok::<_, std::convert::Infallible>(route(surface, &proxy, &set_level, req)) }
+                let (proxy, set_level, probes) = (proxy.clone(), set_level.clone(), probes.clone());
+                async move {
+                    let resp = match surface {
+                        Surface::Health => health(&proxy, &probes, req).await,
+                        _ => route(surface, &proxy, &set_level, req),
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
@@ -130,6 +146,34 @@ fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) 
     r
 }
 
+fn readiness(proxy: &Proxy) -> Response<Full<Bytes>> {
+    if proxy.ready.load(Ordering::SeqCst) && !proxy.drain.is_draining() {
+        text(StatusCode::OK, "ready\n", "text/plain")
+    } else if proxy.drain.is_draining() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", "text/plain")
+    }
+}
+
+/// The health port: the proxy's readiness, and the app's probes by path.
+async fn health(proxy: &Proxy, probes: &AppProbes, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
+    }
+    let path = req.uri().path();
+    if path == "/healthz/ready" {
+        return readiness(proxy);
+    }
+    match probes.get(path) {
+        Some(p) => {
+            let status = app_probes::run(p).await;
+            text(status, format!("{}\n", status.as_u16()), "text/plain")
+        }
+        None => text(StatusCode::NOT_FOUND, "weft-proxy health port: /healthz/ready, /app-health/CONTAINER/livez|readyz|startupz\n", "text/plain"),
+    }
+}
+
 fn route(surface: Surface, proxy: &Proxy, set_level: &SetLogLevel, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let stats = || text(StatusCode::OK, proxy.render_metrics(), "text/plain; version=0.0.4");
     if surface == Surface::Stats {
@@ -139,15 +183,7 @@ fn route(surface: Surface, proxy: &Proxy, set_level: &SetLogLevel, req: Request<
         };
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ready") | (&Method::GET, "/healthz/ready") => {
-            if proxy.ready.load(Ordering::SeqCst) && !proxy.drain.is_draining() {
-                text(StatusCode::OK, "ready\n", "text/plain")
-            } else if proxy.drain.is_draining() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", "text/plain")
-            }
-        }
+        (&Method::GET, "/ready") | (&Method::GET, "/healthz/ready") => readiness(proxy),
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n", "text/plain"),
         (&Method::GET, "/certs") => match proxy.certificate.borrow().clone() {
             Some(c) => text(

@@ -22,6 +22,12 @@ pub struct CertOptions {
     pub controller: String,
     pub proxy_id: String,
     pub token: String,
+    /// A token file read at each request instead (a projected ServiceAccount
+    /// token the kubelet rotates).
+    pub token_file: Option<std::path::PathBuf>,
+    /// SHA-256 of the root the controller's certificate must chain to, from
+    /// `--ca-roots`; otherwise the token's own pin.
+    pub root_pin: Option<String>,
     pub id: SpiffeId,
     /// Who the workload is (`WorkloadMeta` as JSON), signed into the certificate for peers' metrics.
     pub workload_json: String,
@@ -90,7 +96,11 @@ async fn fetch(opts: &CertOptions, current: Option<Arc<WorkloadCert>>) -> Result
         None => (String::new(), Vec::new()),
     };
     use super::channel::ControlTls;
-    let tls = match (current, weft_identity::token::root_pin(&opts.token)) {
+    let token = match &opts.token_file {
+        Some(f) => std::fs::read_to_string(f).map(|t| t.trim().to_string()).map_err(|e| format!("token file {}: {e}", f.display()))?,
+        None => opts.token.clone(),
+    };
+    let tls = match (current, opts.root_pin.clone().or_else(|| weft_identity::token::root_pin(&token))) {
         (Some(c), _) => ControlTls::with(Some(c)),
         (None, Some(pin)) => ControlTls::Pinned { root_sha256: pin, trust_domain: opts.id.trust_domain.clone() },
         (None, None) => ControlTls::Plain,
@@ -98,7 +108,7 @@ async fn fetch(opts: &CertOptions, current: Option<Arc<WorkloadCert>>) -> Result
     let channel = super::channel::connect(&opts.controller, tls).await.map_err(|e| format!("controller unreachable: {e}"))?;
     let mut client = ProxyConfigServiceClient::new(channel);
     let resp = client
-        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token: opts.token.clone(), csr_pem: kc.csr_pem, current_chain_pem, proof, workload_json: opts.workload_json.clone() })
+        .certify(CertifyRequest { proxy_id: opts.proxy_id.clone(), token, csr_pem: kc.csr_pem, current_chain_pem, proof, workload_json: opts.workload_json.clone() })
         .await
         .map_err(|s| s.message().to_string())?
         .into_inner();
