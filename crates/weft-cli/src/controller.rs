@@ -94,6 +94,17 @@ pub struct Args {
     /// resource's randomSamplingPercentage wins. A caller's decision is always followed.
     #[arg(long, default_value = "1")]
     tracing_sampling: f64,
+    /// Serve the sidecar injection webhook (POST /inject, HTTPS) here; `weft install`
+    /// sets 0.0.0.0:15017. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<SocketAddr>,
+    /// DNS names in the webhook's certificate, as the Kubernetes API server calls it (repeatable).
+    #[arg(long = "webhook-dns-name", value_name = "NAME", default_values = ["weft-controller.weft-system.svc"])]
+    webhook_dns_names: Vec<String>,
+    /// What the webhook injects, KEY=VALUE as for `weft install --set` (proxy.image,
+    /// proxy.nativeSidecar, proxy.memoryLimit, ...), repeatable.
+    #[arg(long = "inject-set", value_name = "KEY=VALUE")]
+    inject_set: Vec<String>,
 }
 
 pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -124,6 +135,18 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         a.check().map_err(|e| anyhow::anyhow!("--access-log-format: {e}"))?;
     }
     let telemetry = mesh_telemetry(telemetry, &args.tracing_providers, args.tracing_default_provider.as_deref(), args.tracing_sampling)?;
+    let webhook = match args.webhook_listen {
+        Some(listen) => {
+            let mut values = weft_kube::install::InstallValues::default();
+            values.sidecar.trust_domain = args.trust_domain.clone();
+            for kv in &args.inject_set {
+                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--inject-set {kv:?}: expected KEY=VALUE"))?;
+                values.set(k.trim(), v.trim()).map_err(|e| anyhow::anyhow!("--inject-set {kv}: {e}"))?;
+            }
+            Some(weft_controller::webhook::WebhookOptions { listen, dns_names: args.webhook_dns_names.clone(), sidecar: values.sidecar })
+        }
+        None => None,
+    };
     weft_controller::server::run(weft_controller::server::Options {
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
@@ -137,6 +160,7 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         root_namespace: args.root_namespace,
         proxy_keepalive: args.proxy_keepalive,
         telemetry,
+        webhook,
         monitoring_listen: match args.monitoring_listen.as_str() {
             "off" | "" => None,
             a => Some(a.parse().map_err(|e| anyhow::anyhow!("--monitoring-listen {a:?}: {e}"))?),

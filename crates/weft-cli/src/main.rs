@@ -6,6 +6,7 @@ mod authz;
 mod check;
 mod client;
 mod controller;
+mod kube;
 mod resources;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Validate mesh configuration files (or, without -f, the controller's live state)
     /// and find cross-resource problems.
@@ -113,6 +115,14 @@ enum Command {
     /// Checks the mesh: the controller's mode, certificate expiry, proxies in sync.
     /// Exits 1 when a check fails.
     Check(check::Args),
+    /// Kubernetes manifests for the control plane, to pipe into `kubectl apply -f -`
+    /// (`weft install --crds | kubectl apply -f -` first, then `weft install | kubectl apply -f -`).
+    Install(kube::InstallArgs),
+    /// What to delete to remove weft from a cluster: `weft uninstall | kubectl delete -f -`.
+    Uninstall(kube::UninstallArgs),
+    /// Add the sidecar to the workloads in manifests, leaving every other document as it was:
+    /// `kubectl get deploy -o yaml | weft inject -f - | kubectl apply -f -`.
+    Inject(kube::InjectArgs),
     /// Delete configuration named in files, or by KIND NAME.
     Delete {
         #[arg(short = 'f', long = "filename", num_args = 1..)]
@@ -204,6 +214,9 @@ fn main() -> ExitCode {
         Command::ProxyStatus { output } => resources::proxy_status(&client()?, &output),
         Command::ProxyConfig { proxy, section, output } => resources::proxy_config(&client()?, &proxy, &section, &output),
         Command::TlsCheck { proxy, host, output } => resources::tls_check(&client()?, &proxy, host.as_deref(), &output),
+        Command::Install(args) => kube::install(args, &conn.trust_domain),
+        Command::Uninstall(args) => kube::uninstall(args),
+        Command::Inject(args) => kube::inject(args),
         Command::Delete { files, kind, name, namespace } => resources::delete(&client()?, &files, kind.as_deref(), name.as_deref(), &namespace),
     })();
     match result {

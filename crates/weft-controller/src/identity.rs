@@ -135,6 +135,11 @@ impl MeshCa {
         Ok((format!("{}{}", issued.chain_pem, self.ca.trust_bundle_pem()), kc.key_pem))
     }
 
+    /// A server certificate and key (PEM) for DNS names: the admission webhook's.
+    pub fn dns_serving_identity(&self, dns_names: &[String]) -> anyhow::Result<(String, String)> {
+        Ok(self.ca.issue_dns_server(dns_names, Duration::from_secs(365 * 24 * 3600))?)
+    }
+
     /// The trust bundle as PEM.
     pub fn trust_bundle_pem(&self) -> String {
         self.ca.trust_bundle_pem()

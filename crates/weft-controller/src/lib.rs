@@ -25,3 +25,4 @@ pub mod service;
 pub mod api;
 
 pub mod server;
+pub mod webhook;

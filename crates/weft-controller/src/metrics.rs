@@ -29,6 +29,8 @@ pub struct ControlMetrics {
     issued: AtomicU64,
     csr_refused: AtomicU64,
     applies: AtomicU64,
+    /// Webhook requests by outcome: injected, skipped, failed.
+    injections: [AtomicU64; 3],
 }
 
 fn type_index(t: &str) -> Option<usize> {
@@ -81,6 +83,17 @@ impl ControlMetrics {
         }
     }
 
+    /// The injection webhook answered one request.
+    pub fn injection(&self, outcome: &weft_kube::admission::Outcome) {
+        use weft_kube::admission::Outcome;
+        let i = match outcome {
+            Outcome::Injected => 0,
+            Outcome::Skipped(_) => 1,
+            Outcome::Failed(_) => 2,
+        };
+        self.injections[i].fetch_add(1, Relaxed);
+    }
+
     pub fn applied(&self) {
         self.applies.fetch_add(1, Relaxed);
     }
@@ -126,6 +139,17 @@ impl ControlMetrics {
         let _ = writeln!(out, "weft_controller_proxies{{state=\"synced\"}} {synced}\nweft_controller_proxies{{state=\"stale\"}} {}\nweft_controller_proxies{{state=\"nacked\"}} {}", g.stale, g.nacked);
         head(&mut out, "weft_controller_applies", "counter", "Configuration changes committed (apply and delete)");
         let _ = writeln!(out, "weft_controller_applies_total {}", self.applies.load(Relaxed));
+        // Istio's injector metrics (`sidecar_injection_*_total`).
+        let [injected, skipped, failed] = [0, 1, 2].map(|i| self.injections[i].load(Relaxed));
+        for (name, help, n) in [
+            ("sidecar_injection_requests_total", "Injection webhook requests", injected + skipped + failed),
+            ("sidecar_injection_success_total", "Pods given a sidecar", injected),
+            ("sidecar_injection_skip_total", "Pods the injection rules left alone", skipped),
+            ("sidecar_injection_failure_total", "Requests that could not be injected (pods admitted unchanged)", failed),
+        ] {
+            head(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {n}");
+        }
         out
     }
 }

@@ -45,6 +45,8 @@ pub struct Options {
     pub monitoring_listen: Option<SocketAddr>,
     /// Telemetry settings for every proxy (the access log).
     pub telemetry: crate::compile::telemetry::MeshTelemetry,
+    /// The sidecar injection webhook, when served.
+    pub webhook: Option<crate::webhook::WebhookOptions>,
 }
 
 /// Runs the controller until it is told to stop.
@@ -105,6 +107,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 }
                 Err(e) => tracing::error!(address = %addr, "cannot serve metrics: {e}; running without them (see --monitoring-listen)"),
             }
+        }
+        if let Some(w) = opts.webhook.clone() {
+            crate::webhook::spawn(w, controller.clone()).await?;
         }
         // Proxies that are already connected get the stored state at once.
         controller.changed.notify_one();

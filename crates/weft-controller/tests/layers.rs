@@ -8,7 +8,7 @@ const LAYERS: &[&[&str]] = &[
     &["auth"],
     &["registry"],
     &["state"],
-    &["service", "push"],
+    &["service", "push", "webhook"],
     &["api"],
     &["server"],
 ];

@@ -173,6 +173,36 @@ impl CertificateAuthority {
         self.sign(csr_pem, granted, now - Duration::from_secs(60), now + ttl, Some(workload))
     }
 
+    /// A key and a server certificate for DNS names (the admission webhook,
+    /// which the Kubernetes API server reaches as `SERVICE.NAMESPACE.svc`):
+    /// chain and key as PEM. Not a workload identity: no SPIFFE ID, server use only.
+    pub fn issue_dns_server(&self, dns_names: &[String], ttl: Duration) -> Result<(String, String), IdentityError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(dns_names.to_vec())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(first) = dns_names.first() {
+            params.distinguished_name.push(DnType::CommonName, first.as_str());
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = SystemTime::now();
+        params.not_before = time::OffsetDateTime::from(now - Duration::from_secs(300));
+        params.not_after = time::OffsetDateTime::from(now + ttl);
+        params.serial_number = Some(serial().to_vec().into());
+        params.use_authority_key_identifier_extension = true;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.signing_cert_pem, &self.key)?;
+        let leaf = params.signed_by(&key, &issuer)?;
+        let mut chain_pem = leaf.pem();
+        if !self.signs_with_root {
+            chain_pem.push_str(&self.signing_cert_pem);
+            for c in &self.chain_pem {
+                chain_pem.push_str(c);
+            }
+        }
+        Ok((chain_pem, key.serialize_pem()))
+    }
+
     /// Signs a CSR with explicit validity (tests use it to make expired certificates).
     pub fn sign_csr_valid(&self, csr_pem: &str, granted: &SpiffeId, not_before: SystemTime, not_after: SystemTime) -> Result<IssuedCertificate, IdentityError> {
         self.sign(csr_pem, granted, not_before, not_after, None)
