@@ -161,6 +161,8 @@ impl Registry {
         self.lock()
             .values()
             .filter(|e| e.disconnected_at.is_none_or(|t| t.elapsed() < grace))
+            // A proxy that said it is leaving (draining) takes no new traffic.
+            .filter(|e| e.hello.ready)
             .filter_map(|e| {
                 Some(Endpoint {
                     namespace: e.hello.namespace.clone(),

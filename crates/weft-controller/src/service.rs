@@ -166,6 +166,20 @@ impl ProxyConfigService for PushService {
                             }
                         }
                     }
+                    // A later Hello only says whether the proxy still takes traffic
+                    // (false when it is about to drain): nothing else may change.
+                    Ok(Some(ProxyMessage { kind: Some(proxy_message::Kind::Hello(h)) })) => {
+                        let mut entries = registry.lock();
+                        if let Some(e) = entries.get_mut(&id).filter(|e| e.session == session) {
+                            e.last_seen = SystemTime::now();
+                            if e.hello.ready != h.ready {
+                                tracing::info!(proxy = %id, ready = h.ready, "proxy readiness changed");
+                                e.hello.ready = h.ready;
+                                drop(entries);
+                                registry.changed.notify_one();
+                            }
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,
                 }

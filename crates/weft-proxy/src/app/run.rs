@@ -101,8 +101,9 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     if let Some(c) = opts.certificates.clone() {
         tokio::spawn(crate::control::certs::run(c, proxy.certificate.clone(), state.clone()));
     }
+    let (leaving, leaving_rx) = watch::channel(false);
     if let Some(control) = opts.controller.clone() {
-        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone(), state: state.clone() };
+        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone(), state: state.clone(), leaving: leaving_rx };
         tokio::spawn(crate::control::run(control, sink));
     }
     proxy.ready.store(true, Ordering::SeqCst);
@@ -130,8 +131,14 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     // Readiness goes false first, then listeners stop accepting and open
     // connections finish (HTTP/1 after the in-flight request, HTTP/2 after GOAWAY).
     let drain_timeout = proxy.snapshot.borrow().config.limits.drain_timeout;
-    tracing::info!(active = proxy.drain.active(), "draining for up to {}ms", drain_timeout.as_millis());
     proxy.ready.store(false, Ordering::SeqCst);
+    if opts.controller.is_some() {
+        // Peers learn from the controller that this endpoint is leaving; until
+        // they do, new connections are still accepted, so none is refused.
+        leaving.send_replace(true);
+        tokio::time::sleep(LEAVE_NOTICE.min(drain_timeout)).await;
+    }
+    tracing::info!(active = proxy.drain.active(), "draining for up to {}ms", drain_timeout.as_millis());
     proxy.drain.start();
     if tokio::time::timeout(drain_timeout, proxy.drain.idle()).await.is_err() {
         tracing::warn!(active = proxy.drain.active(), "drain timeout reached; closing remaining connections");
@@ -142,6 +149,10 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a proxy with a controller keeps accepting after it said it is
+/// leaving: the controller's push to its peers takes a few hundred ms.
+const LEAVE_NOTICE: Duration = Duration::from_secs(1);
 
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };

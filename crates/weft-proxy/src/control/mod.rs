@@ -35,6 +35,10 @@ pub struct ConfigSink {
     pub metrics: Arc<Metrics>,
     /// Where each applied config is kept for a restart without the controller.
     pub state: Option<Arc<state_dir::StateDir>>,
+    /// Turns true when the proxy is about to drain: the controller is told at
+    /// once (a Hello with `ready: false`), so peers stop choosing this
+    /// endpoint before its listeners close.
+    pub leaving: watch::Receiver<bool>,
 }
 
 /// How long the controller has to answer a Hello.
@@ -75,7 +79,9 @@ async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) ->
     let (out, rx) = tokio::sync::mpsc::channel::<ProxyMessage>(16);
     let mut hello = opts.hello.clone();
     hello.version = sink.snapshot.borrow().config.version.clone();
-    out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello)) }).await?;
+    let mut leaving = sink.leaving.clone();
+    hello.ready = hello.ready && !*leaving.borrow_and_update();
+    out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello.clone())) }).await?;
     // A healthy controller answers the Hello at once (even when its first push
     // waits). A connection whose handshake stalled on the controller's side
     // would otherwise wait for the controller's own 10 s handshake timeout:
@@ -86,7 +92,22 @@ async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) ->
     let mut pushes = answered.into_inner();
     tracing::info!(controller = %opts.address, "connected to the controller");
     *attempt = 0;
-    while let Some(push) = pushes.message().await? {
+    loop {
+        let push = tokio::select! {
+            push = pushes.message() => match push? {
+                Some(p) => p,
+                None => break,
+            },
+            changed = leaving.changed(), if hello.ready => {
+                if changed.is_ok() && *leaving.borrow() {
+                    hello.ready = false;
+                    hello.version = sink.snapshot.borrow().config.version.clone();
+                    tracing::info!("telling the controller this proxy is leaving");
+                    out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello.clone())) }).await?;
+                }
+                continue;
+            }
+        };
         let result = apply(&push, sink);
         let outcome = if result.is_ok() { "applied" } else { "rejected" };
         let source = if push.config_json.is_empty() { "controller-delta" } else { "controller" };
