@@ -43,6 +43,15 @@ pub struct Connection {
     pub trust_domain: String,
 }
 
+/// The local admin token of the `weft dev` cluster on this machine, when
+/// `host` is its controller: every `weft` command works against it unchanged.
+fn dev_cluster_token(host: &str) -> Option<String> {
+    let cfg = weft_dev::state::Config::from_env().ok()?;
+    let state = weft_dev::state::State::load(&cfg.state_file()).ok()??;
+    let api = state.controller?.api;
+    (api.to_string() == host).then(|| std::fs::read_to_string(cfg.controller_dir().join("api/admin.token")).ok())?
+}
+
 pub struct ControllerClient {
     host: String,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -58,7 +67,7 @@ impl ControllerClient {
         };
         let token = match &c.token {
             Some(t) => Some(t.trim().to_string()),
-            None => std::fs::read_to_string(c.data_dir.join("api/admin.token")).ok().map(|t| t.trim().to_string()),
+            None => std::fs::read_to_string(c.data_dir.join("api/admin.token")).ok().or_else(|| dev_cluster_token(&host)).map(|t| t.trim().to_string()),
         };
         let tls = if tls { Some(tls_config(c)?) } else { None };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -6,6 +6,7 @@ mod authz;
 mod check;
 mod client;
 mod controller;
+mod dev;
 mod kube;
 mod resources;
 
@@ -123,6 +124,12 @@ enum Command {
     /// Add the sidecar to the workloads in manifests, leaving every other document as it was:
     /// `kubectl get deploy -o yaml | weft inject -f - | kubectl apply -f -`.
     Inject(kube::InjectArgs),
+    /// A local cluster from your Kubernetes manifests, each pod a meshed network namespace:
+    /// `weft dev up -f k8s/`, `weft dev get pods`, `weft dev exec POD -- curl ...`, `weft dev down`.
+    Dev {
+        #[command(subcommand)]
+        command: dev::DevCommand,
+    },
     /// Delete configuration named in files, or by KIND NAME.
     Delete {
         #[arg(short = 'f', long = "filename", num_args = 1..)]
@@ -217,6 +224,7 @@ fn main() -> ExitCode {
         Command::Install(args) => kube::install(args, &conn.trust_domain),
         Command::Uninstall(args) => kube::uninstall(args),
         Command::Inject(args) => kube::inject(args),
+        Command::Dev { command } => dev::run(command),
         Command::Delete { files, kind, name, namespace } => resources::delete(&client()?, &files, kind.as_deref(), name.as_deref(), &namespace),
     })();
     match result {

@@ -19,7 +19,7 @@ fn stdout(o: &Output) -> String {
 fn clean_examples_exit_zero() {
     let o = weft(&["analyze", "-f", repo("examples").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert_eq!(stdout(&o), "✔ No validation issues found when analyzing 17 resources.\n");
+    assert_eq!(stdout(&o), "✔ No validation issues found when analyzing 36 resources.\n");
 }
 
 #[test]
