@@ -66,6 +66,37 @@ impl AppProbes {
     pub fn get(&self, path: &str) -> Option<&Probe> {
         self.0.get(path)
     }
+
+    /// The app's readiness probes (`/app-health/*/readyz`).
+    fn readiness(&self) -> impl Iterator<Item = &Probe> {
+        self.0.iter().filter(|(p, _)| p.ends_with("/readyz")).map(|(_, probe)| probe)
+    }
+
+    pub fn has_readiness(&self) -> bool {
+        self.readiness().next().is_some()
+    }
+}
+
+/// How often the app's readiness is checked for the controller (the
+/// kubelet's own probes come on top, through the health port).
+const READINESS_PERIOD: Duration = Duration::from_secs(1);
+
+/// Runs the app's readiness probes every second and says whether all pass,
+/// until the proxy is leaving: its endpoint then takes traffic only while
+/// the app is ready, as a Kubernetes Service sends only to Ready pods.
+pub async fn track_readiness(probes: std::sync::Arc<AppProbes>, serving: tokio::sync::watch::Sender<bool>, leaving: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let mut ready = true;
+        for p in probes.readiness() {
+            ready &= run(p).await == StatusCode::OK;
+        }
+        if leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        serving.send_if_modified(|v| std::mem::replace(v, ready) != ready);
+        tokio::time::sleep(READINESS_PERIOD).await;
+    }
 }
 
 /// Runs one probe against the app; the status the kubelet should see

@@ -101,9 +101,16 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     if let Some(c) = opts.certificates.clone() {
         tokio::spawn(crate::control::certs::run(c, proxy.certificate.clone(), state.clone()));
     }
-    let (leaving, leaving_rx) = watch::channel(false);
+    // Takes traffic while the app's readiness probes pass (at once when it has
+    // none) and until the proxy is about to drain.
+    let probes = opts.admin.app_probes.clone();
+    let (serving, serving_rx) = watch::channel(!probes.has_readiness());
+    let leaving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if probes.has_readiness() {
+        tasks.push(tokio::spawn(super::app_probes::track_readiness(probes, serving.clone(), leaving.clone())));
+    }
     if let Some(control) = opts.controller.clone() {
-        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone(), state: state.clone(), leaving: leaving_rx };
+        let sink = crate::control::ConfigSink { snapshot: tx.clone(), build: proxy.build_context(), metrics: proxy.metrics.clone(), state: state.clone(), serving: serving_rx };
         tokio::spawn(crate::control::run(control, sink));
     }
     proxy.ready.store(true, Ordering::SeqCst);
@@ -135,7 +142,8 @@ async fn serve(config: ProxyConfig, mut opts: RunOptions, state: Option<Arc<Stat
     if opts.controller.is_some() {
         // Peers learn from the controller that this endpoint is leaving; until
         // they do, new connections are still accepted, so none is refused.
-        leaving.send_replace(true);
+        leaving.store(true, Ordering::SeqCst);
+        serving.send_replace(false);
         tokio::time::sleep(LEAVE_NOTICE.min(drain_timeout)).await;
     }
     tracing::info!(active = proxy.drain.active(), "draining for up to {}ms", drain_timeout.as_millis());

@@ -35,10 +35,11 @@ pub struct ConfigSink {
     pub metrics: Arc<Metrics>,
     /// Where each applied config is kept for a restart without the controller.
     pub state: Option<Arc<state_dir::StateDir>>,
-    /// Turns true when the proxy is about to drain: the controller is told at
-    /// once (a Hello with `ready: false`), so peers stop choosing this
-    /// endpoint before its listeners close.
-    pub leaving: watch::Receiver<bool>,
+    /// Whether this workload takes new traffic: false while the app's
+    /// readiness probes fail, and from the moment the proxy is about to drain.
+    /// Each change is told to the controller at once (a Hello with `ready`),
+    /// so peers stop, or start, choosing this endpoint.
+    pub serving: watch::Receiver<bool>,
 }
 
 /// How long the controller has to answer a Hello.
@@ -79,8 +80,9 @@ async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) ->
     let (out, rx) = tokio::sync::mpsc::channel::<ProxyMessage>(16);
     let mut hello = opts.hello.clone();
     hello.version = sink.snapshot.borrow().config.version.clone();
-    let mut leaving = sink.leaving.clone();
-    hello.ready = hello.ready && !*leaving.borrow_and_update();
+    let mut serving = sink.serving.clone();
+    let announced = hello.ready;
+    hello.ready = announced && *serving.borrow_and_update();
     out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello.clone())) }).await?;
     // A healthy controller answers the Hello at once (even when its first push
     // waits). A connection whose handshake stalled on the controller's side
@@ -98,11 +100,12 @@ async fn session(opts: &ControlOptions, sink: &ConfigSink, attempt: &mut u32) ->
                 Some(p) => p,
                 None => break,
             },
-            changed = leaving.changed(), if hello.ready => {
-                if changed.is_ok() && *leaving.borrow() {
-                    hello.ready = false;
+            changed = serving.changed() => {
+                let now = announced && changed.is_ok() && *serving.borrow();
+                if now != hello.ready {
+                    hello.ready = now;
                     hello.version = sink.snapshot.borrow().config.version.clone();
-                    tracing::info!("telling the controller this proxy is leaving");
+                    tracing::info!(ready = now, "telling the controller whether this workload takes traffic");
                     out.send(ProxyMessage { kind: Some(proxy_message::Kind::Hello(hello.clone())) }).await?;
                 }
                 continue;
