@@ -182,11 +182,58 @@ fn the_edtech_platform_comes_up_splits_scales_and_leaves_nothing_behind() {
     assert!(after.keys().filter(|k| k.starts_with("exam-service-") && !k.starts_with("exam-service-v2-")).all(|k| *k == v1_pods[0]), "traffic still reaches removed pods: {after:?}");
     let _ = std::fs::remove_dir_all(&scaled);
 
+    // A pod whose app is not ready takes no traffic: user-service's first pod
+    // starts failing its readiness probe, and every request goes to the other.
+    let users: Vec<String> = c.pods().into_iter().map(|p| p.0).filter(|n| n.starts_with("user-service-")).collect();
+    assert_eq!(users.len(), 2);
+    c.weft_ok(&["dev", "exec", &users[0], "-n", "edtech-production", "--", "curl", "-sS", "http://127.0.0.1:8080/set-status/503"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = c.count("http://user-service/users/1", 50);
+        if counts.get(&users[1]).and_then(|v| v.as_u64()) == Some(50) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the unready pod still gets traffic: {counts:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.pods().iter().any(|p| p.0 == users[0] && p.1 == "1/2"), "{:?}", c.pods());
+    c.weft_ok(&["dev", "exec", &users[0], "-n", "edtech-production", "--", "curl", "-sS", "http://127.0.0.1:8080/set-status/0"]);
+
+    // restart: new pods for user-service, the old ones gone.
+    let restarted = c.weft_ok(&["dev", "restart", "deploy/user-service", "-n", "edtech-production"]);
+    let now: Vec<(String, String, String)> = c.pods().into_iter().filter(|p| p.0.starts_with("user-service-")).collect();
+    assert_eq!(now.len(), 2, "{restarted}");
+    assert!(now.iter().all(|p| !users.contains(&p.0) && p.1 == "2/2"), "{now:?}\n{restarted}");
+
+    // port-forward: the host reaches a Service through a meshed pod's sidecar.
+    let local = weft_testkit::free_port().expect("port");
+    let mut forward = Command::new(workspace_bin("weft"))
+        .args(["dev", "port-forward", "svc/user-service", &format!("{local}:80"), "-n", "edtech-production"])
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("port-forward");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(forward.stdout.take().expect("stdout")));
+    let mut seen = Vec::new();
+    loop {
+        let line = lines.next().and_then(Result::ok).unwrap_or_else(|| panic!("port-forward ended: {seen:?}"));
+        if line.starts_with("Forwarding from") {
+            break;
+        }
+        seen.push(line);
+    }
+    let got = Command::new("curl").args(["-sS", "-m", "5", &format!("http://127.0.0.1:{local}/users/3")]).output().expect("curl");
+    let body = text(&got.stdout);
+    assert!(body.contains("\"pod\":\"user-service-") && body.contains("URI=spiffe://cluster.local/ns/edtech-production/sa/default"), "{body}{}", text(&got.stderr));
+    let _ = forward.kill();
+    let _ = forward.wait();
+
     // Down: every process gone, and namespaces, links and iptables as before.
     let pids = cluster_pids(&c.dir.join("cluster.json"));
-    assert_eq!(pids.len(), 7 * 2 + 1, "a proxy and an app per pod, and the controller: {pids:?}");
+    assert_eq!(pids.len(), 8 * 2 + 1, "a proxy and an app per pod (7 and the port-forward pod), and the controller: {pids:?}");
     let down = c.weft_ok(&["dev", "down"]);
-    assert!(down.contains("removed 7 pods"), "{down}");
+    assert!(down.contains("removed 8 pods"), "{down}");
     let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "processes left running: {left:?}");
     assert_eq!(host(), before, "weft dev down left the host changed");

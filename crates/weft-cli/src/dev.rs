@@ -33,6 +33,27 @@ pub enum DevCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Replace every pod of a workload, new ones first: `weft dev restart deploy/NAME`.
+    Restart {
+        /// deploy/NAME, statefulset/NAME or rs/NAME.
+        workload: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Reach a Service from this machine, through the mesh: `weft dev port-forward
+    /// svc/exam-service 8080:80` (a meshed pod carries the connections, so routing,
+    /// mTLS and policies apply as to any caller).
+    PortForward {
+        /// svc/NAME.
+        service: String,
+        /// LOCAL:PORT (PORT: the Service's port).
+        ports: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// (internal) the pod end of a port-forward.
+    #[command(hide = true)]
+    Connect { addr: String },
     /// A container's output (`-c proxy` for the sidecar's).
     Logs {
         pod: String,
@@ -96,6 +117,21 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<ExitCode> {
         DevCommand::Exec { pod, namespace, command } => {
             let code = weft_dev::cluster::exec(&cfg, &pod, namespace.as_deref(), &command)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        DevCommand::Restart { workload, namespace } => {
+            weft_dev::cluster::restart(&cfg, &workload, namespace.as_deref(), &mut out)?;
+            print!("{}", weft_dev::cluster::pods_table(&cfg, namespace.as_deref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        DevCommand::PortForward { service, ports, namespace } => {
+            let (local, port) = ports.split_once(':').ok_or_else(|| anyhow::anyhow!("{ports}: write LOCAL:PORT, e.g. 8080:80"))?;
+            let parse = |p: &str| p.parse::<u16>().map_err(|_| anyhow::anyhow!("{p:?} is not a port number"));
+            weft_dev::cluster::port_forward(&cfg, &service, namespace.as_deref(), parse(local)?, parse(port)?, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DevCommand::Connect { addr } => {
+            weft_dev::cluster::connect(&addr)?;
+            Ok(ExitCode::SUCCESS)
         }
         DevCommand::Logs { pod, namespace, container, follow } => {
             let path = weft_dev::cluster::log_path(&cfg, &pod, namespace.as_deref(), container.as_deref())?;

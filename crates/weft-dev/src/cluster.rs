@@ -8,7 +8,7 @@
 use crate::host::{self, Spawn};
 use crate::images::{self, ImageMap, Program};
 use crate::manifest::{Manifests, Workload};
-use crate::state::{Config, ContainerState, ControllerState, PodState, State};
+use crate::state::{Config, ContainerState, ControllerState, PodState, State, WorkloadState};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -345,8 +345,8 @@ fn remove_pod(cfg: &Config, pod: &PodState) {
 /// The Pod object the controller is told about: the template's labels,
 /// annotations and containers (with their named ports), and for a pod without
 /// a proxy its address.
-fn pod_doc(p: &PodState, m: &Manifests) -> Value {
-    let template = m.workloads.iter().find(|w| format!("{}/{}", w.kind.to_lowercase(), w.name) == p.owner && w.namespace == p.namespace).map(|w| w.template.clone());
+fn pod_doc(p: &PodState, workloads: &[WorkloadState]) -> Value {
+    let template = workloads.iter().find(|w| w.owner() == p.owner && w.namespace == p.namespace).map(|w| w.template.clone());
     let annotations = template.as_ref().and_then(|t| t.pointer("/metadata/annotations").cloned()).unwrap_or_else(|| json!({}));
     let containers: Vec<Value> = template
         .as_ref()
@@ -449,43 +449,73 @@ pub fn up(cfg: &Config, m: &Manifests, opts: &UpOptions, out: &mut dyn Write) ->
         let _ = writeln!(out, "note: {kind} objects are not run by weft dev; left out");
     }
 
+    if !opts.images.0.is_empty() {
+        st.images = opts.images.0.clone();
+    }
     // Pods: keep those whose template is unchanged, make the missing ones, remove the rest.
     let mut tokens = BTreeMap::new();
     let mut created = Vec::new();
     for w in &m.workloads {
-        let hash = template_hash(&w.template);
-        let owner = format!("{}/{}", w.kind.to_lowercase(), w.name);
-        let mine: Vec<PodState> = st.pods.iter().filter(|p| p.owner == owner && p.namespace == w.namespace).cloned().collect();
-        let (same, stale): (Vec<PodState>, Vec<PodState>) = mine.into_iter().partition(|p| p.template_hash == hash);
-        let keep = same.len().min(w.replicas as usize);
-        let mut remove: Vec<PodState> = stale;
-        remove.extend(same.iter().skip(keep).cloned());
-        for i in keep..w.replicas as usize {
-            let name = pod_name(w, &hash, i);
-            create_pod(cfg, &mut st, w, name.clone(), &hash, opts, &mut tokens, out)?;
-            created.push((w.namespace.clone(), name));
-        }
-        // New pods first, then the old ones go: a Service never loses all its endpoints.
-        for p in remove {
-            let _ = writeln!(out, "  removing {}/{}", p.namespace, p.name);
-            remove_pod(cfg, &p);
-            st.pods.retain(|q| !(q.name == p.name && q.namespace == p.namespace));
-            st.save(&cfg.state_file())?;
-        }
+        let state = WorkloadState { kind: w.kind.clone(), name: w.name.clone(), namespace: w.namespace.clone(), replicas: w.replicas, template: w.template.clone() };
+        st.workloads.retain(|x| !(x.owner() == state.owner() && x.namespace == state.namespace));
+        st.workloads.push(state);
+        roll(cfg, &mut st, w, false, opts, &mut tokens, &mut created, out)?;
     }
+    settle(cfg, &mut st, &created, opts.wait, out)
+}
+
+/// Makes a workload's missing pods and removes the extra ones; with
+/// `replace_all`, every pod is replaced (`weft dev restart`). New pods first,
+/// then the old ones go: a Service never loses all its endpoints.
+#[allow(clippy::too_many_arguments)]
+fn roll(cfg: &Config, st: &mut State, w: &Workload, replace_all: bool, opts: &UpOptions, tokens: &mut BTreeMap<(String, String), String>, created: &mut Vec<(String, String)>, out: &mut dyn Write) -> anyhow::Result<()> {
+    let hash = template_hash(&w.template);
+    let owner = format!("{}/{}", w.kind.to_lowercase(), w.name);
+    let mine: Vec<PodState> = st.pods.iter().filter(|p| p.owner == owner && p.namespace == w.namespace).cloned().collect();
+    let (same, stale): (Vec<PodState>, Vec<PodState>) = mine.into_iter().partition(|p| p.template_hash == hash && !replace_all);
+    let keep = same.len().min(w.replicas as usize);
+    let mut remove: Vec<PodState> = stale;
+    remove.extend(same.iter().skip(keep).cloned());
+    for i in keep..w.replicas as usize {
+        // A StatefulSet's replacement keeps its ordinal name: the old pod goes first.
+        if w.kind == "StatefulSet" || w.kind == "Pod" {
+            let name = pod_name(w, &hash, i);
+            if let Some(old) = remove.iter().position(|p| p.name == name) {
+                let p = remove.remove(old);
+                let _ = writeln!(out, "  removing {}/{}", p.namespace, p.name);
+                remove_pod(cfg, &p);
+                st.pods.retain(|q| !(q.name == p.name && q.namespace == p.namespace));
+            }
+        }
+        let name = pod_name(w, &hash, i);
+        create_pod(cfg, st, w, name.clone(), &hash, opts, tokens, out)?;
+        created.push((w.namespace.clone(), name));
+    }
+    for p in remove {
+        let _ = writeln!(out, "  removing {}/{}", p.namespace, p.name);
+        remove_pod(cfg, &p);
+        st.pods.retain(|q| !(q.name == p.name && q.namespace == p.namespace));
+        st.save(&cfg.state_file())?;
+    }
+    Ok(())
+}
+
+/// After pods changed: hosts files, the controller's view of the pods, then
+/// waiting for the new pods to be Ready and every proxy to be in sync.
+fn settle(cfg: &Config, st: &mut State, created: &[(String, String)], wait: Duration, out: &mut dyn Write) -> anyhow::Result<()> {
     // Every pod learns the current Services. The controller learns every pod as
     // Kubernetes would tell it (labels, annotations, named ports: what Servers and
     // policies select by); unmeshed pods also by address, so Services reach them.
     let mut pod_docs = Vec::new();
     for p in &st.pods {
-        host::write_hosts(&p.netns, &hosts_for(&st, p))?;
-        pod_docs.push(pod_doc(p, m));
+        host::write_hosts(&p.netns, &hosts_for(st, p))?;
+        pod_docs.push(pod_doc(p, &st.workloads));
     }
     apply_docs(cfg, &pod_docs)?;
     st.save(&cfg.state_file())?;
 
     // Wait for the new pods, reporting any whose program exited.
-    let deadline = Instant::now() + opts.wait;
+    let deadline = Instant::now() + wait;
     loop {
         let pending: Vec<&PodState> = st.pods.iter().filter(|p| created.iter().any(|(ns, n)| *ns == p.namespace && *n == p.name)).filter(|p| !pod_status(p).ready()).collect();
         if pending.is_empty() {
@@ -507,7 +537,124 @@ pub fn up(cfg: &Config, m: &Manifests, opts: &UpOptions, out: &mut dyn Write) ->
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_synced(cfg, &st, deadline.max(Instant::now() + Duration::from_secs(5)), out);
+    wait_synced(cfg, st, deadline.max(Instant::now() + Duration::from_secs(5)), out);
+    Ok(())
+}
+
+/// `weft dev restart deploy/NAME`: every pod of the workload replaced, new ones first.
+pub fn restart(cfg: &Config, target: &str, namespace: Option<&str>, out: &mut dyn Write) -> anyhow::Result<()> {
+    host::require_root()?;
+    let mut st = load(cfg)?;
+    let (kind, name) = target.split_once('/').ok_or_else(|| anyhow::anyhow!("{target}: write deploy/NAME, statefulset/NAME or rs/NAME"))?;
+    let kind = match kind {
+        "deploy" | "deployment" => "deployment",
+        "sts" | "statefulset" => "statefulset",
+        "rs" | "replicaset" => "replicaset",
+        other => bail!("{other}: weft dev restarts deploy/NAME, statefulset/NAME and rs/NAME"),
+    };
+    let ws = st
+        .workloads
+        .iter()
+        .find(|w| w.owner() == format!("{kind}/{name}") && namespace.is_none_or(|n| n == w.namespace))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no {kind} {name:?} in the dev cluster"))?;
+    let w = Workload { kind: ws.kind.clone(), name: ws.name.clone(), namespace: ws.namespace.clone(), replicas: ws.replicas, template: ws.template.clone(), origin: crate::manifest::Origin { file: "the dev cluster".into(), document: 0 } };
+    let opts = UpOptions { images: ImageMap(st.images.clone()), wait: Duration::from_secs(60) };
+    let mut created = Vec::new();
+    roll(cfg, &mut st, &w, true, &opts, &mut BTreeMap::new(), &mut created, out)?;
+    settle(cfg, &mut st, &created, opts.wait, out)
+}
+
+/// The meshed pod port-forwards go through, one per namespace.
+const FORWARDER: &str = "weft-port-forward";
+
+/// `weft dev port-forward svc/NAME LOCAL:PORT`: listens on 127.0.0.1:LOCAL and
+/// carries each connection into a meshed pod of the Service's namespace, whose
+/// proxy takes it to the Service as it would any caller's (routing, mTLS,
+/// policy). Runs until interrupted; `ready` is told the bound address.
+pub fn port_forward(cfg: &Config, target: &str, namespace: Option<&str>, local: u16, port: u16, out: &mut dyn Write) -> anyhow::Result<()> {
+    host::require_root()?;
+    let mut st = load(cfg)?;
+    let name = target.strip_prefix("svc/").or_else(|| target.strip_prefix("service/")).ok_or_else(|| anyhow::anyhow!("{target}: write svc/NAME"))?;
+    let (key, vip) = st
+        .services
+        .iter()
+        .find(|(k, _)| k.split_once('/').is_some_and(|(ns, n)| n == name && namespace.is_none_or(|want| want == ns)))
+        .map(|(k, ip)| (k.clone(), *ip))
+        .ok_or_else(|| anyhow::anyhow!("no Service {name:?} in the dev cluster (weft dev get svc lists them)"))?;
+    let ns = key.split_once('/').map(|(n, _)| n.to_string()).unwrap_or_default();
+    if !st.pods.iter().any(|p| p.name == FORWARDER && p.namespace == ns) {
+        let template = json!({
+            "metadata": { "labels": { "app": FORWARDER }, "annotations": { "weft.dev/inject": "true" } },
+            "spec": { "containers": [ { "name": "forward", "image": "busybox", "command": ["sleep", "infinity"] } ] },
+        });
+        let w = Workload { kind: "Pod".into(), name: FORWARDER.into(), namespace: ns.clone(), replicas: 1, template: template.clone(), origin: crate::manifest::Origin { file: "weft dev port-forward".into(), document: 0 } };
+        st.workloads.push(WorkloadState { kind: w.kind.clone(), name: w.name.clone(), namespace: ns.clone(), replicas: 1, template });
+        let opts = UpOptions { images: ImageMap::default(), wait: Duration::from_secs(30) };
+        let mut created = Vec::new();
+        roll(cfg, &mut st, &w, false, &opts, &mut BTreeMap::new(), &mut created, out)?;
+        settle(cfg, &mut st, &created, opts.wait, out)?;
+    }
+    let pod = st.pods.iter().find(|p| p.name == FORWARDER && p.namespace == ns).cloned().context("the port-forward pod did not start")?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", local)).with_context(|| format!("127.0.0.1:{local}"))?;
+    let _ = writeln!(out, "Forwarding from {} -> svc/{name}:{port} in {ns} (through pod {FORWARDER}'s sidecar)", listener.local_addr()?);
+    let _ = out.flush();
+    let exe = std::env::current_exe()?;
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let (exe, netns) = (exe.clone(), pod.netns.clone());
+        let dest = format!("{vip}:{port}");
+        std::thread::spawn(move || {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &netns])
+                .arg(&exe)
+                .args(["dev", "connect", &dest])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            let Ok(mut child) = child else { return };
+            let (Some(mut to_child), Some(mut from_child)) = (child.stdin.take(), child.stdout.take()) else { return };
+            let Ok(mut reader) = conn.try_clone() else { return };
+            let mut writer = conn;
+            let up = std::thread::spawn(move || pump(&mut reader, &mut to_child));
+            pump(&mut from_child, &mut writer);
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            let _ = up.join();
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+    }
+    Ok(())
+}
+
+/// Copies until EOF, writing each read at once. Not `std::io::copy`: between a
+/// pipe and a socket it splices, and a splice waits for more than an
+/// interactive connection sends.
+fn pump(from: &mut impl std::io::Read, to: &mut impl std::io::Write) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The far end of a port-forward, run inside the pod: stdin and stdout to one
+/// TCP connection (made from the pod, so its sidecar intercepts it).
+pub fn connect(addr: &str) -> anyhow::Result<()> {
+    let stream = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    let mut reader = stream.try_clone()?;
+    let mut writer = stream;
+    let down = std::thread::spawn(move || pump(&mut reader, &mut std::io::stdout().lock()));
+    pump(&mut std::io::stdin().lock(), &mut writer);
+    let _ = writer.shutdown(std::net::Shutdown::Write);
+    let _ = down.join();
     Ok(())
 }
 

@@ -98,6 +98,23 @@ pub struct PodState {
     pub started_unix: u64,
 }
 
+/// A workload as last applied: `restart` and the controller's view of its pods need its template.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadState {
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub replicas: u32,
+    pub template: serde_json::Value,
+}
+
+impl WorkloadState {
+    /// `deployment/exam-service`, as pods name their owner.
+    pub fn owner(&self) -> String {
+        format!("{}/{}", self.kind.to_lowercase(), self.name)
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NamespaceState {
     pub labels: BTreeMap<String, String>,
@@ -117,6 +134,11 @@ pub struct State {
     /// Namespaces' labels and annotations: what the injection rules read.
     pub namespaces: BTreeMap<String, NamespaceState>,
     pub pods: Vec<PodState>,
+    #[serde(default)]
+    pub workloads: Vec<WorkloadState>,
+    /// The `--images` map `up` was given, for pods made later (restart, port-forward).
+    #[serde(default)]
+    pub images: Vec<(String, String)>,
 }
 
 impl State {
