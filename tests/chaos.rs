@@ -1,7 +1,8 @@
 //! Parts fail while traffic flows, and no request fails where the mesh can
 //! prevent it: an endpoint killed under load (retries and outlier detection
 //! hide it), the controller killed and restarted under load with a config
-//! change in between, a pod cut off from the controller for 30 s. Real pods,
+//! change in between, a pod cut off from the controller for 30 s, a proxy
+//! restarted under keep-alive load with a slow request in flight. Real pods,
 //! real proxies, a real controller; load from weft-echo inside the client pod.
 
 use std::collections::BTreeMap;
@@ -84,6 +85,46 @@ fn the_controller_killed_and_restarted_under_load_with_a_change_in_between_costs
     let counts = running.join().unwrap();
     assert_eq!(failures(&counts), 0, "requests failed while the controller went away and came back: {counts:?}");
     assert!(served(&v2) > 0, "the change made while the load ran reached the client: {counts:?}");
+}
+
+#[test]
+fn a_proxy_restarted_under_keep_alive_load_finishes_its_in_flight_request_and_costs_no_request() {
+    let mesh = TestMesh::start("chaos-restart");
+    let ctl = &mesh.ctl;
+    let a = mesh.net.pod("reviews-a").unwrap();
+    a.start_echo(8080, "v1").unwrap();
+    let labels = "app=reviews,version=v1";
+    let proxy = a.start_meshed_proxy(ctl.grpc, "default", labels, &[]).unwrap();
+    let b = mesh.backend("reviews-b", "app=reviews,version=v2", "v2");
+    let client = mesh.client("client", "app=client", &[("reviews", "10.96.0.10")]);
+    // A header pins a request to reviews-a (subset v1); everything else is balanced over both.
+    let pin = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {x-pin: {exact: a}}}]\n    route: [{destination: {host: reviews, subset: v1}}]\n  - route: [{destination: {host: reviews}}]\n";
+    ctl.apply(&format!("{REVIEWS}{pin}")).unwrap();
+    ctl.wait_for_config("client", "both endpoints and the pin", Duration::from_secs(10), |c| endpoint_count(c, "reviews") >= 2 && c.to_string().contains("x-pin"));
+
+    // Keep-alive load over four connections, and a slow request held by reviews-a.
+    let running = load(&client, 12_000, 4);
+    wait("traffic on reviews-a", Duration::from_secs(10), || served(&a) >= 200);
+    let slow = {
+        let mut cmd = client.command("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "x-pin: a", "--max-time", "10", "http://reviews:9080/delay/1500"]);
+        std::thread::spawn(move || String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned())
+    };
+    wait("the slow request in flight at reviews-a", Duration::from_secs(5), || a.echo_stats().is_ok_and(|s| s["delayed_in_flight"].as_u64() == Some(1)));
+
+    // The proxy restarts: it says it is leaving, drains (the slow request finishes), exits; a new one starts.
+    a.signal(proxy, "TERM").unwrap();
+    let status = a.wait(proxy, Duration::from_secs(15)).unwrap();
+    assert!(status.success(), "the old proxy exited with {status}: {}", a.logs());
+    assert_eq!(slow.join().unwrap(), "200", "the request in flight when the proxy was told to stop did not finish: {}", a.logs());
+    let before = served(&a);
+    a.spawn_meshed_proxy(ctl.grpc, "default", labels, &[]).unwrap();
+    wait("reviews-a serving again after its proxy restarted", Duration::from_secs(10), || served(&a) > before + 50);
+
+    let counts = running.join().unwrap();
+    assert_eq!(failures(&counts), 0, "requests failed while reviews-a's proxy restarted: {counts:?}");
+    assert_eq!(counts.values().sum::<u64>(), 12_000);
+    assert!(served(&b) > 0);
 }
 
 #[test]

@@ -302,6 +302,13 @@ impl Pod {
     pub fn start_meshed_proxy(&self, controller: SocketAddr, namespace: &str, labels: &str, extra: &[&str]) -> anyhow::Result<u32> {
         let proxy = workspace_bin("weft-proxy");
         self.exec_ok(&proxy, &["init", "--proxy-uid", &PROXY_UID.to_string()])?;
+        self.spawn_meshed_proxy(controller, namespace, labels, extra)
+    }
+
+    /// As [`Pod::start_meshed_proxy`], without installing interception again:
+    /// a proxy restarted in a pod whose rules are in place.
+    pub fn spawn_meshed_proxy(&self, controller: SocketAddr, namespace: &str, labels: &str, extra: &[&str]) -> anyhow::Result<u32> {
+        let proxy = workspace_bin("weft-proxy");
         let controller = controller.to_string();
         let address = self.ip.to_string();
         let state = self.state_dir();

@@ -88,6 +88,8 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 static SERVED: AtomicU64 = AtomicU64::new(0);
 static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
 static MAX_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+/// Requests waiting in `/delay/MS` right now (tests wait on a slow request being in flight).
+static DELAYED: AtomicU64 = AtomicU64::new(0);
 /// Set by `/set-status/N`: every answer has this status (0: as the path says).
 static STATUS: AtomicU16 = AtomicU16::new(0);
 /// Set by `--latency MS` or `/set-latency/MS`: every answer waits this long.
@@ -116,6 +118,7 @@ async fn handle(req: Request<Incoming>, id: Arc<Identity>, peer: std::net::Socke
         let out = serde_json::json!({
             "requests": SERVED.load(Ordering::SeqCst),
             "max_in_flight": MAX_IN_FLIGHT.load(Ordering::SeqCst),
+            "delayed_in_flight": DELAYED.load(Ordering::SeqCst),
             "last_authority": LAST_AUTHORITY.lock().map(|a| a.clone()).unwrap_or_default(),
         });
         return Ok(Response::new(Full::new(Bytes::from(out.to_string() + "\n"))));
@@ -177,7 +180,9 @@ async fn answer(mut req: Request<Incoming>, id: Arc<Identity>, peer: std::net::S
         return Ok(Response::new(Full::new(Bytes::from(vec![b'w'; n.min(64 << 20)]))));
     }
     if let Some(ms) = path.strip_prefix("/delay/").and_then(|s| s.parse::<u64>().ok()) {
+        DELAYED.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        DELAYED.fetch_sub(1, Ordering::SeqCst);
     }
     let status = match STATUS.load(Ordering::SeqCst) {
         0 => path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()).unwrap_or(200),
