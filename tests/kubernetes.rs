@@ -459,3 +459,101 @@ fn injected_proxy_flags_serve_kubelet_probes_under_strict_mtls() {
     assert_eq!(probe("/app-health/web/readyz"), 503);
     assert_eq!(probe("/healthz/ready"), 200);
 }
+
+/// ServiceAccount identity on Kubernetes, against a stand-in for the API
+/// server's TokenReview (tests/support/tokenreview_standin.py: no API server
+/// runs here). A proxy given a projected-token file gets its ServiceAccount's
+/// SPIFFE identity; a token for another audience, and one of the control
+/// plane's own ServiceAccounts, get nothing.
+#[test]
+fn a_service_account_token_proves_a_pods_identity_through_token_review_standin_api_server() {
+    let net = Net::new().expect("network namespaces");
+    let work = std::env::temp_dir().join(format!("weft-tokenreview-{}", std::process::id()));
+    std::fs::create_dir_all(&work).expect("dir");
+    // A cluster CA and the stand-in's serving certificate from it, for the address the controller dials.
+    let (ca_cert, ca_key, cert, key, csr, ext) = (work.join("ca.crt"), work.join("ca.key"), work.join("api.crt"), work.join("api.key"), work.join("api.csr"), work.join("api.ext"));
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n").expect("ext");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].map(os);
+    openssl(&[&os("req"), &os("-x509"), &ec[0], &ec[1], &ec[2], &ec[3], &ec[4], &os("-days"), &os("1"), &os("-subj"), &os("/CN=kubernetes-ca"), &os("-keyout"), ca_key.as_os_str(), &os("-out"), ca_cert.as_os_str()]);
+    openssl(&[&os("req"), &ec[0], &ec[1], &ec[2], &ec[3], &ec[4], &os("-subj"), &os("/CN=kube-apiserver"), &os("-keyout"), key.as_os_str(), &os("-out"), csr.as_os_str()]);
+    openssl(&[&os("x509"), &os("-req"), &os("-in"), csr.as_os_str(), &os("-CA"), ca_cert.as_os_str(), &os("-CAkey"), ca_key.as_os_str(), &os("-CAcreateserial"), &os("-days"), &os("1"), &os("-extfile"), ext.as_os_str(), &os("-out"), cert.as_os_str()]);
+    // Shaped like the JWTs the kubelet projects; only the stand-in reads them.
+    let jwt = |who: &str| format!("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOi{who}In0.c2lnbmF0dXJl");
+    let (web, other_audience, control_plane) = (jwt("web"), jwt("default-audience"), jwt("controller"));
+    let tokens = serde_json::json!({
+        web.clone(): { "username": "system:serviceaccount:default:web", "audiences": ["weft"] },
+        other_audience.clone(): { "username": "system:serviceaccount:default:web", "audiences": ["https://kubernetes.default.svc.cluster.local"] },
+        control_plane.clone(): { "username": "system:serviceaccount:weft-system:weft-controller", "audiences": ["weft"] },
+    });
+    let tokens_file = work.join("tokens.json");
+    std::fs::write(&tokens_file, tokens.to_string()).expect("write");
+    let bearer = "controller-sa-token-7c1d";
+    let bearer_file = work.join("controller.token");
+    std::fs::write(&bearer_file, bearer).expect("write");
+    let port = weft_testkit::free_port().expect("port");
+    let reviews = work.join("reviews.log");
+    let mut standin = Command::new("python3")
+        .arg(root().join("tests/support/tokenreview_standin.py"))
+        .args([port.to_string().as_str(), cert.to_str().expect("path"), key.to_str().expect("path"), bearer, tokens_file.to_str().expect("path")])
+        .stdout(std::fs::File::create(&reviews).expect("log"))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    weft_testkit::wait_for_tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)).expect("the stand-in listens");
+
+    let dir = std::env::temp_dir().join(format!("weft-e2e-tokenreview-{}", std::process::id()));
+    let api = format!("https://127.0.0.1:{port}");
+    let ctl = ControllerProcess::start_with(&net, &dir, &["--kube-api", &api, "--kube-token-file", bearer_file.to_str().expect("path"), "--kube-ca-file", ca_cert.to_str().expect("path")]).expect("controller");
+    let roots = std::fs::read_to_string(ctl.data_dir.join("ca/root.pem")).expect("root");
+    let proxy_bin = workspace_bin("weft-proxy");
+    let start = |pod: &weft_testkit::Pod, token: &str, ns: &str, sa: &str| {
+        let token_file = pod.write_file("token", token).expect("token");
+        let roots_file = pod.write_file("root-cert.pem", &roots).expect("roots");
+        let controller = ctl.grpc.to_string();
+        let proxy_id = format!("{}.{ns}", pod.name);
+        let args = [
+            "run", "--controller", &controller, "--proxy-id", &proxy_id, "--workload", &pod.name, "--namespace", ns, "--service-account", sa,
+            "--token-file", token_file.to_str().expect("path"), "--ca-roots", roots_file.to_str().expect("path"), "--address", &pod.ip.to_string(),
+        ];
+        pod.spawn_as(Some(1337), &proxy_bin, &args).expect("proxy");
+        pod.wait_ready(Duration::from_secs(10)).expect("ready");
+    };
+    let good = net.pod("web").expect("pod");
+    start(&good, &web, "default", "web");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let certs = good.admin("/certs").unwrap_or_default();
+        if certs.contains("spiffe://cluster.local/ns/default/sa/web") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no certificate from the ServiceAccount token: {certs}\n{}\n{}", good.logs(), ctl.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&reviews).expect("reviews");
+    let first = log.lines().find(|l| l.contains("tokenreviews")).unwrap_or_else(|| panic!("no review reached the stand-in: {log}"));
+    assert!(first.contains("\"authorized\": true") && first.contains("\"audiences\": [\"weft\"]"), "the controller asked with its own token and weft's audience: {first}");
+
+    for (name, token, ns, sa, why) in [
+        ("wrong-audience", &other_audience, "default", "web", "token audiences"),
+        ("posing", &control_plane, "weft-system", "weft-controller", "the control plane's own"),
+    ] {
+        let pod = net.pod(name).expect("pod");
+        start(&pod, token, ns, sa);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ctl.logs().contains(why) {
+            assert!(Instant::now() < deadline, "{name}: not refused with {why:?}:\n{}", ctl.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(pod.admin("/certs").unwrap_or_default().starts_with("HTTP/1.1 503"), "{name} got a certificate");
+    }
+    let metrics = weft_testkit::http_get(ctl.monitoring, "/metrics").expect("metrics");
+    assert!(metrics.contains("citadel_server_success_cert_issuance_count 1\n"), "{metrics}");
+    let _ = standin.kill();
+    let _ = standin.wait();
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -105,6 +105,20 @@ pub struct Args {
     /// proxy.nativeSidecar, proxy.memoryLimit, ...), repeatable.
     #[arg(long = "inject-set", value_name = "KEY=VALUE")]
     inject_set: Vec<String>,
+    /// Accept Kubernetes ServiceAccount tokens from proxies, checked with this API
+    /// server's TokenReview: `auto` in a pod (the API server and credentials the
+    /// kubelet provides), or `https://HOST:PORT` with --kube-token-file and --kube-ca-file.
+    #[arg(long, value_name = "auto|URL")]
+    kube_api: Option<String>,
+    /// The controller's own token for the API server (with a URL --kube-api).
+    #[arg(long, requires = "kube_api")]
+    kube_token_file: Option<PathBuf>,
+    /// The API server's CA bundle (with a URL --kube-api).
+    #[arg(long, requires = "kube_api")]
+    kube_ca_file: Option<PathBuf>,
+    /// The audience proxies' ServiceAccount tokens must be minted for.
+    #[arg(long, default_value = "weft")]
+    token_audience: String,
 }
 
 pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
@@ -147,6 +161,16 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let token_review = match args.kube_api.as_deref() {
+        None => None,
+        Some("auto") => Some(weft_controller::token_review::ReviewerOptions::in_cluster(&args.token_audience).map_err(|e| anyhow::anyhow!("--kube-api auto: {e}"))?),
+        Some(url) => {
+            let (Some(token_file), Some(ca_file)) = (args.kube_token_file.clone(), args.kube_ca_file.clone()) else {
+                anyhow::bail!("--kube-api {url}: also give --kube-token-file and --kube-ca-file (or use --kube-api auto in a pod)");
+            };
+            Some(weft_controller::token_review::ReviewerOptions { api: url.to_string(), token_file, ca_file, audience: args.token_audience.clone() })
+        }
+    };
     weft_controller::server::run(weft_controller::server::Options {
         data_dir: data_dir.to_path_buf(),
         listen: args.listen,
@@ -161,6 +185,7 @@ pub fn run(args: Args, data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         proxy_keepalive: args.proxy_keepalive,
         telemetry,
         webhook,
+        token_review,
         monitoring_listen: match args.monitoring_listen.as_str() {
             "off" | "" => None,
             a => Some(a.parse().map_err(|e| anyhow::anyhow!("--monitoring-listen {a:?}: {e}"))?),

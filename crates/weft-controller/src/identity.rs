@@ -164,6 +164,15 @@ impl MeshCa {
         Ok((weft_identity::token::join(payload.as_bytes(), tag.as_ref()), id, expires))
     }
 
+    /// The identity a Kubernetes ServiceAccount proven by TokenReview gets;
+    /// never one of the control plane's own.
+    pub fn grant_service_account(&self, namespace: &str, service_account: &str) -> Result<SpiffeId, String> {
+        if namespace == CONTROL_PLANE_NAMESPACE {
+            return Err(format!("namespace {CONTROL_PLANE_NAMESPACE} is the control plane's own: its ServiceAccounts get no workload identity"));
+        }
+        SpiffeId::new(self.trust_domain(), namespace, service_account).map_err(|e| e.to_string())
+    }
+
     /// The identity a token grants, if it is genuine and unexpired.
     pub fn verify_token(&self, token: &str) -> Result<SpiffeId, String> {
         let (payload, tag) = weft_identity::token::split(token).ok_or("malformed token")?;

@@ -13,6 +13,7 @@ pub mod listener;
 pub mod identity;
 pub mod jwks;
 pub mod metrics;
+pub mod token_review;
 pub mod store;
 
 pub mod registry;

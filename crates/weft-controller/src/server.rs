@@ -47,6 +47,8 @@ pub struct Options {
     pub telemetry: crate::compile::telemetry::MeshTelemetry,
     /// The sidecar injection webhook, when served.
     pub webhook: Option<crate::webhook::WebhookOptions>,
+    /// Check Kubernetes ServiceAccount tokens with this API server's TokenReview.
+    pub token_review: Option<crate::token_review::ReviewerOptions>,
 }
 
 /// Runs the controller until it is told to stop.
@@ -64,7 +66,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let controller = Controller::new(Box::new(store), analysis, opts.endpoint_grace, ca, auth, mesh);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), insecure_dev: opts.insecure_dev };
+        let reviewer = match &opts.token_review {
+            Some(r) => {
+                tracing::info!(api = %r.api, audience = %r.audience, "Kubernetes ServiceAccount tokens are checked with TokenReview");
+                Some(std::sync::Arc::new(crate::token_review::TokenReviewer::new(r.clone())?))
+            }
+            None => None,
+        };
+        let push = PushService { registry: controller.registry.clone(), ca: controller.ca.clone(), insecure_dev: opts.insecure_dev, reviewer };
         // Both ports speak TLS (with the controller's own certificate, clients
         // authenticated by theirs) and plaintext, told apart by the first byte.
         let (chain, key) = controller.ca.serving_identity()?;

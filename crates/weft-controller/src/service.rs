@@ -48,6 +48,8 @@ pub struct PushService {
     pub ca: Arc<crate::identity::MeshCa>,
     /// Proxies without a workload certificate may stream (development only).
     pub insecure_dev: bool,
+    /// Checks Kubernetes ServiceAccount tokens (`--kube-api`), if configured.
+    pub reviewer: Option<Arc<crate::token_review::TokenReviewer>>,
 }
 
 #[tonic::async_trait]
@@ -58,7 +60,22 @@ impl ProxyConfigService for PushService {
         let tls = request.extensions().get::<crate::listener::Peer>().is_some_and(|p| p.tls);
         let r = request.into_inner();
         tracing::debug!(proxy = %r.proxy_id, tls, renewal = !r.current_chain_pem.is_empty(), "certificate requested");
-        let signed = self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof).and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem, &r.workload_json));
+        let proven = if crate::token_review::looks_like_service_account_token(&r.token) {
+            // A renewal proven by the current certificate needs no TokenReview.
+            match self.ca.prove("", &r.csr_pem, &r.current_chain_pem, &r.proof) {
+                Ok(id) => Ok(id),
+                Err(_) => match &self.reviewer {
+                    Some(reviewer) => match reviewer.review(&r.token).await {
+                        Ok((ns, sa)) => self.ca.grant_service_account(&ns, &sa),
+                        Err(e) => Err(e),
+                    },
+                    None => Err("a Kubernetes ServiceAccount token, but this controller does not check them (start it with --kube-api)".into()),
+                },
+            }
+        } else {
+            self.ca.prove(&r.token, &r.csr_pem, &r.current_chain_pem, &r.proof)
+        };
+        let signed = proven.and_then(|id| self.ca.certify(&r.proxy_id, id, &r.csr_pem, &r.workload_json));
         self.registry.metrics.csr(signed.is_ok());
         let (issued, id, roots_pem) = signed.map_err(|e| {
             tracing::warn!(proxy = %r.proxy_id, "certificate refused: {e}");

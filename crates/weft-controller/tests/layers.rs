@@ -4,7 +4,7 @@
 //! start-up on top. A module may use only layers below it.
 
 const LAYERS: &[&[&str]] = &[
-    &["store", "compile", "identity", "listener", "jwks", "metrics"],
+    &["store", "compile", "identity", "listener", "jwks", "metrics", "token_review"],
     &["auth"],
     &["registry"],
     &["state"],

@@ -202,6 +202,11 @@ fn controller_deployment(v: &InstallValues) -> Value {
         "/etc/weft/ca/tls.key".into(),
         "--ca-roots".into(),
         "/etc/weft/ca/ca.crt".into(),
+        // Injected proxies prove their ServiceAccount with a projected token.
+        "--kube-api".into(),
+        "auto".into(),
+        "--token-audience".into(),
+        crate::sidecar::TOKEN_AUDIENCE.into(),
     ];
     let mut args = args;
     // What the webhook injects is what these values say, spelled out.
