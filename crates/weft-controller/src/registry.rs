@@ -63,6 +63,9 @@ pub struct ProxyStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
     pub status: SyncStatus,
+    /// Whether the workload takes traffic: false while its app's readiness
+    /// probes fail and once its proxy said it is leaving (then it is no endpoint).
+    pub ready: bool,
     pub sent_version: String,
     pub acked_version: String,
     pub last_nack: Option<String>,
@@ -137,6 +140,7 @@ impl Registry {
                 } else {
                     SyncStatus::Stale
                 },
+                ready: e.hello.ready,
                 sent_version: e.sent_version.clone(),
                 acked_version: e.acked_version.clone(),
                 last_nack: e.last_nack.clone(),

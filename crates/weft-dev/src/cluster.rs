@@ -658,14 +658,19 @@ pub fn connect(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every running pod's proxy runs the controller's latest config
-/// (SYNCED), so the first request after `up` is routed by the manifests.
+/// Waits until the controller knows every Ready pod as ready (its proxy has
+/// reported the app's readiness, so it is an endpoint) and every proxy runs
+/// the latest config (SYNCED): the first request after `up` is routed by the
+/// manifests to every pod that can take it.
 fn wait_synced(cfg: &Config, st: &State, deadline: Instant, out: &mut dyn Write) {
-    let wanted: Vec<String> = st.pods.iter().filter(|p| p.meshed).map(|p| format!("{}.{}", p.name, p.namespace)).collect();
+    let meshed: Vec<&PodState> = st.pods.iter().filter(|p| p.meshed).collect();
+    let wanted: Vec<String> = meshed.iter().map(|p| format!("{}.{}", p.name, p.namespace)).collect();
+    let ready: Vec<String> = meshed.iter().filter(|p| pod_status(p).ready()).map(|p| format!("{}.{}", p.name, p.namespace)).collect();
     loop {
         let status: Vec<Value> = weft(cfg, &["proxy-status", "-o", "json"]).ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or_default();
         let synced = |id: &String| status.iter().any(|p| p["proxy_id"] == id.as_str() && p["status"] == "SYNCED");
-        let behind: Vec<&String> = wanted.iter().filter(|id| !synced(id)).collect();
+        let known_ready = |id: &String| status.iter().any(|p| p["proxy_id"] == id.as_str() && p["ready"] == true);
+        let behind: Vec<&String> = wanted.iter().filter(|id| !synced(id)).chain(ready.iter().filter(|id| !known_ready(id))).collect();
         if behind.is_empty() {
             return;
         }
