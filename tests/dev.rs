@@ -293,3 +293,46 @@ fn without_root_weft_dev_says_what_it_needs_in_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("weft dev needs root: it makes network namespaces, veth pairs and iptables rules"), "{stderr}");
 }
+
+#[test]
+fn a_cluster_can_use_a_controller_that_already_runs_and_leaves_it_running_without_its_objects() {
+    let _one = HOST.lock().unwrap_or_else(|e| e.into_inner());
+    let before = host();
+    let mut c = Cluster::new("e4", 250);
+    // Someone's controller, listening for proxies on every address.
+    let data = c.dir.with_extension("controller");
+    let port = || weft_testkit::free_port().expect("port");
+    let (api, grpc, monitoring) = (format!("127.0.0.1:{}", port()), port(), format!("127.0.0.1:{}", port()));
+    let mut controller = Command::new(workspace_bin("weft"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["controller", "--listen", &api, "--grpc-listen", &format!("0.0.0.0:{grpc}"), "--monitoring-listen", &monitoring])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("weft controller");
+    weft_testkit::wait_for_tcp(api.parse().expect("addr"), Duration::from_secs(10)).expect("the controller listens");
+    c.env.retain(|(k, _)| k != "WEFT_CONTROLLER");
+    c.env.push(("WEFT_CONTROLLER".into(), api.clone()));
+    let data_dir = data.to_str().expect("path").to_string();
+    let manifests = root().join("examples/edtech/manifests");
+    let portal = root().join("examples/edtech/portal.yaml");
+    let up = c.weft_ok(&["--data-dir", &data_dir, "dev", "up", "--grpc", &format!("10.250.0.1:{grpc}"), "-f", manifests.to_str().expect("path"), "-f", portal.to_str().expect("path")]);
+    assert!(up.contains(&format!("controller: {api} (proxies reach it at 10.250.0.1:{grpc})")), "{up}");
+    let pods = c.pods();
+    assert!(pods.len() == 9 && pods.iter().all(|(_, ready, _)| ready == "2/2"), "{pods:?}");
+    let (code, body) = c.curl("deploy/student-portal", "http://user-service/users/1");
+    assert!(code == 200 && body.contains("URI=spiffe://cluster.local/ns/edtech-production/sa/student-portal"), "{code} {body}");
+    let stored = c.weft_ok(&["--data-dir", &data_dir, "get", "svc", "-n", "edtech-production"]);
+    assert!(stored.contains("exam-service-v2"), "{stored}");
+
+    let down = c.weft_ok(&["--data-dir", &data_dir, "dev", "down"]);
+    assert!(down.contains("what it applied to the controller"), "{down}");
+    assert!(controller.try_wait().expect("status").is_none(), "down stopped a controller it did not start");
+    let stored = c.weft_ok(&["--data-dir", &data_dir, "get", "all", "-n", "edtech-production"]);
+    assert!(!stored.contains("exam-service") && !stored.contains("student-portal"), "the cluster's objects were left in the controller: {stored}");
+    assert_eq!(host(), before);
+    let _ = controller.kill();
+    let _ = controller.wait();
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -47,9 +47,9 @@ pub struct Connection {
 /// `host` is its controller: every `weft` command works against it unchanged.
 fn dev_cluster_token(host: &str) -> Option<String> {
     let cfg = weft_dev::state::Config::from_env().ok()?;
-    let state = weft_dev::state::State::load(&cfg.state_file()).ok()??;
-    let api = state.controller?.api;
-    (api.to_string() == host).then(|| std::fs::read_to_string(cfg.controller_dir().join("api/admin.token")).ok())?
+    let (api, data_dir) = weft_dev::cluster::controller_of(&cfg);
+    let known = weft_dev::state::State::load(&cfg.state_file()).ok()??.controller.is_some();
+    (known && api.to_string() == host).then(|| std::fs::read_to_string(data_dir.join("api/admin.token")).ok())?
 }
 
 pub struct ControllerClient {

@@ -78,9 +78,15 @@ pub struct UpArgs {
     /// How long to wait for new pods to be Ready.
     #[arg(long, default_value = "60s")]
     wait: String,
+    /// Use the controller at the global --controller (with the global --data-dir for its
+    /// admin token and mesh root) instead of starting one; this is where pods reach its
+    /// proxies' gRPC port, e.g. 10.244.0.1:15012 (the bridge's address) for a controller
+    /// listening on 0.0.0.0:15012.
+    #[arg(long, value_name = "HOST:PORT")]
+    grpc: Option<std::net::SocketAddr>,
 }
 
-pub fn run(cmd: DevCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: DevCommand, conn: &crate::client::Connection) -> anyhow::Result<ExitCode> {
     let cfg = weft_dev::state::Config::from_env()?;
     let mut out = std::io::stdout();
     match cmd {
@@ -94,10 +100,18 @@ pub fn run(cmd: DevCommand) -> anyhow::Result<ExitCode> {
                 None => Default::default(),
             };
             let wait = weft_model::values::parse_duration(&a.wait).map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
-            weft_dev::cluster::up(&cfg, &manifests, &weft_dev::cluster::UpOptions { images, wait }, &mut out)?;
+            let controller = match a.grpc {
+                Some(grpc) => {
+                    let api = conn.controller.trim_start_matches("http://").parse().map_err(|e| anyhow::anyhow!("--controller {:?}: a plaintext HOST:PORT on this machine ({e})", conn.controller))?;
+                    Some(weft_dev::cluster::ExternalController { api, grpc, data_dir: conn.data_dir.clone() })
+                }
+                None => None,
+            };
+            weft_dev::cluster::up(&cfg, &manifests, &weft_dev::cluster::UpOptions { images, wait, controller }, &mut out)?;
             print!("{}", weft_dev::cluster::pods_table(&cfg, None)?);
-            if cfg.api.to_string() != crate::client::DEFAULT_CONTROLLER {
-                println!("weft commands reach this cluster with --controller {} --data-dir {}", cfg.api, cfg.controller_dir().display());
+            let (api, data_dir) = weft_dev::cluster::controller_of(&cfg);
+            if api.to_string() != crate::client::DEFAULT_CONTROLLER {
+                println!("weft commands reach this cluster with --controller {api} --data-dir {}", data_dir.display());
             }
             Ok(ExitCode::SUCCESS)
         }

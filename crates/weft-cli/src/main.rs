@@ -224,7 +224,7 @@ fn main() -> ExitCode {
         Command::Install(args) => kube::install(args, &conn.trust_domain),
         Command::Uninstall(args) => kube::uninstall(args),
         Command::Inject(args) => kube::inject(args),
-        Command::Dev { command } => dev::run(command),
+        Command::Dev { command } => dev::run(command, conn),
         Command::Delete { files, kind, name, namespace } => resources::delete(&client()?, &files, kind.as_deref(), name.as_deref(), &namespace),
     })();
     match result {

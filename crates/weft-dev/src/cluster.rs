@@ -28,6 +28,17 @@ pub struct UpOptions {
     pub images: ImageMap,
     /// How long to wait for new pods to be Ready.
     pub wait: Duration,
+    /// Use this controller instead of starting one.
+    pub controller: Option<ExternalController>,
+}
+
+/// A controller that already runs: its API, its proxies' gRPC port as pods
+/// reach it (on the bridge), and its data directory (admin token, root).
+#[derive(Debug, Clone)]
+pub struct ExternalController {
+    pub api: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
 }
 
 fn now_unix() -> u64 {
@@ -60,11 +71,20 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// `weft ARGS` against the dev controller, as its local admin.
+/// The controller the cluster uses (its API and data directory), as recorded.
+pub fn controller_of(cfg: &Config) -> (SocketAddr, PathBuf) {
+    match State::load(&cfg.state_file()).ok().flatten().and_then(|s| s.controller) {
+        Some(c) if !c.data_dir.as_os_str().is_empty() => (c.api, c.data_dir),
+        Some(c) => (c.api, cfg.controller_dir()),
+        None => (cfg.api, cfg.controller_dir()),
+    }
+}
+
+/// `weft ARGS` against the cluster's controller, as its local admin.
 fn weft(cfg: &Config, args: &[&str]) -> anyhow::Result<std::process::Output> {
     let exe = std::env::current_exe()?;
-    let data = cfg.controller_dir();
-    let out = Command::new(exe).arg("--data-dir").arg(&data).args(["--controller", &cfg.api.to_string()]).args(args).output()?;
+    let (api, data) = controller_of(cfg);
+    let out = Command::new(exe).arg("--data-dir").arg(&data).args(["--controller", &api.to_string()]).args(args).output()?;
     Ok(out)
 }
 
@@ -76,10 +96,18 @@ fn weft_ok(cfg: &Config, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn apply_docs(cfg: &Config, docs: &[Value]) -> anyhow::Result<()> {
+fn apply_docs(cfg: &Config, st: &mut State, docs: &[Value]) -> anyhow::Result<()> {
     if docs.is_empty() {
         return Ok(());
     }
+    for d in docs {
+        let at = |p: &str| d.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        let object = crate::state::AppliedObject { kind: at("/kind"), namespace: at("/metadata/namespace"), name: at("/metadata/name") };
+        if !st.applied.contains(&object) {
+            st.applied.push(object);
+        }
+    }
+    st.save(&cfg.state_file())?;
     let path = cfg.dir.join("apply.yaml");
     let mut text = String::new();
     for d in docs {
@@ -117,7 +145,7 @@ fn start_controller(cfg: &Config) -> anyhow::Result<ControllerState> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(ControllerState { pid: child.id(), api: cfg.api, grpc, monitoring })
+    Ok(ControllerState { pid: child.id(), api: cfg.api, grpc, monitoring, external: false, data_dir: cfg.controller_dir() })
 }
 
 /// The hosts file of a pod in `namespace`: every Service under its DNS names.
@@ -267,11 +295,12 @@ fn create_pod(cfg: &Config, st: &mut State, w: &Workload, name: String, hash: &s
         std::fs::write(&labels_file, labels.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect::<String>())?;
         let state_dir = dir.join("proxy-state");
         std::fs::create_dir_all(&state_dir)?;
-        let root = cfg.controller_dir().join("ca/root.pem");
+        let controller_data = controller_of(cfg).1;
+        let root = controller_data.join("ca/root.pem");
         // The proxy reads these as uid 1337.
         host::sh("chown", &["-R", &format!("{PROXY_UID}:{PROXY_UID}"), &state_dir.display().to_string()])?;
         host::sh("chmod", &["0644", &token_file.display().to_string(), &labels_file.display().to_string()])?;
-        for d in [cfg.dir.clone(), cfg.dir.join("pods"), cfg.dir.join("pods").join(&w.namespace), dir.clone(), cfg.controller_dir(), cfg.controller_dir().join("ca")] {
+        for d in [cfg.dir.clone(), cfg.dir.join("pods"), cfg.dir.join("pods").join(&w.namespace), dir.clone(), controller_data.clone(), controller_data.join("ca")] {
             let _ = host::sh("chmod", &["a+x", &d.display().to_string()]);
         }
         let _ = host::sh("chmod", &["a+r", &root.display().to_string()]);
@@ -410,7 +439,20 @@ pub fn up(cfg: &Config, m: &Manifests, opts: &UpOptions, out: &mut dyn Write) ->
         st.save(&cfg.state_file())?;
     }
     host::create_bridge(&cfg.bridge(), cfg.gateway(), 16)?;
-    if !st.controller.as_ref().is_some_and(|c| host::alive(c.pid)) {
+    if let (Some(ext), None) = (&opts.controller, &st.controller) {
+        if std::net::TcpStream::connect_timeout(&ext.api, Duration::from_secs(2)).is_err() {
+            bail!("no controller answers at {} (start one, or leave out --grpc to let weft dev start its own)", ext.api);
+        }
+        for f in ["api/admin.token", "ca/root.pem"] {
+            if !ext.data_dir.join(f).exists() {
+                bail!("{} has no {f}: give the controller's --data-dir (weft dev uses its local admin token and mesh root)", ext.data_dir.display());
+            }
+        }
+        let _ = writeln!(out, "controller: {} (proxies reach it at {})", ext.api, ext.grpc);
+        st.controller = Some(ControllerState { pid: 0, api: ext.api, grpc: ext.grpc, monitoring: ext.grpc, external: true, data_dir: ext.data_dir.clone() });
+        st.save(&cfg.state_file())?;
+    }
+    if !st.controller.as_ref().is_some_and(|c| c.external || host::alive(c.pid)) {
         let c = start_controller(cfg)?;
         let _ = writeln!(out, "controller: API {}, proxies' gRPC {} (pid {})", c.api, c.grpc, c.pid);
         st.controller = Some(c);
@@ -443,7 +485,7 @@ pub fn up(cfg: &Config, m: &Manifests, opts: &UpOptions, out: &mut dyn Write) ->
         docs.push(doc);
     }
     docs.extend(m.mesh.iter().cloned());
-    apply_docs(cfg, &docs)?;
+    apply_docs(cfg, &mut st, &docs)?;
     st.save(&cfg.state_file())?;
     for kind in &m.ignored {
         let _ = writeln!(out, "note: {kind} objects are not run by weft dev; left out");
@@ -511,7 +553,7 @@ fn settle(cfg: &Config, st: &mut State, created: &[(String, String)], wait: Dura
         host::write_hosts(&p.netns, &hosts_for(st, p))?;
         pod_docs.push(pod_doc(p, &st.workloads));
     }
-    apply_docs(cfg, &pod_docs)?;
+    apply_docs(cfg, st, &pod_docs)?;
     st.save(&cfg.state_file())?;
 
     // Wait for the new pods, reporting any whose program exited.
@@ -559,7 +601,7 @@ pub fn restart(cfg: &Config, target: &str, namespace: Option<&str>, out: &mut dy
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("no {kind} {name:?} in the dev cluster"))?;
     let w = Workload { kind: ws.kind.clone(), name: ws.name.clone(), namespace: ws.namespace.clone(), replicas: ws.replicas, template: ws.template.clone(), origin: crate::manifest::Origin { file: "the dev cluster".into(), document: 0 } };
-    let opts = UpOptions { images: ImageMap(st.images.clone()), wait: Duration::from_secs(60) };
+    let opts = UpOptions { images: ImageMap(st.images.clone()), wait: Duration::from_secs(60), controller: None };
     let mut created = Vec::new();
     roll(cfg, &mut st, &w, true, &opts, &mut BTreeMap::new(), &mut created, out)?;
     settle(cfg, &mut st, &created, opts.wait, out)
@@ -590,7 +632,7 @@ pub fn port_forward(cfg: &Config, target: &str, namespace: Option<&str>, local: 
         });
         let w = Workload { kind: "Pod".into(), name: FORWARDER.into(), namespace: ns.clone(), replicas: 1, template: template.clone(), origin: crate::manifest::Origin { file: "weft dev port-forward".into(), document: 0 } };
         st.workloads.push(WorkloadState { kind: w.kind.clone(), name: w.name.clone(), namespace: ns.clone(), replicas: 1, template });
-        let opts = UpOptions { images: ImageMap::default(), wait: Duration::from_secs(30) };
+        let opts = UpOptions { images: ImageMap::default(), wait: Duration::from_secs(30), controller: None };
         let mut created = Vec::new();
         roll(cfg, &mut st, &w, false, &opts, &mut BTreeMap::new(), &mut created, out)?;
         settle(cfg, &mut st, &created, opts.wait, out)?;
@@ -843,8 +885,16 @@ pub fn down(cfg: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
         host::delete_netns(&p.netns);
         host::delete_link(&p.veth);
     }
-    if let Some(c) = &st.controller {
-        host::stop(&[c.pid]);
+    match &st.controller {
+        // Someone else's controller keeps running; only what this cluster applied goes.
+        Some(c) if c.external => {
+            for o in st.applied.iter().rev() {
+                let ns = if o.namespace.is_empty() { "default" } else { o.namespace.as_str() };
+                let _ = weft(cfg, &["delete", &o.kind, &o.name, "-n", ns]);
+            }
+        }
+        Some(c) => host::stop(&[c.pid]),
+        None => {}
     }
     if let Some(b) = &st.bridge {
         host::delete_link(b);
@@ -856,7 +906,8 @@ pub fn down(cfg: &Config, out: &mut dyn Write) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(cfg.dir.join(f));
     }
     let _ = std::fs::remove_dir(&cfg.dir);
-    let _ = writeln!(out, "removed {} pods, {} services, the controller and bridge {}", st.pods.len(), st.services.len(), st.bridge.as_deref().unwrap_or("-"));
+    let controller = if st.controller.as_ref().is_some_and(|c| c.external) { "what it applied to the controller" } else { "the controller" };
+    let _ = writeln!(out, "removed {} pods, {} services, {controller} and bridge {}", st.pods.len(), st.services.len(), st.bridge.as_deref().unwrap_or("-"));
     Ok(())
 }
 

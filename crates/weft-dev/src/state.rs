@@ -59,10 +59,27 @@ impl Config {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControllerState {
+    /// The embedded controller's process (0 for an external one).
     pub pid: u32,
     pub api: SocketAddr,
+    /// Where pods reach its proxies' gRPC port.
     pub grpc: SocketAddr,
     pub monitoring: SocketAddr,
+    /// A controller the cluster uses but did not start: `down` leaves it running
+    /// and removes only what the cluster applied to it.
+    #[serde(default)]
+    pub external: bool,
+    /// Its data directory (local admin token, mesh root).
+    #[serde(default)]
+    pub data_dir: PathBuf,
+}
+
+/// An object the cluster applied to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedObject {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +156,9 @@ pub struct State {
     /// The `--images` map `up` was given, for pods made later (restart, port-forward).
     #[serde(default)]
     pub images: Vec<(String, String)>,
+    /// What was applied to the controller (removed from an external one by `down`).
+    #[serde(default)]
+    pub applied: Vec<AppliedObject>,
 }
 
 impl State {
