@@ -94,6 +94,22 @@ fn host() -> Host {
     Host { netns: run("ip", &["netns", "list"]), links, iptables }
 }
 
+/// The host once it stopped changing: the kernel removes the veths of
+/// network namespaces other tests deleted in the background, seconds later,
+/// and a snapshot taken meanwhile would count that as this test's doing.
+fn settled_host() -> Host {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = host();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = host();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 fn cluster_pids(state: &Path) -> Vec<u32> {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state).expect("state")).expect("json");
     let mut pids: Vec<u32> = v["pods"].as_array().into_iter().flatten().flat_map(|p| {
@@ -119,7 +135,7 @@ fn share(counts: &serde_json::Map<String, serde_json::Value>, prefix: &str) -> u
 #[test]
 fn the_edtech_platform_comes_up_splits_scales_and_leaves_nothing_behind() {
     let _one = HOST.lock().unwrap_or_else(|e| e.into_inner());
-    let before = host();
+    let before = settled_host();
     let c = Cluster::new("e1", 246);
     let manifests = root().join("examples/edtech/manifests");
     let portal = root().join("examples/edtech/portal.yaml");
@@ -236,14 +252,14 @@ fn the_edtech_platform_comes_up_splits_scales_and_leaves_nothing_behind() {
     assert!(down.contains("removed 8 pods"), "{down}");
     let left: Vec<u32> = pids.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "processes left running: {left:?}");
-    assert_eq!(host(), before, "weft dev down left the host changed");
+    assert_eq!(settled_host(), before, "weft dev down left the host changed");
     assert!(!c.dir.exists(), "state left in {}", c.dir.display());
 }
 
 #[test]
 fn bad_manifests_start_nothing_and_a_crashing_program_is_reported() {
     let _one = HOST.lock().unwrap_or_else(|e| e.into_inner());
-    let before = host();
+    let before = settled_host();
     let c = Cluster::new("e2", 247);
     let dir = c.dir.with_extension("input");
     std::fs::create_dir_all(&dir).expect("dir");
@@ -253,7 +269,7 @@ fn bad_manifests_start_nothing_and_a_crashing_program_is_reported() {
     assert!(!out.status.success());
     assert_eq!(text(&out.stderr).trim(), format!("error: {}#1: spec.replicas: must be a number 0-64, not \"many\"", bad.display()));
     assert!(!c.dir.exists(), "a bad manifest started something");
-    assert_eq!(host(), before);
+    assert_eq!(settled_host(), before);
 
     // One pod's program exits: it is reported with its log, the others keep running.
     let mixed = dir.join("mixed.yaml");
@@ -274,7 +290,7 @@ fn bad_manifests_start_nothing_and_a_crashing_program_is_reported() {
     assert!(page.contains("pod web"), "{page}");
     c.weft_ok(&["dev", "down"]);
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(host(), before);
+    assert_eq!(settled_host(), before);
 }
 
 #[test]
@@ -297,7 +313,7 @@ fn without_root_weft_dev_says_what_it_needs_in_one_line() {
 #[test]
 fn a_cluster_can_use_a_controller_that_already_runs_and_leaves_it_running_without_its_objects() {
     let _one = HOST.lock().unwrap_or_else(|e| e.into_inner());
-    let before = host();
+    let before = settled_host();
     let mut c = Cluster::new("e4", 250);
     // Someone's controller, listening for proxies on every address.
     let data = c.dir.with_extension("controller");
@@ -331,7 +347,7 @@ fn a_cluster_can_use_a_controller_that_already_runs_and_leaves_it_running_withou
     assert!(controller.try_wait().expect("status").is_none(), "down stopped a controller it did not start");
     let stored = c.weft_ok(&["--data-dir", &data_dir, "get", "all", "-n", "edtech-production"]);
     assert!(!stored.contains("exam-service") && !stored.contains("student-portal"), "the cluster's objects were left in the controller: {stored}");
-    assert_eq!(host(), before);
+    assert_eq!(settled_host(), before);
     let _ = controller.kill();
     let _ = controller.wait();
     let _ = std::fs::remove_dir_all(&data);
