@@ -47,9 +47,8 @@ pub struct Connection {
 /// `host` is its controller: every `weft` command works against it unchanged.
 fn dev_cluster_token(host: &str) -> Option<String> {
     let cfg = weft_dev::state::Config::from_env().ok()?;
-    let (api, data_dir) = weft_dev::cluster::controller_of(&cfg);
-    let known = weft_dev::state::State::load(&cfg.state_file()).ok()??.controller.is_some();
-    (known && api.to_string() == host).then(|| std::fs::read_to_string(data_dir.join("api/admin.token")).ok())?
+    let (api, data_dir) = weft_dev::cluster::recorded_controller(&cfg)?;
+    (api.to_string() == host).then(|| std::fs::read_to_string(data_dir.join("api/admin.token")).ok())?
 }
 
 pub struct ControllerClient {

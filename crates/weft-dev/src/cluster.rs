@@ -45,6 +45,9 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The characters of generated pod names, as Kubernetes' (no vowels, no look-alikes).
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
 /// FNV-1a: a short stable hash of a pod template, as Kubernetes' pod-template-hash.
 fn template_hash(t: &Value) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -52,8 +55,7 @@ fn template_hash(t: &Value) -> String {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10).map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char).collect()
+    (0..10).map(|i| NAME_ALPHABET[((h >> (i * 6)) % NAME_ALPHABET.len() as u64) as usize] as char).collect()
 }
 
 fn random_suffix() -> String {
@@ -61,23 +63,26 @@ fn random_suffix() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     let mut n = h.finish();
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
         .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
-            n /= ALPHABET.len() as u64;
+            let c = NAME_ALPHABET[(n % NAME_ALPHABET.len() as u64) as usize] as char;
+            n /= NAME_ALPHABET.len() as u64;
             c
         })
         .collect()
 }
 
-/// The controller the cluster uses (its API and data directory), as recorded.
+/// The controller a running cluster uses (its API and data directory), as
+/// its state records it; none without a cluster.
+pub fn recorded_controller(cfg: &Config) -> Option<(SocketAddr, PathBuf)> {
+    let c = State::load(&cfg.state_file()).ok().flatten()?.controller?;
+    let data_dir = if c.data_dir.as_os_str().is_empty() { cfg.controller_dir() } else { c.data_dir };
+    Some((c.api, data_dir))
+}
+
+/// The controller the cluster uses, or would start (its API and data directory).
 pub fn controller_of(cfg: &Config) -> (SocketAddr, PathBuf) {
-    match State::load(&cfg.state_file()).ok().flatten().and_then(|s| s.controller) {
-        Some(c) if !c.data_dir.as_os_str().is_empty() => (c.api, c.data_dir),
-        Some(c) => (c.api, cfg.controller_dir()),
-        None => (cfg.api, cfg.controller_dir()),
-    }
+    recorded_controller(cfg).unwrap_or_else(|| (cfg.api, cfg.controller_dir()))
 }
 
 /// `weft ARGS` against the cluster's controller, as its local admin.
@@ -193,6 +198,20 @@ fn expand(arg: &str, env: &[(String, String)]) -> String {
         s = s.replace(&format!("$({k})"), v);
     }
     s
+}
+
+/// A container's readiness probe with a named port resolved against its
+/// ports, as the kubelet resolves it (a name no port has stays, and fails).
+fn readiness_of(c: &Value) -> Option<Value> {
+    let mut probe = c.get("readinessProbe").cloned()?;
+    for kind in ["httpGet", "tcpSocket"] {
+        if let Some(p) = probe.get_mut(kind) {
+            if let Ok(n) = weft_kube::probes::resolve_port(c, p.get("port")) {
+                p["port"] = n.into();
+            }
+        }
+    }
+    Some(probe)
 }
 
 fn ports_of(c: &Value) -> Vec<u16> {
@@ -340,7 +359,7 @@ fn create_pod(cfg: &Config, st: &mut State, w: &Workload, name: String, hash: &s
             pids.push(host::spawn(Spawn { ns: &pod.netns, uid: None, hostname: Some(&name), argv, env: env.clone(), log: log.clone(), cwd: Some(&dir) })?);
         }
         let _ = writeln!(out, "  {}/{name} {cname}: {image} -> {}", w.namespace, program.describe());
-        pod.containers.push(ContainerState { name: cname, image, program: program.describe(), pids, log, ports: ports_of(c), readiness: c.get("readinessProbe").cloned() });
+        pod.containers.push(ContainerState { name: cname, image, program: program.describe(), pids, log, ports: ports_of(c), readiness: readiness_of(c) });
     }
     if let Some(p) = st.pods.iter_mut().find(|p| p.name == pod.name && p.namespace == pod.namespace) {
         *p = pod;
@@ -750,13 +769,8 @@ fn probe_ok(pod: &PodState, c: &ContainerState) -> bool {
         return false;
     }
     let timeout = Duration::from_millis(500);
-    let port = |v: Option<&Value>| -> Option<u16> {
-        match v? {
-            Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-            Value::String(s) => s.parse().ok().or_else(|| if s.is_empty() { None } else { c.ports.first().copied() }),
-            _ => None,
-        }
-    };
+    // Named ports were resolved when the pod was made (readiness_of).
+    let port = |v: Option<&Value>| -> Option<u16> { v?.as_u64().and_then(|n| u16::try_from(n).ok()) };
     match &c.readiness {
         Some(p) if p.get("httpGet").is_some() => {
             let g = &p["httpGet"];
@@ -921,6 +935,14 @@ mod tests {
         assert_eq!(template_hash(&a), template_hash(&a.clone()));
         assert_eq!(template_hash(&a).len(), 10);
         assert_ne!(template_hash(&a), template_hash(&json!({ "metadata": { "labels": { "app": "b" } } })));
+    }
+
+    #[test]
+    fn readiness_probes_name_their_port_by_number() {
+        let c = json!({ "name": "web", "ports": [ { "name": "metrics", "containerPort": 9090 }, { "name": "http", "containerPort": 8080 } ], "readinessProbe": { "httpGet": { "path": "/ready", "port": "http" } } });
+        assert_eq!(readiness_of(&c), Some(json!({ "httpGet": { "path": "/ready", "port": 8080 } })));
+        let unknown = json!({ "name": "web", "readinessProbe": { "tcpSocket": { "port": "nope" } } });
+        assert_eq!(readiness_of(&unknown), Some(json!({ "tcpSocket": { "port": "nope" } })), "left as written, so it fails as the kubelet's would");
     }
 
     #[test]

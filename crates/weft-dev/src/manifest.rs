@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where a document came from: `FILE#N`, numbered from 0 as `weft analyze` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,7 +235,7 @@ impl Manifests {
                 m.add_text("stdin", &text)?;
                 continue;
             }
-            for f in files(p)? {
+            for f in weft_model::load::find_files(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))? {
                 let text = std::fs::read_to_string(&f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
                 m.add_text(&f.display().to_string(), &text)?;
             }
@@ -254,24 +254,6 @@ impl Manifests {
         }
         Ok(())
     }
-}
-
-fn files(p: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if p.is_file() {
-        return Ok(vec![p.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    let entries = std::fs::read_dir(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-    for e in entries {
-        let path = e?.path();
-        if path.is_dir() {
-            out.extend(files(&path)?);
-        } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json") {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -193,14 +193,20 @@ impl CertificateAuthority {
         params.use_authority_key_identifier_extension = true;
         let issuer = rcgen::Issuer::from_ca_cert_pem(&self.signing_cert_pem, &self.key)?;
         let leaf = params.signed_by(&key, &issuer)?;
-        let mut chain_pem = leaf.pem();
+        Ok((self.chain_for(leaf.pem()), key.serialize_pem()))
+    }
+
+    /// A leaf's chain as peers need it: the leaf, then (when the CA signs with
+    /// an intermediate) the signing certificate and the ones above it.
+    fn chain_for(&self, leaf_pem: String) -> String {
+        let mut chain_pem = leaf_pem;
         if !self.signs_with_root {
             chain_pem.push_str(&self.signing_cert_pem);
             for c in &self.chain_pem {
                 chain_pem.push_str(c);
             }
         }
-        Ok((chain_pem, key.serialize_pem()))
+        chain_pem
     }
 
     /// Signs a CSR with explicit validity (tests use it to make expired certificates).
@@ -241,15 +247,8 @@ impl CertificateAuthority {
         }
         let issuer = rcgen::Issuer::from_ca_cert_pem(&self.signing_cert_pem, &self.key)?;
         let leaf = params.signed_by(&csr.public_key, &issuer)?;
-        let mut chain_pem = leaf.pem();
-        if !self.signs_with_root {
-            chain_pem.push_str(&self.signing_cert_pem);
-            for c in &self.chain_pem {
-                chain_pem.push_str(c);
-            }
-        }
         Ok(IssuedCertificate {
-            chain_pem,
+            chain_pem: self.chain_for(leaf.pem()),
             not_before,
             not_after,
             serial: crate::token::hex(&serial),

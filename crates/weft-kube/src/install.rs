@@ -76,16 +76,12 @@ impl InstallValues {
             "false" => Ok(false),
             _ => Err(format!("{key}: {v:?} is not true or false")),
         };
+        // One definition of a resource quantity: the annotations' (sidecar::check_quantity).
         let quantity = |v: &str| -> Result<Option<String>, String> {
             if v.is_empty() {
                 return Ok(None);
             }
-            let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-            if digits.parse::<f64>().is_ok() && ["", "m", "Ki", "Mi", "Gi", "k", "M", "G"].contains(&&v[digits.len()..]) {
-                Ok(Some(v.to_string()))
-            } else {
-                Err(format!("{key}: {v:?} is not a quantity (10m, 0.5, 64Mi)"))
-            }
+            crate::sidecar::check_quantity(v).map(|()| Some(v.to_string())).map_err(|e| format!("{key}: {e}"))
         };
         let non_empty = |v: &str| if v.trim().is_empty() { Err(format!("{key}: must not be empty")) } else { Ok(v.trim().to_string()) };
         match key {

@@ -66,7 +66,7 @@ pub fn rewrite(containers: &mut [Value]) -> Result<BTreeMap<String, Value>, Inje
 }
 
 /// A probe's port: a number, or the name of one of the container's ports.
-fn resolve_port(container: &Value, port: Option<&Value>) -> Result<u16, String> {
+pub fn resolve_port(container: &Value, port: Option<&Value>) -> Result<u16, String> {
     match port {
         Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0).ok_or_else(|| format!("port {n} is not 1-65535")),
         Some(Value::String(s)) => {

@@ -293,7 +293,7 @@ pub fn parse_ports(v: &str) -> Result<Vec<u16>, String> {
 }
 
 /// A Kubernetes resource quantity (`100m`, `0.5`, `128Mi`, `1G`).
-fn check_quantity(v: &str) -> Result<(), String> {
+pub fn check_quantity(v: &str) -> Result<(), String> {
     let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let suffix = &v[digits.len()..];
     let number_ok = !digits.is_empty() && digits.parse::<f64>().is_ok_and(|n| n >= 0.0);
