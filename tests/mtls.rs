@@ -96,10 +96,25 @@ fn strict_mtls_encrypts_the_wire_and_refuses_plaintext_clients() {
     assert!(body.contains(SECRET_HEADER), "the app got the request in clear: {body}");
     // The app learns who called it.
     assert!(body.contains("By=spiffe://cluster.local/ns/default/sa/web;URI=spiffe://cluster.local/ns/default/sa/client"), "{body}");
-    assert!(contains_bytes(&pcap, b"weft/h2"), "the capture shows the mesh TLS handshake (ALPN is in clear); {} bytes", pcap.len());
+    // The app's HTTP/1.1 stays HTTP/1.1 between the proxies by default (Istio's DO_NOT_UPGRADE).
+    assert!(contains_bytes(&pcap, b"weft/http1"), "the capture shows the mesh TLS handshake (ALPN is in clear); {} bytes", pcap.len());
     assert!(!contains_bytes(&pcap, SECRET_HEADER.as_bytes()), "request header in plaintext on the wire");
     assert!(!contains_bytes(&pcap, SECRET_BODY.as_bytes()), "request body in plaintext on the wire");
     assert!(!contains_bytes(&pcap, b"x-echo-pod"), "response in plaintext on the wire");
+
+    // h2UpgradePolicy: UPGRADE carries it as HTTP/2 streams instead, and the app still gets HTTP/1.1.
+    m.ctl
+        .apply("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: default}\nspec:\n  host: web.default.svc.cluster.local\n  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}\n")
+        .unwrap();
+    wait_for(&m.ctl, &["proxy-config", "client", "clusters", "-o", "json"], "h2_upgrade at the client", |v| v.to_string().contains("\"h2_upgrade\":true"));
+    let capture = Capture::start(&m.web.veth_host, "tcp port 8080", m.web.ip).unwrap();
+    let (code, body) = secret_request(&m.client);
+    let pcap = capture.stop().unwrap();
+    assert_eq!(code, 200, "{body}\n{}\n{}", m.client.logs(), m.web.logs());
+    assert!(contains_bytes(&pcap, b"weft/h2"), "a new HTTP/2 mesh connection; {} bytes", pcap.len());
+    assert!(!contains_bytes(&pcap, SECRET_HEADER.as_bytes()) && !contains_bytes(&pcap, SECRET_BODY.as_bytes()));
+    assert!(body.contains("\"http_version\":\"HTTP/1.1\""), "the app got HTTP/1.1: {body}");
+    assert!(!body.contains("x-weft-orig-proto"), "the carriage marker is the proxies' alone: {body}");
 
     // A client without a proxy is refused at the web pod's inbound proxy.
     let direct = format!("http://{}:8080/", m.web.ip);

@@ -796,6 +796,11 @@ pub struct ConnectionPool {
     /// Unused pooled connections are closed after this long.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_duration_text")]
     pub idle_timeout: Option<Duration>,
+    /// Between meshed proxies, carry the app's HTTP/1.1 as HTTP/2 streams
+    /// (Istio's `h2UpgradePolicy: UPGRADE`); false keeps it HTTP/1.1 on pooled
+    /// TLS connections (`DO_NOT_UPGRADE`); unset, the proxy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_upgrade: Option<bool>,
 }
 
 /// Istio's outlierDetection.

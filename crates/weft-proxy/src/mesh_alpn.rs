@@ -2,9 +2,11 @@
 //! ALPN by the client proxy:
 //!
 //! - `weft/h2`: HTTP/2; application HTTP/1.1 requests are carried as HTTP/2
-//!   streams too (multiplexed on one connection), marked with
-//!   [`ORIG_PROTO`] so the server side hands them to the app as HTTP/1.1;
-//! - `weft/http1`: HTTP/1.1, for requests that upgrade (WebSocket);
+//!   streams too when the destination asks for it (`h2_upgrade`,
+//!   multiplexed on one connection), marked with [`ORIG_PROTO`] so the
+//!   server side hands them to the app as HTTP/1.1;
+//! - `weft/http1`: HTTP/1.1 (the default for the app's HTTP/1.1, on pooled
+//!   connections), and requests that upgrade (WebSocket);
 //! - `weft/tcp`: the opaque bytes of a TCP connection.
 //!
 //! The inbound side recognises mesh TLS by these values in the peeked

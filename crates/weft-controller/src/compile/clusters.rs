@@ -43,6 +43,7 @@ pub fn effective_policy(dest: Option<&weft_model::mesh::DestinationPolicy>, subs
         a.http2_max_requests = a.http2_max_requests.or(b.http2_max_requests);
         a.max_requests_per_connection = a.max_requests_per_connection.or(b.max_requests_per_connection);
         a.max_retries = a.max_retries.or(b.max_retries);
+        a.h2_upgrade = a.h2_upgrade.or(b.h2_upgrade);
     }
     out
 }
@@ -82,6 +83,7 @@ fn connection_pool(p: &weft_model::mesh::ConnectionPool) -> weft_proto::config::
         max_requests_per_connection: p.max_requests_per_connection,
         max_retries: p.max_retries,
         idle_timeout: p.idle_timeout,
+        h2_upgrade: p.h2_upgrade,
     }
 }
 

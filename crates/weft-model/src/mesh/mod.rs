@@ -319,6 +319,8 @@ pub struct ConnectionPool {
     pub http2_max_requests: Option<u32>,
     pub max_requests_per_connection: Option<u32>,
     pub max_retries: Option<u32>,
+    /// `h2UpgradePolicy`: app HTTP/1.1 carried as HTTP/2 between meshed proxies (unset: the mesh default).
+    pub h2_upgrade: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1327,6 +1329,11 @@ fn traffic_policy(t: &istio::TrafficPolicy) -> TrafficPolicy {
                     http2_max_requests: p.http.as_ref().and_then(|h| h.http2_max_requests),
                     max_requests_per_connection: p.http.as_ref().and_then(|h| h.max_requests_per_connection),
                     max_retries: p.http.as_ref().and_then(|h| h.max_retries),
+                    h2_upgrade: p.http.as_ref().and_then(|h| h.h2_upgrade_policy).and_then(|u| match u {
+                        istio::H2UpgradePolicy::Upgrade => Some(true),
+                        istio::H2UpgradePolicy::DoNotUpgrade => Some(false),
+                        istio::H2UpgradePolicy::Default => None,
+                    }),
                 })
                 .unwrap_or_default(),
             outlier_detection: od.map(|o| OutlierDetection {

@@ -418,6 +418,14 @@ spec! {
     }
 }
 
+constants! {
+    pub enum H2UpgradePolicy {
+        Default = "DEFAULT",
+        DoNotUpgrade = "DO_NOT_UPGRADE",
+        Upgrade = "UPGRADE",
+    }
+}
+
 spec! {
     pub struct HttpSettings {
         pub http1_max_pending_requests: Option<u32>,
@@ -425,7 +433,7 @@ spec! {
         pub max_requests_per_connection: Option<u32>,
         pub max_retries: Option<u32>,
         pub idle_timeout: Option<Dur>,
-        pub h2_upgrade_policy: Option<String>,
+        pub h2_upgrade_policy: Option<H2UpgradePolicy>,
         pub use_client_protocol: Option<bool>,
         pub max_concurrent_streams: Option<u32>,
     }

@@ -8,7 +8,7 @@ use crate::config::{Cluster, Endpoint, UpstreamTls};
 use crate::local_reply::{Flag, LocalReply};
 use crate::metric_labels::{self, Shared};
 use crate::upstream::mesh::MeshConnector;
-use crate::upstream::{HttpClients, MeshClients};
+use crate::upstream::{HttpClients, MeshClients, H2_UPGRADE_DEFAULT};
 use crate::workload_cert::Certificate;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,7 +47,7 @@ impl ClusterState {
                 alpn: crate::mesh_alpn::ALPN_H2,
                 connect_timeout: config.connect_timeout,
             };
-            clients.mesh = Some(MeshClients::new(connector, idle_timeout));
+            clients.mesh = Some(MeshClients::new(connector, idle_timeout, config.pool.h2_upgrade.unwrap_or(H2_UPGRADE_DEFAULT)));
         }
         let service_labels = match metric_labels::service_of_cluster(&config.name) {
             Some((host, port)) => metric_labels::service(Some(host), port),

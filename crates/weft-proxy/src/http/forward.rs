@@ -15,7 +15,6 @@ use crate::outbound::answer::rewritten_path;
 use crate::outbound::{Forward, Upstream};
 use crate::state::Proxy;
 use http::{HeaderValue, Request, Response};
-use http_body_util::BodyExt;
 
 /// Sends the request to the forward's target and returns its response,
 /// streaming bodies both ways.
@@ -42,10 +41,7 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Body>, fwd: Forward, host: 
         Some(m) => rewritten_path(&m.rule, m.prefix.as_deref(), pq),
         None => pq.to_string(),
     };
-    parts.uri = match format!("http://{endpoint}{pq}").parse() {
-        Ok(u) => u,
-        Err(_) => return Err(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid"))),
-    };
+    // The URI is set for the upstream when the request is sent (`HttpClients::send`, which refuses an invalid one).
     parts.version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
@@ -88,13 +84,11 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Body>, fwd: Forward, host: 
         budget: matched.as_ref().and_then(|m| m.budget.as_deref()),
         timeout: route_timeout,
     };
-    let tries = send(proxy, out, body, how);
-    let mut resp = match route_timeout {
-        Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
-            LocalReply::new(504, Flag::UpstreamRequestTimeout, format!("{endpoint} did not respond within the route timeout of {}ms", limit.as_millis()))
-        })??,
-        None => tries.await?,
-    };
+    // Built in place (not bound to a name first): a future moved into another is held twice by this one.
+    let mut resp = super::deadline::within(route_timeout, send(proxy, out, body, how)).await.map_err(|_| {
+        let limit = route_timeout.unwrap_or_default().as_millis();
+        LocalReply::new(504, Flag::UpstreamRequestTimeout, format!("{endpoint} did not respond within the route timeout of {limit}ms"))
+    })??;
     if let Some(rule) = &rule {
         apply_header_ops(resp.headers_mut(), &rule.response_headers);
     }
@@ -106,5 +100,5 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Body>, fwd: Forward, host: 
         _ if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {}
         _ => strip_hop_by_hop(resp.headers_mut(), false),
     }
-    Ok(resp.map(|b| b.boxed()))
+    Ok(resp)
 }

@@ -6,6 +6,7 @@
 //! Every request is one [`RequestRecord`], emitted once.
 
 pub mod body;
+pub mod deadline;
 pub mod fault;
 pub mod forward;
 pub mod headers;
@@ -148,4 +149,28 @@ fn answer(mut record: RequestRecord, result: Result<Response<Body>, LocalReply>)
     record.capture_response(resp.headers());
     record.responded(resp.status().as_u16(), headers::response_head_bytes(&resp) as u64, crate::telemetry::record::grpc_status(resp.headers()));
     resp.map(|b| RecordedResponse::new(b, record).boxed())
+}
+
+/// The request's future is moved on each await of its callers (and into
+/// hyper's slot for it), so its size is CPU on every request: before the
+/// connection handshakes were boxed it was 11 KiB, and copying it was 12% of
+/// the client proxy's instructions (docs/benchmarks.md).
+#[cfg(test)]
+mod future_sizes {
+    /// The size of the future an async fn of four arguments returns.
+    fn size4<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size7<A, B, C, D, E, G, H, F>(_: fn(A, B, C, D, E, G, H) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_request_future_stays_small_and_new_connections_are_boxed() {
+        let (outbound, inbound) = (size4(super::outbound), size4(super::inbound));
+        assert!(outbound <= 8 * 1024 && inbound <= 8 * 1024, "outbound {outbound} bytes, inbound {inbound}");
+        // A TLS or HTTP/2 handshake inline would make this several KiB.
+        let send = size7(crate::upstream::HttpClients::send);
+        assert!(send <= 2 * 1024, "HttpClients::send: {send} bytes");
+    }
 }

@@ -19,7 +19,6 @@ use crate::state::Proxy;
 use crate::telemetry::{EjectionLabels, RetryLabels};
 use crate::upstream::HttpClients;
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use std::time::Duration;
 use weft_proto::config::RetryPolicy;
 
@@ -44,8 +43,8 @@ pub struct Sending<'a> {
 }
 
 /// Sends the request and retries it as `how.policy` allows.
-pub async fn send(proxy: &Proxy, out: Outgoing<'_>, mut body: RequestBody, how: Sending<'_>) -> Result<Response<Incoming>, LocalReply> {
-    let Outgoing { parts, upgrade, authority, pq } = out;
+pub async fn send(proxy: &Proxy, out: Outgoing<'_>, mut body: RequestBody, how: Sending<'_>) -> Result<Response<Body>, LocalReply> {
+    let Outgoing { mut parts, upgrade, authority, pq } = out;
     let Sending { target, clients, policy, budget, timeout } = how;
     let idempotent = !matches!(parts.method, http::Method::POST | http::Method::PATCH);
     // Every gRPC call is a POST: a policy that names gRPC statuses asked for gRPC calls to be retried.
@@ -85,19 +84,17 @@ pub async fn send(proxy: &Proxy, out: Outgoing<'_>, mut body: RequestBody, how: 
         let mut req = Request::new(this_body);
         *req.method_mut() = parts.method.clone();
         *req.version_mut() = parts.version;
-        *req.headers_mut() = parts.headers.clone();
+        // Only a request that may be tried again needs its headers kept.
+        *req.headers_mut() = if may_retry.is_some() { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
         if one_per_connection && !http2 && !upgrade {
             req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         let in_flight = cluster.zip(endpoint.index).map(|(c, i)| c.balancer.start(i));
-        let sent = clients.send(req, endpoint.address, authority, pq, endpoint.identity.is_some(), upgrade);
         let per_try = may_retry.and_then(|p| p.per_try_timeout);
-        let result = match per_try {
-            Some(limit) => match tokio::time::timeout(limit, sent).await {
-                Ok(r) => r.map_err(Some),
-                Err(_) => Err(None),
-            },
-            None => sent.await.map_err(Some),
+        let sent = clients.send(req, endpoint.address, authority, pq, endpoint.identity.is_some(), upgrade);
+        let result = match super::deadline::within(per_try, sent).await {
+            Ok(r) => r.map_err(Some),
+            Err(_) => Err(None),
         };
         let outcome = match &result {
             Ok(resp) => TryOutcome::Response {

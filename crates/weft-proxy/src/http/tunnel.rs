@@ -5,7 +5,6 @@ use crate::body::{empty_body, Body};
 use crate::local_reply::LocalReply;
 use crate::upstream::connect_tcp;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -24,7 +23,7 @@ pub async fn connect(mut req: Request<Body>, endpoint: SocketAddr, timeout: Dura
 }
 
 /// Once both sides have upgraded, copies bytes between them until either closes.
-pub fn splice(downstream: OnUpgrade, resp: &mut Response<Incoming>) {
+pub fn splice<B>(downstream: OnUpgrade, resp: &mut Response<B>) {
     let up = hyper::upgrade::on(resp);
     tokio::spawn(async move {
         if let (Ok(down), Ok(up)) = (downstream.await, up.await) {

@@ -6,7 +6,7 @@
 use super::UpstreamError;
 use crate::body::Body;
 use crate::local_reply::{Flag, LocalReply};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ impl Http2Pool {
         Http2Pool { conns: Arc::new(Mutex::new(PoolState { conns: HashMap::new(), swept: std::time::Instant::now() })), idle_timeout }
     }
 
-    pub(super) async fn send<IO, Fut>(&self, endpoint: SocketAddr, req: http::Request<Body>, connect: impl FnOnce() -> Fut) -> Result<Response<Incoming>, UpstreamError>
+    pub(super) async fn send<IO, Fut>(&self, endpoint: SocketAddr, req: http::Request<Body>, connect: impl FnOnce() -> Fut) -> Result<Response<Body>, UpstreamError>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         Fut: std::future::Future<Output = Result<IO, LocalReply>>,
@@ -60,7 +60,9 @@ impl Http2Pool {
         };
         let mut sender = match cached {
             Some(s) => s,
-            None => {
+            // Boxed: a new connection is the rare case, and its handshake future would
+            // otherwise make every request's future kilobytes larger.
+            None => Box::pin(async {
                 let io = connect().await.map_err(UpstreamError::Connect)?;
                 let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
@@ -77,11 +79,12 @@ impl Http2Pool {
                     pool.conns.clear();
                 }
                 pool.conns.insert(endpoint, (sender.clone(), std::time::Instant::now()));
-                sender
-            }
+                Ok::<_, UpstreamError>(sender)
+            })
+            .await?,
         };
         sender.ready().await.map_err(UpstreamError::Http2)?;
-        sender.send_request(req).await.map_err(UpstreamError::Http2)
+        Ok(sender.send_request(req).await.map_err(UpstreamError::Http2)?.map(|b| b.boxed()))
     }
 }
 

@@ -1,64 +1,85 @@
-//! Connections to upstreams: pooled HTTP/1.1 keep-alive clients, HTTP/2
-//! connections owned per endpoint (multiplexed), mesh mTLS to endpoints that
-//! have an identity, and plain TCP connects with a timeout. Every failure
+//! Connections to upstreams: HTTP/1.1 keep-alive connections pooled per
+//! endpoint and driven by the request's own task, HTTP/2 connections owned
+//! per endpoint (multiplexed), hyper-util's pool for upgrades, mesh mTLS to
+//! endpoints that have an identity, and plain TCP connects with a timeout. Every failure
 //! becomes a [`LocalReply`] that says what happened in words.
 
 pub mod connect;
+pub mod http1_pool;
 pub mod http2_pool;
 pub mod mesh;
 
 pub use connect::connect_tcp;
+pub use http1_pool::Http1Pool;
 pub use http2_pool::Http2Pool;
 
 use crate::body::Body;
 use crate::local_reply::{Flag, LocalReply};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use hyper::Response;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh::MeshConnector;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Whether app HTTP/1.1 travels as HTTP/2 streams between meshed proxies
+/// when the destination's connection pool does not say (`h2_upgrade`).
+pub const H2_UPGRADE_DEFAULT: bool = false;
+
+/// hyper's read buffer limit for upstream HTTP/1.1 connections.
+const HTTP1_MAX_BUF: usize = 64 * 1024;
 
 /// Plaintext HTTP/1.1 and HTTP/2 clients, and for clusters with meshed
 /// endpoints the mTLS ones; each pools connections per endpoint.
 #[derive(Clone)]
 pub struct HttpClients {
-    pub http1: Client<HttpConnector, Body>,
+    /// HTTP/1.1 requests, on connections driven by the request's own task.
+    pub http1: Http1Pool<TcpStream>,
+    /// HTTP/1.1 requests that upgrade (WebSocket): hyper-util's pool, which hands the upgraded connection over.
+    pub upgrades: Client<HttpConnector, Body>,
     pub http2: Http2Pool,
     pub mesh: Option<MeshClients>,
     pub connect_timeout: Duration,
 }
 
-/// Clients over mesh mTLS: HTTP/2 for every request that can be multiplexed,
-/// HTTP/1.1 for upgrades.
+/// Clients over mesh mTLS: HTTP/2 for the app's HTTP/2 (and its HTTP/1.1
+/// when `h2_upgrade`, multiplexed as Linkerd does), HTTP/1.1 on pooled TLS
+/// connections otherwise (as Istio does by default), and for upgrades.
 #[derive(Clone)]
 pub struct MeshClients {
     pub http2: Http2Pool,
-    pub http1: Client<MeshConnector, Body>,
+    pub http1: Http1Pool<TlsStream<TcpStream>>,
+    pub upgrades: Client<MeshConnector, Body>,
+    /// App HTTP/1.1 travels as HTTP/2 streams between the proxies.
+    pub h2_upgrade: bool,
     connector: MeshConnector,
 }
 
 impl MeshClients {
-    pub fn new(connector: MeshConnector, idle_timeout: Duration) -> MeshClients {
-        let http1 = Client::builder(TokioExecutor::new())
+    pub fn new(connector: MeshConnector, idle_timeout: Duration, h2_upgrade: bool) -> MeshClients {
+        let upgrades = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
-            .http1_max_buf_size(64 * 1024)
+            .http1_max_buf_size(HTTP1_MAX_BUF)
             .build(MeshConnector { alpn: crate::mesh_alpn::ALPN_HTTP1, ..connector.clone() });
-        MeshClients { http2: Http2Pool::new(idle_timeout), http1, connector }
+        MeshClients { http2: Http2Pool::new(idle_timeout), http1: Http1Pool::new(idle_timeout, HTTP1_MAX_BUF), upgrades, h2_upgrade, connector }
     }
 }
 
 /// Why a request to an upstream failed.
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// From the pooled HTTP/1.1 clients.
+    /// From hyper-util's pooled client (upgrades).
     Pooled(hyper_util::client::legacy::Error),
     /// No connection (refused, timed out, mTLS handshake failed): the reply says which.
     Connect(LocalReply),
     /// On an HTTP/2 connection of our own: reset, closed, protocol error.
     Http2(hyper::Error),
+    /// On an HTTP/1.1 connection of our own, after the request was sent.
+    Http1(hyper::Error),
 }
 
 impl UpstreamError {
@@ -67,7 +88,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Pooled(e) => e.is_connect(),
             UpstreamError::Connect(_) => true,
-            UpstreamError::Http2(_) => false,
+            UpstreamError::Http2(_) | UpstreamError::Http1(_) => false,
         }
     }
 
@@ -76,7 +97,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Pooled(e) => connect::explain(e, endpoint, timeout),
             UpstreamError::Connect(reply) => reply.clone(),
-            UpstreamError::Http2(e) => connect::explain_response_error(e, endpoint),
+            UpstreamError::Http2(e) | UpstreamError::Http1(e) => connect::explain_response_error(e, endpoint),
         }
     }
 }
@@ -85,7 +106,7 @@ impl HttpClients {
     /// Sends `req` (its URI is set here) to `endpoint`: over mesh mTLS when
     /// `mesh` (the endpoint has an identity), else plaintext in the request's
     /// own version. HTTP/2 keeps `authority` as `:authority`; HTTP/1.1 keeps
-    /// the Host header the caller set.
+    /// the Host header the caller set (the endpoint's address when it set none).
     pub async fn send(
         &self,
         mut req: http::Request<Body>,
@@ -94,39 +115,58 @@ impl HttpClients {
         pq: &str,
         mesh: bool,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let uri = |host: &str| -> Result<http::Uri, UpstreamError> {
-            format!("http://{host}{pq}")
-                .parse()
-                .map_err(|_| UpstreamError::Connect(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid"))))
+    ) -> Result<Response<Body>, UpstreamError> {
+        let invalid = || UpstreamError::Connect(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid")));
+        let absolute = |host: &str| -> Result<http::Uri, UpstreamError> { format!("http://{host}{pq}").parse().map_err(|_| invalid()) };
+        let h2_authority = || match authority.filter(|a| a.parse::<http::uri::Authority>().is_ok()) {
+            Some(a) => absolute(a),
+            None => absolute(&endpoint.to_string()),
         };
-        let endpoint_text = endpoint.to_string();
-        let h2_authority = authority.filter(|a| a.parse::<http::uri::Authority>().is_ok()).unwrap_or(&endpoint_text);
+        // HTTP/1.1 on a connection of our own: the request line carries the path only.
+        let origin_form = |req: &mut http::Request<Body>| -> Result<(), UpstreamError> {
+            *req.uri_mut() = http::Uri::try_from(pq).map_err(|_| invalid())?;
+            if !req.headers().contains_key(http::header::HOST) {
+                if let Ok(v) = http::HeaderValue::from_str(&endpoint.to_string()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+            Ok(())
+        };
+        let timeout = self.connect_timeout;
         if !mesh {
             if req.version() == http::Version::HTTP_2 {
-                *req.uri_mut() = uri(h2_authority)?;
-                let timeout = self.connect_timeout;
+                *req.uri_mut() = h2_authority()?;
                 return self.http2.send(endpoint, req, || connect_tcp(endpoint, timeout)).await;
             }
-            *req.uri_mut() = uri(&endpoint_text)?;
-            return self.http1.request(req).await.map_err(UpstreamError::Pooled);
+            if upgrade {
+                *req.uri_mut() = absolute(&endpoint.to_string())?;
+                return Ok(self.upgrades.request(req).await.map_err(UpstreamError::Pooled)?.map(|b| b.boxed()));
+            }
+            origin_form(&mut req)?;
+            return self.http1.send(endpoint, req, || connect_tcp(endpoint, timeout)).await;
         }
         let Some(m) = &self.mesh else {
             return Err(UpstreamError::Connect(LocalReply::new(503, Flag::UpstreamConnectFailure, "the endpoint needs mTLS but this cluster has no mesh clients")));
         };
         if upgrade {
-            *req.uri_mut() = uri(&endpoint_text)?;
-            return m.http1.request(req).await.map_err(UpstreamError::Pooled);
+            *req.uri_mut() = absolute(&endpoint.to_string())?;
+            return Ok(m.upgrades.request(req).await.map_err(UpstreamError::Pooled)?.map(|b| b.boxed()));
+        }
+        let c = &m.connector;
+        let identity = c.identities.get(&endpoint).ok_or_else(|| {
+            UpstreamError::Connect(LocalReply::new(503, Flag::UpstreamConnectFailure, format!("{endpoint} has no mesh identity to verify")))
+        })?;
+        if req.version() != http::Version::HTTP_2 && !m.h2_upgrade {
+            origin_form(&mut req)?;
+            let connect = || mesh::connect(endpoint, identity, crate::mesh_alpn::ALPN_HTTP1, &c.certificate, c.connect_timeout);
+            return m.http1.send(endpoint, req, connect).await;
         }
         if req.version() != http::Version::HTTP_2 {
             req.headers_mut().insert(crate::mesh_alpn::ORIG_PROTO, http::HeaderValue::from_static("HTTP/1.1"));
             *req.version_mut() = http::Version::HTTP_2;
         }
-        *req.uri_mut() = uri(h2_authority)?;
-        let c = &m.connector;
-        let identity = c.identities.get(&endpoint).cloned().ok_or_else(|| {
-            UpstreamError::Connect(LocalReply::new(503, Flag::UpstreamConnectFailure, format!("{endpoint} has no mesh identity to verify")))
-        })?;
+        *req.uri_mut() = h2_authority()?;
+        let identity = identity.clone();
         m.http2
             .send(endpoint, req, || async move {
                 mesh::connect(endpoint, &identity, crate::mesh_alpn::ALPN_H2, &c.certificate, c.connect_timeout).await
@@ -139,12 +179,12 @@ impl HttpClients {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
-        let http1 = Client::builder(TokioExecutor::new())
+        let upgrades = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
-            .http1_max_buf_size(64 * 1024)
+            .http1_max_buf_size(HTTP1_MAX_BUF)
             .build(connector.clone());
-        HttpClients { http1, http2: Http2Pool::new(idle_timeout), mesh: None, connect_timeout }
+        HttpClients { http1: Http1Pool::new(idle_timeout, HTTP1_MAX_BUF), upgrades, http2: Http2Pool::new(idle_timeout), mesh: None, connect_timeout }
     }
 }
 
@@ -153,6 +193,7 @@ mod tests {
     use super::*;
     use crate::body::empty_body;
     use bytes::Bytes;
+    use hyper::body::Incoming;
     use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
