@@ -41,7 +41,14 @@ pub async fn forward(proxy: &Proxy, mut req: Request<Body>, fwd: Forward, host: 
         Some(m) => rewritten_path(&m.rule, m.prefix.as_deref(), pq),
         None => pq.to_string(),
     };
-    // The URI is set for the upstream when the request is sent (`HttpClients::send`, which refuses an invalid one).
+    // The upstream's request target, checked here, before mirrors, circuit
+    // breaking and retries: an invalid one is the client's or the route's
+    // fault, never the endpoint's. Read back from its absolute form, the path
+    // is canonical (a rewrite to "" is "/"); `HttpClients::send` sets the URI.
+    let pq = match format!("http://{endpoint}{pq}").parse::<http::Uri>() {
+        Ok(u) => u.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        Err(_) => return Err(LocalReply::new(400, Flag::NoRouteFound, format!("request target {pq:?} is not valid"))),
+    };
     parts.version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
